@@ -1,0 +1,2 @@
+//! The Billing Booth One API: wire types, client, errors.
+pub mod types;
