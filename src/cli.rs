@@ -1,1 +1,380 @@
-//! stub
+//! The command line: what was typed ([`Args`]), then what it means ([`Config`]).
+//!
+//! Parsing is clap's; checking is here, once, so the commands get real values: a
+//! base URL that is safe to send credentials to, credentials from the environment
+//! (never from the command line), a rate and concurrency that are not zero.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::api::{Credentials, Secret};
+use crate::input::{Field, Options as InputOptions};
+use crate::ledger::RowStatus;
+
+/// The public API; customers may have their own.
+pub const DEFAULT_BASE_URL: &str = "https://api.billingbooth.app";
+/// The ledger when none is named.
+pub const DEFAULT_LEDGER: &str = "bbinvite.db";
+/// Requests per second of commands that only read (the directory for `validate`,
+/// `customers`): brisk, as a directory of 50,000 customers is 500 pages, yet polite.
+pub const DEFAULT_CHECK_RATE: NonZeroU32 = NonZeroU32::MIN.saturating_add(19);
+/// The ledger of `--sandbox` runs, kept apart from the real one.
+pub const SANDBOX_LEDGER: &str = "bbinvite-sandbox.db";
+
+/// Invite users to Billing Booth One customer portals in bulk, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "bbinvite", version, about, long_about = None, propagate_version = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// Flags every command takes, before or after its name.
+#[derive(Debug, ClapArgs, Clone)]
+pub struct Global {
+    /// The ledger file (SQLite) [default: bbinvite.db, or bbinvite-sandbox.db with --sandbox]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// The API's base URL [env: BILLINGBOOTH_BASE_URL; default: https://api.billingbooth.app]
+    #[arg(long, global = true, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more: each problem row as it happens
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Invite every row of FILE(s): resolve, send, record; a rerun finishes what did not
+    Run(RunArgs),
+    /// Read, validate and resolve FILE(s) and report every problem; sends nothing
+    Validate(ValidateArgs),
+    /// Send again the invitations that failed or never finished, from the ledger
+    Retry(RetryArgs),
+    /// Counts per status: the last run and the whole ledger
+    Status(StatusArgs),
+    /// Write the rows of a run as CSV: the input's columns, then what happened
+    Export(ExportArgs),
+    /// List the customer directory as bbinvite resolves it
+    Customers(CustomersArgs),
+    /// Serve a local simulator of the Billing Booth One API
+    Sandbox(crate::sandbox::Args),
+}
+
+/// How input files are read.
+#[derive(Debug, ClapArgs, Clone)]
+pub struct InputArgs {
+    /// Input files: CSV, JSONL or XLSX; `-` reads standard input
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+    /// Use this column for a field, e.g. --map email="E-mail Address" (fields: email,
+    /// name, first_name, last_name, customer, customer_id, customer_reference, status, id)
+    #[arg(long = "map", value_name = "FIELD=COLUMN", value_parser = parse_map)]
+    pub map: Vec<(Field, String)>,
+    /// CSV delimiter (default: sniffed among , ; tab |); `tab` or `\t` for tab
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// CSV text encoding, e.g. utf-8, utf-16le, windows-1252 (default: detected)
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// The XLSX/ODS sheet to read (default: the first)
+    #[arg(long)]
+    pub sheet: Option<String>,
+    /// Send every row to this customer, whatever the file says
+    #[arg(long, value_name = "NAME")]
+    pub customer: Option<String>,
+    /// Reuse the ledger's copy of the customer directory while younger than this
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub customers_ttl: Duration,
+    /// Fetch the customer directory now, whatever its age
+    #[arg(long)]
+    pub refresh_customers: bool,
+    /// Run against a built-in simulator seeded with samples/, not the real API
+    #[arg(long)]
+    pub sandbox: bool,
+}
+
+/// How invitations are sent.
+#[derive(Debug, ClapArgs, Clone)]
+pub struct SendArgs {
+    /// Requests per second, all requests counted
+    #[arg(long, default_value = "5")]
+    pub rate: NonZeroU32,
+    /// Requests that may leave at once above the rate (default: a tenth of the rate, at least 1)
+    #[arg(long)]
+    pub burst: Option<NonZeroU32>,
+    /// Requests in flight at most
+    #[arg(long, default_value = "4")]
+    pub concurrency: NonZeroU32,
+    /// Tries per invitation before it is recorded failed
+    #[arg(long, default_value = "5")]
+    pub max_attempts: NonZeroU32,
+    /// Seconds to wait for an answer
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// Send `rejected` rows again even when unchanged
+    #[arg(long)]
+    pub retry_rejected: bool,
+    /// Also write the rows of this run, with what happened, to this CSV file
+    #[arg(long, value_name = "OUT.csv")]
+    pub results: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// Read, resolve and decide, then report what would be sent; sends and records nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct StatusArgs {
+    /// The run to count (default: the last)
+    #[arg(long)]
+    pub run: Option<i64>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ExportArgs {
+    /// Only rows with this status (repeatable): invited, exists, pending, sending, failed,
+    /// rejected, invalid, unresolved, duplicate
+    #[arg(long = "status", value_parser = parse_status)]
+    pub statuses: Vec<RowStatus>,
+    /// The run to export (default: the last)
+    #[arg(long)]
+    pub run: Option<i64>,
+    /// Write here instead of standard output
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct CustomersArgs {
+    /// Fetch the directory now, whatever its age
+    #[arg(long)]
+    pub refresh: bool,
+    /// Only customers whose name or reference contains this
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Reuse the ledger's copy while younger than this
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub customers_ttl: Duration,
+}
+
+fn parse_map(s: &str) -> Result<(Field, String), String> {
+    let (field, column) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected FIELD=COLUMN, got \"{s}\""))?;
+    let field: Field = field.trim().parse().map_err(|e| e.to_string())?;
+    let column = column.trim().trim_matches('"').to_string();
+    if column.is_empty() {
+        return Err(format!("no column named for {field:?}"));
+    }
+    Ok((field, column))
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        "comma" => Ok(b','),
+        "semicolon" => Ok(b';'),
+        "pipe" => Ok(b'|'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "a delimiter is one ASCII character or tab, not \"{s}\""
+        )),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 30m, 1h, 3600)"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("expected seconds, got \"{s}\""))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err("must be more than 0".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_status(s: &str) -> Result<RowStatus, String> {
+    RowStatus::parse(s).ok_or_else(|| {
+        let all: Vec<_> = RowStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status \"{s}\"; one of {}", all.join(", "))
+    })
+}
+
+/// The sending settings, checked.
+pub fn send_settings(a: &SendArgs) -> crate::send::Settings {
+    let burst = a
+        .burst
+        .unwrap_or_else(|| NonZeroU32::new((a.rate.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN));
+    crate::send::Settings {
+        rate: a.rate,
+        burst,
+        concurrency: a.concurrency.get() as usize,
+        max_attempts: a.max_attempts.get(),
+    }
+}
+
+/// Input reading options from the flags.
+pub fn input_options(a: &InputArgs) -> InputOptions {
+    InputOptions {
+        delimiter: a.delimiter,
+        encoding: a.encoding.clone(),
+        sheet: a.sheet.clone(),
+        format: None,
+        map: a.map.clone(),
+    }
+}
+
+/// Where to send, checked: https, or plain http only to this machine.
+pub fn check_base_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    let parsed =
+        reqwest::Url::parse(url).with_context(|| format!("the base URL \"{url}\" is not a URL"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!(
+                    "refusing to send credentials over plain http to {url}; use https (plain http is allowed only to this machine)"
+                );
+            }
+        }
+        other => bail!("the base URL must be https, not {other}:"),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        bail!("the base URL \"{url}\" has no host");
+    }
+    Ok(url.to_string())
+}
+
+/// The base URL: the flag, the environment, or the public API.
+pub fn base_url(global: &Global) -> anyhow::Result<String> {
+    let raw = match &global.base_url {
+        Some(u) => u.clone(),
+        None => std::env::var("BILLINGBOOTH_BASE_URL")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+    };
+    check_base_url(&raw)
+}
+
+/// Credentials from the environment: an API key, or e-mail with password (or a file
+/// holding it). Never from the command line, where `ps` and shell history would show them.
+pub fn credentials_from_env() -> anyhow::Result<Credentials> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let Some(key) = var("BILLINGBOOTH_API_KEY") {
+        return Ok(Credentials::ApiKey(Secret::new(key.trim())));
+    }
+    let Some(email) = var("BILLINGBOOTH_EMAIL") else {
+        bail!(
+            "no credentials: set BILLINGBOOTH_API_KEY, or BILLINGBOOTH_EMAIL with BILLINGBOOTH_PASSWORD (or BILLINGBOOTH_PASSWORD_FILE); or try --sandbox"
+        );
+    };
+    let password = match (
+        var("BILLINGBOOTH_PASSWORD"),
+        var("BILLINGBOOTH_PASSWORD_FILE"),
+    ) {
+        (Some(p), _) => p,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read BILLINGBOOTH_PASSWORD_FILE {file}"))?;
+            let p = text.trim_end_matches(['\n', '\r']).to_string();
+            if p.is_empty() {
+                bail!("BILLINGBOOTH_PASSWORD_FILE {file} is empty");
+            }
+            p
+        }
+        (None, None) => {
+            return Err(anyhow!(
+                "BILLINGBOOTH_EMAIL is set but no password: set BILLINGBOOTH_PASSWORD or BILLINGBOOTH_PASSWORD_FILE"
+            ));
+        }
+    };
+    Ok(Credentials::Password {
+        email: email.trim().to_string(),
+        password: Secret::new(password),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_base_url("https://api.billingbooth.app/").is_ok());
+        assert!(check_base_url("http://127.0.0.1:8787").is_ok());
+        assert!(check_base_url("http://localhost:1").is_ok());
+        assert!(check_base_url("http://[::1]:1").is_ok());
+        assert!(check_base_url("http://api.billingbooth.app").is_err());
+        assert!(check_base_url("http://10.0.0.1").is_err());
+        assert!(check_base_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(parse_delimiter("tab").unwrap(), b'\t');
+        assert_eq!(parse_delimiter(";").unwrap(), b';');
+        assert!(parse_delimiter(";;").is_err());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_map("email=E-mail Address").unwrap(),
+            (Field::Email, "E-mail Address".into())
+        );
+        assert!(parse_map("nope").is_err());
+    }
+
+    #[test]
+    fn global_flags_go_after_the_command_too() {
+        let a = Args::try_parse_from(["bbinvite", "status", "--ledger", "x.db", "--json"]).unwrap();
+        assert!(a.global.json);
+        let a = Args::try_parse_from(["bbinvite", "--json", "status"]).unwrap();
+        assert!(a.global.json);
+    }
+}

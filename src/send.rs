@@ -1,1 +1,664 @@
-//! stub
+//! Sending: one shared rate limiter, bounded concurrency, retries, a breaker.
+//!
+//! Takes [`Job`]s (an invitation to send, already marked `sending` in the ledger) and
+//! turns each into exactly one [`Outcome`]. A failed invitation is an outcome, not an
+//! error: only a reason to stop the whole run (credentials refused, the breaker, a
+//! signal) is raised, through [`Abort`]. HTTP statuses map to what to do in one place,
+//! [`disposition`]. This module never touches SQL or the input.
+
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::Future;
+use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::{AccessUser, NewAccessUser};
+use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
+use crate::ledger::{Attempt, State};
+
+/// First retry waits up to this long (full jitter: a random share of it).
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// No backoff is longer than this, whatever the attempt number.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// This many consecutive calls failing the same way means the API, not the rows, is
+/// broken: stop sending. High enough that a 15% error rate never trips it by chance.
+pub const BREAKER_THRESHOLD: u32 = 12;
+/// When many tasks wait on the limiter at once, spread their wake-ups over this much so
+/// they do not all retry on the same tick.
+const LIMITER_JITTER: Duration = Duration::from_millis(2);
+
+/// An invitation to send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub invitation_id: i64,
+    /// The input row this run recorded for it.
+    pub row_id: i64,
+    pub customer_id: i64,
+    pub user: NewAccessUser,
+    /// An earlier call may have created the user without our seeing the answer: look
+    /// in the access list before sending.
+    pub check_first: bool,
+    /// `file:line` of the row, for messages.
+    pub origin: String,
+}
+
+/// What became of a [`Job`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub invitation_id: i64,
+    pub row_id: i64,
+    /// Invited, exists, failed, rejected, or pending (never sent: the run stopped).
+    pub state: State,
+    pub access_user_id: Option<i64>,
+    /// For a person: what went wrong and what to do.
+    pub error: Option<String>,
+    pub http_status: Option<u16>,
+    /// The last call may have acted without our seeing the answer.
+    pub unsure: bool,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Sending settings, checked by the CLI.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rate: NonZeroU32,
+    pub burst: NonZeroU32,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+}
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    /// The API refused the credentials.
+    Auth(String),
+    /// Too many consecutive failures of one kind.
+    Breaker(String),
+    /// SIGINT or SIGTERM.
+    Signal,
+}
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abort::Auth(m) => write!(f, "authentication failed: {m}"),
+            Abort::Breaker(m) => write!(f, "stopped sending: {m}"),
+            Abort::Signal => f.write_str("interrupted by a signal"),
+        }
+    }
+}
+
+/// The shared limiter: a GCRA quota for every request, plus a pause that a `429`
+/// imposes on every task at once.
+pub struct Limiter {
+    quota: DefaultDirectRateLimiter,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Limiter {
+    pub fn new(rate: NonZeroU32, burst: NonZeroU32) -> Limiter {
+        Limiter {
+            quota: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    fn pause_left(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Waits out any pause, then for a slot in the quota.
+    pub async fn until_ready(&self) {
+        loop {
+            while let Some(wait) = self.pause_left() {
+                tokio::time::sleep(wait).await;
+            }
+            self.quota
+                .until_ready_with_jitter(Jitter::up_to(LIMITER_JITTER))
+                .await;
+            // A 429 may have arrived while we queued: honour it before sending.
+            if self.pause_left().is_none() {
+                return;
+            }
+        }
+    }
+}
+
+impl Gate for Limiter {
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.until_ready())
+    }
+
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut slot = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none_or(|u| u < until) {
+            *slot = Some(until);
+        }
+    }
+}
+
+/// What to do with one failed call: the one place where statuses become decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The user is already there (409, or a 422 that says so).
+    Exists,
+    /// The API refused the row itself; retrying will not help.
+    Reject(String),
+    /// Worth another try, after at least `after` when the server said so.
+    Retry { after: Option<Duration> },
+    /// The credentials are refused: the whole run stops.
+    Abort(String),
+}
+
+pub fn disposition(err: &ApiError) -> Disposition {
+    match err {
+        ApiError::Http { status: 409, .. } => Disposition::Exists,
+        ApiError::Http {
+            status: 422,
+            message,
+            ..
+        } if says_exists(message) => Disposition::Exists,
+        ApiError::Http {
+            status: 401,
+            message,
+            ..
+        }
+        | ApiError::Unauthorized(message) => Disposition::Abort(message.clone()),
+        ApiError::Http {
+            status: 408 | 429,
+            retry_after,
+            ..
+        } => Disposition::Retry {
+            after: *retry_after,
+        },
+        ApiError::Http {
+            status,
+            retry_after,
+            ..
+        } if *status >= 500 => Disposition::Retry {
+            after: *retry_after,
+        },
+        ApiError::Http {
+            status, message, ..
+        } => Disposition::Reject(format!("HTTP {status}: {message}")),
+        ApiError::Timeout(_)
+        | ApiError::Connect(_)
+        | ApiError::Transport(_)
+        | ApiError::Decode(_) => Disposition::Retry { after: None },
+    }
+}
+
+/// Whether a 422's message says the user already exists.
+fn says_exists(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["already", "exist", "taken", "duplicate"]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
+/// Counts consecutive failures of one kind across every task.
+#[derive(Default)]
+struct Breaker {
+    state: Mutex<(Option<String>, u32)>,
+}
+
+impl Breaker {
+    fn success(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (None, 0);
+    }
+
+    /// Returns the reason when this failure trips the breaker.
+    fn failure(&self, err: &ApiError) -> Option<String> {
+        let kind = match err.class() {
+            // A 429 is the limiter's business; a row's own 4xx says nothing of the API,
+            // except a 403, which usually means the account lacks a permission.
+            ErrorClass::RateLimited => return None,
+            ErrorClass::ClientError if err.status() != Some(403) => return None,
+            ErrorClass::ClientError => "HTTP 403 (forbidden)".to_string(),
+            ErrorClass::ServerError => match err.status() {
+                Some(s) => format!("HTTP {s}"),
+                None => "server errors".to_string(),
+            },
+            other => other.as_str().to_string(),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0.as_deref() == Some(kind.as_str()) {
+            state.1 += 1;
+        } else {
+            *state = (Some(kind.clone()), 1);
+        }
+        (state.1 >= BREAKER_THRESHOLD).then(|| {
+            format!(
+                "{} consecutive calls failed the same way ({kind}; last: {err}); the API looks unavailable or refuses this account, try again later",
+                state.1
+            )
+        })
+    }
+}
+
+/// Sends jobs. Shared by every worker task.
+pub struct Sender {
+    client: Arc<Client>,
+    settings: Settings,
+    breaker: Breaker,
+    /// Cancelled when the run must stop dispatching (signal, breaker, credentials).
+    stop: CancellationToken,
+    abort: Mutex<Option<Abort>>,
+}
+
+impl Sender {
+    pub fn new(client: Arc<Client>, settings: Settings, stop: CancellationToken) -> Sender {
+        Sender {
+            client,
+            settings,
+            breaker: Breaker::default(),
+            stop,
+            abort: Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Why the run stopped, if it did. A signal counts only if nothing else came first.
+    pub fn abort_reason(&self) -> Option<Abort> {
+        let reason = self.abort.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        reason.or_else(|| self.stop.is_cancelled().then_some(Abort::Signal))
+    }
+
+    /// Stops the run for `reason`, keeping the first reason given.
+    pub fn abort(&self, reason: Abort) {
+        let mut slot = self.abort.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// Sends one job to its end: invited, exists, rejected, failed, or (when the run
+    /// stops first) pending.
+    pub async fn process(&self, job: Job) -> Outcome {
+        let mut run = JobRun {
+            job: &job,
+            attempts: Vec::new(),
+            unsure: job.check_first,
+            last: None,
+        };
+        for attempt in 1..=self.settings.max_attempts {
+            if self.stop.is_cancelled() {
+                return run.stopped(self.abort_reason());
+            }
+            if run.unsure {
+                match self.confirm(&mut run).await {
+                    Ok(Some(user)) => return run.finish(State::Invited, Some(user.id), None),
+                    Ok(None) => run.unsure = false,
+                    Err(e) => {
+                        if let Some(outcome) = self.after_failure(&mut run, e, attempt).await {
+                            return outcome;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let started = Instant::now();
+            let at = SystemTime::now();
+            let result = self.client.invite(job.customer_id, &job.user).await;
+            let latency = started.elapsed();
+            match result {
+                Ok(answer) => {
+                    self.breaker.success();
+                    run.log(at, "invite", Some(answer.status), latency, "ok", None);
+                    return run.finish(State::Invited, Some(answer.body.id), None);
+                }
+                Err(e) => {
+                    run.log(
+                        at,
+                        "invite",
+                        e.status(),
+                        latency,
+                        e.class().as_str(),
+                        Some(e.to_string()),
+                    );
+                    if e.maybe_applied() {
+                        run.unsure = true;
+                    }
+                    match disposition(&e) {
+                        Disposition::Exists => {
+                            self.breaker.success();
+                            return self.confirm_exists(&mut run).await;
+                        }
+                        Disposition::Reject(message) => {
+                            if let Some(reason) = self.breaker.failure(&e) {
+                                self.abort(Abort::Breaker(reason));
+                            } else if !matches!(e.status(), Some(403)) {
+                                self.breaker.success();
+                            }
+                            run.last = Some(e);
+                            return run.finish(State::Rejected, None, Some(message));
+                        }
+                        Disposition::Abort(message) => {
+                            self.abort(Abort::Auth(message.clone()));
+                            run.last = Some(e);
+                            return run.finish(State::Pending, None, Some(message));
+                        }
+                        Disposition::Retry { .. } => {
+                            if let Some(outcome) = self.after_failure(&mut run, e, attempt).await {
+                                return outcome;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let message = match &run.last {
+            Some(e) => format!(
+                "gave up after {} attempts: {}",
+                self.settings.max_attempts,
+                explain(e)
+            ),
+            None => format!("gave up after {} attempts", self.settings.max_attempts),
+        };
+        run.finish(State::Failed, None, Some(message))
+    }
+
+    /// Handles a retryable failure: feeds the breaker, waits the backoff. Returns an
+    /// outcome when the job must end now.
+    async fn after_failure(
+        &self,
+        run: &mut JobRun<'_>,
+        e: ApiError,
+        attempt: u32,
+    ) -> Option<Outcome> {
+        if let Disposition::Abort(message) = disposition(&e) {
+            self.abort(Abort::Auth(message.clone()));
+            run.last = Some(e);
+            return Some(run.finish(State::Pending, None, Some(message)));
+        }
+        if let Some(reason) = self.breaker.failure(&e) {
+            self.abort(Abort::Breaker(reason));
+        }
+        let after = match &e {
+            ApiError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        run.last = Some(e);
+        if attempt >= self.settings.max_attempts {
+            return None;
+        }
+        let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => None,
+            _ = self.stop.cancelled() => Some(run.stopped(self.abort_reason())),
+        }
+    }
+
+    /// Looks for the job's user in the access list (an earlier call may have created it).
+    async fn confirm(&self, run: &mut JobRun<'_>) -> Result<Option<AccessUser>, ApiError> {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let found = self
+            .client
+            .find_access_user(run.job.customer_id, &run.job.user.email, &run.job.user.name)
+            .await;
+        let latency = started.elapsed();
+        match &found {
+            Ok(_) => {
+                self.breaker.success();
+                run.log(at, "confirm", Some(200), latency, "ok", None);
+            }
+            Err(e) => run.log(
+                at,
+                "confirm",
+                e.status(),
+                latency,
+                e.class().as_str(),
+                Some(e.to_string()),
+            ),
+        }
+        found
+    }
+
+    /// After a 409: find the user to record its id. The API said it exists, so a user we
+    /// cannot find is still `exists`, with a note.
+    async fn confirm_exists(&self, run: &mut JobRun<'_>) -> Outcome {
+        let created_by_us = run.unsure;
+        for _ in 0..self.settings.max_attempts.max(1) {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            match self.confirm(run).await {
+                Ok(Some(user)) => {
+                    // A 409 after an unanswered POST of ours: that POST created it.
+                    let state = if created_by_us {
+                        State::Invited
+                    } else {
+                        State::Exists
+                    };
+                    return run.finish(state, Some(user.id), None);
+                }
+                Ok(None) => {
+                    return run.finish(
+                        State::Exists,
+                        None,
+                        Some("the API says the user exists, but it is not in the customer's access list".into()),
+                    );
+                }
+                Err(e) => {
+                    if matches!(disposition(&e), Disposition::Abort(_)) {
+                        break;
+                    }
+                    tokio::time::sleep(backoff(1)).await;
+                }
+            }
+        }
+        let state = if created_by_us {
+            State::Invited
+        } else {
+            State::Exists
+        };
+        run.finish(
+            state,
+            None,
+            Some("the API says the user exists; its id could not be read".into()),
+        )
+    }
+}
+
+/// One job's progress through its attempts.
+struct JobRun<'a> {
+    job: &'a Job,
+    attempts: Vec<Attempt>,
+    /// The last call may have created the user: look before sending again.
+    unsure: bool,
+    last: Option<ApiError>,
+}
+
+impl JobRun<'_> {
+    fn log(
+        &mut self,
+        at: SystemTime,
+        action: &'static str,
+        status: Option<u16>,
+        latency: Duration,
+        class: &'static str,
+        error: Option<String>,
+    ) {
+        self.attempts.push(Attempt {
+            at,
+            action,
+            http_status: status,
+            latency,
+            class,
+            error,
+        });
+    }
+
+    fn finish(
+        &mut self,
+        state: State,
+        access_user_id: Option<i64>,
+        error: Option<String>,
+    ) -> Outcome {
+        let done = state.is_done();
+        Outcome {
+            invitation_id: self.job.invitation_id,
+            row_id: self.job.row_id,
+            state,
+            access_user_id,
+            error,
+            http_status: self
+                .last
+                .as_ref()
+                .and_then(ApiError::status)
+                .filter(|_| !done),
+            unsure: self.unsure && !done,
+            attempts: std::mem::take(&mut self.attempts),
+        }
+    }
+
+    /// The run stopped before this job ended. Unsent, it stays pending; tried, it failed
+    /// for now and the next run takes it up again (checking first when unsure).
+    fn stopped(&mut self, reason: Option<Abort>) -> Outcome {
+        let why = reason
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "the run stopped".into());
+        match &self.last {
+            None if self.attempts.is_empty() => self.finish(State::Pending, None, None),
+            Some(e) => {
+                let message = format!("not finished ({why}); last error: {}", explain(e));
+                self.finish(State::Failed, None, Some(message))
+            }
+            None => self.finish(State::Failed, None, Some(format!("not finished ({why})"))),
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: a random wait up to `base * 2^(attempt-1)`, capped.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let share: f64 = rand::rng().random_range(0.0..=1.0);
+    ceiling.mul_f64(share).max(Duration::from_millis(10))
+}
+
+/// An API error in words a person can act on.
+pub fn explain(e: &ApiError) -> String {
+    match e {
+        ApiError::Http { status: 429, .. } => {
+            "the API kept asking us to slow down (HTTP 429); lower --rate".into()
+        }
+        ApiError::Http {
+            status, message, ..
+        } if *status >= 500 => {
+            format!(
+                "the API had an internal error (HTTP {status}: {message}); retry later with `bbinvite retry`"
+            )
+        }
+        ApiError::Timeout(d) => format!(
+            "no answer within {}s; raise --timeout or retry later",
+            d.as_secs_f64()
+        ),
+        ApiError::Connect(m) => {
+            format!("could not reach the API ({m}); check the network and --base-url")
+        }
+        ApiError::Transport(m) => {
+            format!("the connection dropped before the answer ({m}); retry later")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, message: &str) -> ApiError {
+        ApiError::Http {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_dispositions() {
+        assert_eq!(disposition(&http(409, "")), Disposition::Exists);
+        assert_eq!(
+            disposition(&http(422, "The email has already been taken.")),
+            Disposition::Exists
+        );
+        assert_eq!(
+            disposition(&http(422, "name is required")),
+            Disposition::Reject("HTTP 422: name is required".into())
+        );
+        assert!(matches!(
+            disposition(&http(400, "bad")),
+            Disposition::Reject(_)
+        ));
+        assert!(matches!(
+            disposition(&http(403, "no")),
+            Disposition::Reject(_)
+        ));
+        assert!(matches!(
+            disposition(&http(404, "no")),
+            Disposition::Reject(_)
+        ));
+        assert!(matches!(
+            disposition(&http(401, "no")),
+            Disposition::Abort(_)
+        ));
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(disposition(&http(s, "")), Disposition::Retry { .. }),
+                "{s}"
+            );
+        }
+        assert!(matches!(
+            disposition(&ApiError::Timeout(Duration::from_secs(1))),
+            Disposition::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn breaker_trips_on_a_run_of_one_kind_only() {
+        let b = Breaker::default();
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            assert!(b.failure(&http(503, "")).is_none());
+        }
+        assert!(
+            b.failure(&http(500, "")).is_none(),
+            "another kind starts a new run"
+        );
+        for _ in 0..BREAKER_THRESHOLD - 2 {
+            assert!(b.failure(&http(500, "")).is_none());
+        }
+        assert!(b.failure(&http(500, "")).is_some());
+        b.success();
+        assert!(b.failure(&http(404, "")).is_none());
+        assert!(b.failure(&http(429, "")).is_none());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in 1..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP);
+        }
+        let waits: std::collections::HashSet<_> = (0..20).map(|_| backoff(5)).collect();
+        assert!(waits.len() > 1, "full jitter varies the wait");
+    }
+}

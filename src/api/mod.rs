@@ -1,2 +1,10 @@
-//! The Billing Booth One API: wire types, client, errors.
+//! The Billing Booth One API: wire types, the client, and its errors.
+//!
+//! This module knows the API and nothing of the pipeline: no rows, no ledger.
+
+pub mod client;
+pub mod error;
 pub mod types;
+
+pub use client::{Client, ClientConfig, Credentials, Gate, Secret};
+pub use error::{Error, ErrorClass};

@@ -1,1 +1,1046 @@
-//! stub
+//! The ledger: the only SQL in the crate.
+//!
+//! One SQLite file remembers every run, every input row, every invitation (keyed by
+//! customer id and lower-cased e-mail) and every attempt, and answers what a rerun
+//! still has to do. The schema lives in `migrations/`, applied in order on open.
+//! This module decides nothing about HTTP: it stores what the send stage reports and
+//! hands back the work that is not done.
+
+mod lock;
+mod query;
+mod writer;
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::api::types::{AccessStatus, Customer, CustomerStatus, NewAccessUser};
+use crate::send::{Job, Outcome};
+
+pub use lock::LedgerLock;
+pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
+pub use writer::{Writer, WriterThread};
+
+/// The migrations, in order. Never edit one that has landed: add the next.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_ledger",
+    include_str!("../../migrations/0001_ledger.sql"),
+)];
+
+/// Errors of the ledger. Each says which file, so a person knows where to look.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another bbinvite holds the ledger.
+    #[error("the ledger {path} is in use by another bbinvite ({holder}); wait for it to finish")]
+    Busy { path: PathBuf, holder: String },
+    /// The file could not be created, opened or locked.
+    #[error("cannot open the ledger {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite refused something.
+    #[error("ledger {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// Writing what was read from the ledger failed (export, results).
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+    /// The file was written by a newer bbinvite.
+    #[error(
+        "the ledger {path} has schema version {found}, newer than this bbinvite knows ({known}); upgrade bbinvite"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A run's id in the ledger.
+pub type RunId = i64;
+
+/// Where an invitation stands. Stored as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    Sending,
+    Invited,
+    Exists,
+    Failed,
+    Rejected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Invited => "invited",
+            State::Exists => "exists",
+            State::Failed => "failed",
+            State::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "pending" => State::Pending,
+            "sending" => State::Sending,
+            "invited" => State::Invited,
+            "exists" => State::Exists,
+            "failed" => State::Failed,
+            "rejected" => State::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// Invited or exists: nothing more to send, ever.
+    pub fn is_done(self) -> bool {
+        matches!(self, State::Invited | State::Exists)
+    }
+}
+
+/// What became of one input row. The first six mirror its invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowStatus {
+    Invited,
+    Exists,
+    Pending,
+    Sending,
+    Failed,
+    Rejected,
+    Invalid,
+    Unresolved,
+    Duplicate,
+}
+
+impl RowStatus {
+    pub const ALL: [RowStatus; 9] = [
+        RowStatus::Invited,
+        RowStatus::Exists,
+        RowStatus::Pending,
+        RowStatus::Sending,
+        RowStatus::Failed,
+        RowStatus::Rejected,
+        RowStatus::Invalid,
+        RowStatus::Unresolved,
+        RowStatus::Duplicate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowStatus::Invited => "invited",
+            RowStatus::Exists => "exists",
+            RowStatus::Pending => "pending",
+            RowStatus::Sending => "sending",
+            RowStatus::Failed => "failed",
+            RowStatus::Rejected => "rejected",
+            RowStatus::Invalid => "invalid",
+            RowStatus::Unresolved => "unresolved",
+            RowStatus::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RowStatus> {
+        RowStatus::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn from_state(s: State) -> RowStatus {
+        match s {
+            State::Pending => RowStatus::Pending,
+            State::Sending => RowStatus::Sending,
+            State::Invited => RowStatus::Invited,
+            State::Exists => RowStatus::Exists,
+            State::Failed => RowStatus::Failed,
+            State::Rejected => RowStatus::Rejected,
+        }
+    }
+
+    /// A row that ends like this makes the run exit 1.
+    pub fn is_problem(self) -> bool {
+        matches!(
+            self,
+            RowStatus::Failed | RowStatus::Rejected | RowStatus::Invalid | RowStatus::Unresolved
+        )
+    }
+}
+
+/// One request made for an invitation, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at: SystemTime,
+    /// `invite`, `confirm` (a look at the access list), `resend`, `suspend`, `reactivate`.
+    pub action: &'static str,
+    pub http_status: Option<u16>,
+    pub latency: Duration,
+    /// `ok`, or an [`crate::api::ErrorClass`] name.
+    pub class: &'static str,
+    pub error: Option<String>,
+}
+
+/// An input row on its way into the ledger.
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    pub source: i64,
+    pub line: u64,
+    /// JSON array of the row's cells.
+    pub cells: String,
+    pub email: Option<String>,
+    pub verdict: Verdict,
+}
+
+/// What the read and resolve stages made of a row.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Bad input: the reason says which column and what to fix.
+    Invalid(String),
+    /// No customer, or several.
+    Unresolved {
+        customer_id: Option<i64>,
+        reason: String,
+    },
+    /// Ready to invite.
+    Invite {
+        customer_id: i64,
+        user: NewAccessUser,
+    },
+}
+
+/// What the ledger decided for a row with an invitation to send.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Recorded with this final status; nothing to send.
+    Settled { row_id: i64, status: RowStatus },
+    /// To be sent.
+    Send(Job),
+}
+
+/// What a rerun does with a `rejected` invitation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitOptions {
+    pub retry_rejected: bool,
+}
+
+/// The state of one key as a read-only look sees it (`validate`, `--dry-run`).
+#[derive(Debug, Clone)]
+pub struct Existing {
+    pub state: State,
+    pub email: String,
+    pub name: String,
+    pub user_id: Option<i64>,
+    pub access_status: Option<String>,
+    pub unsure: bool,
+    pub last_error: Option<String>,
+}
+
+/// The decision for a row whose key the ledger may already know, shared by the real
+/// admission and the read-only plan so the two can never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Never seen, or pending/failed: send it. `check_first` when an earlier call may
+    /// have created the user without our seeing the answer.
+    Send { check_first: bool },
+    /// Invited or exists already.
+    Done(State),
+    /// Rejected before, and the row did not change.
+    StillRejected,
+}
+
+pub fn decide(existing: Option<&Existing>, user: &NewAccessUser, opts: AdmitOptions) -> Decision {
+    let Some(e) = existing else {
+        return Decision::Send { check_first: false };
+    };
+    match e.state {
+        State::Invited | State::Exists => Decision::Done(e.state),
+        State::Sending => Decision::Send { check_first: true },
+        State::Pending | State::Failed => Decision::Send {
+            check_first: e.unsure,
+        },
+        State::Rejected => {
+            let changed = e.email != user.email
+                || e.name != user.name
+                || e.user_id != user.id
+                || e.access_status.as_deref() != user.status.map(AccessStatus::as_str);
+            if changed || opts.retry_rejected {
+                Decision::Send {
+                    check_first: e.unsure,
+                }
+            } else {
+                Decision::StillRejected
+            }
+        }
+    }
+}
+
+/// The lower-cased, trimmed e-mail that keys an invitation.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn time_text(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Ledger {
+    /// Opens (creating with mode 0600) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        create_private(path).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(path).map_err(|source| Error::Sql {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ledger::setup(conn, path.to_path_buf())
+    }
+
+    /// A ledger in memory, for tests.
+    pub fn open_in_memory() -> Result<Ledger> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| Error::Sql {
+            path: path.clone(),
+            source,
+        })?;
+        Ledger::setup(conn, path)
+    }
+
+    fn setup(conn: Connection, path: PathBuf) -> Result<Ledger> {
+        let mut ledger = Ledger { conn, path };
+        ledger.sql(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        })?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        f(&mut self.conn).map_err(|source| Error::Sql {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version =
+            self.sql(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(Error::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, (_, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
+            self.sql(|c| {
+                let tx = c.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts a run and returns its id.
+    pub fn begin_run(
+        &mut self,
+        command: &str,
+        base_url: &str,
+        files: &[String],
+        dry_run: bool,
+    ) -> Result<RunId> {
+        let files = serde_json::to_string(files).unwrap_or_else(|_| "[]".into());
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO runs (command, started_at, base_url, files, dry_run) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![command, now_text(), base_url, files, dry_run],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Closes a run with how it ended.
+    pub fn finish_run(&mut self, run: RunId, outcome: &str, exit_code: i32) -> Result<()> {
+        self.sql(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4 WHERE id = ?1",
+                params![run, now_text(), outcome, exit_code],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Registers an input file's header for a run; rows point at it.
+    pub fn add_source(&mut self, run: RunId, file: &str, columns: &[String]) -> Result<i64> {
+        let columns = serde_json::to_string(columns).unwrap_or_else(|_| "[]".into());
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO sources (run_id, file, columns) VALUES (?1, ?2, ?3)",
+                params![run, file, columns],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Records a batch of input rows in one transaction and decides, for each that
+    /// carries an invitation, whether it is sent, already done, or a duplicate of an
+    /// earlier row of this run. Rows come back in the order given.
+    pub fn admit(
+        &mut self,
+        run: RunId,
+        rows: &[NewRow],
+        opts: AdmitOptions,
+    ) -> Result<Vec<Admission>> {
+        let now = now_text();
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(rows.len());
+            {
+                let mut insert_row = tx.prepare_cached(
+                    "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                let mut find = tx.prepare_cached(
+                    "SELECT id, state, email, name, user_id, access_status, unsure, last_error, seen_run
+                     FROM invitations WHERE customer_id = ?1 AND email_key = ?2",
+                )?;
+                let mut insert_inv = tx.prepare_cached(
+                    "INSERT INTO invitations (customer_id, email_key, email, name, user_id, access_status, state, seen_run, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?8)",
+                )?;
+                let mut touch = tx.prepare_cached("UPDATE invitations SET seen_run = ?2 WHERE id = ?1")?;
+                let mut refresh = tx.prepare_cached(
+                    "UPDATE invitations SET seen_run = ?2, email = ?3, name = ?4, user_id = ?5, access_status = ?6,
+                            state = CASE WHEN state = 'rejected' THEN 'pending' ELSE state END, updated_at = ?7
+                     WHERE id = ?1",
+                )?;
+                for row in rows {
+                    let (customer_id, status, error, invitation, job) = match &row.verdict {
+                        Verdict::Invalid(reason) => (None, RowStatus::Invalid, Some(reason.clone()), None, None),
+                        Verdict::Unresolved { customer_id, reason } => {
+                            (*customer_id, RowStatus::Unresolved, Some(reason.clone()), None, None)
+                        }
+                        Verdict::Invite { customer_id, user } => {
+                            let key = email_key(&user.email);
+                            let found = find
+                                .query_row(params![customer_id, key], |r| {
+                                    Ok((
+                                        r.get::<_, i64>(0)?,
+                                        Existing {
+                                            state: State::parse(&r.get::<_, String>(1)?).unwrap_or(State::Pending),
+                                            email: r.get(2)?,
+                                            name: r.get(3)?,
+                                            user_id: r.get(4)?,
+                                            access_status: r.get(5)?,
+                                            unsure: r.get(6)?,
+                                            last_error: r.get(7)?,
+                                        },
+                                        r.get::<_, i64>(8)?,
+                                    ))
+                                })
+                                .optional()?;
+                            let status_text = user.status.map(AccessStatus::as_str);
+                            match found {
+                                Some((id, _, seen)) if seen == run => (
+                                    Some(*customer_id),
+                                    RowStatus::Duplicate,
+                                    Some("the same customer and e-mail appear earlier in this input".to_string()),
+                                    Some(id),
+                                    None,
+                                ),
+                                Some((id, existing, _)) => match decide(Some(&existing), user, opts) {
+                                    Decision::Done(state) => {
+                                        touch.execute(params![id, run])?;
+                                        (Some(*customer_id), RowStatus::from_state(state), None, Some(id), None)
+                                    }
+                                    Decision::StillRejected => {
+                                        touch.execute(params![id, run])?;
+                                        let why = existing.last_error.clone().unwrap_or_else(|| "rejected earlier".into());
+                                        (
+                                            Some(*customer_id),
+                                            RowStatus::Rejected,
+                                            Some(format!("{why} (unchanged since; fix the row or use --retry-rejected)")),
+                                            Some(id),
+                                            None,
+                                        )
+                                    }
+                                    Decision::Send { check_first } => {
+                                        refresh.execute(params![id, run, user.email, user.name, user.id, status_text, now])?;
+                                        let job = Job {
+                                            invitation_id: id,
+                                            row_id: 0,
+                                            customer_id: *customer_id,
+                                            user: user.clone(),
+                                            check_first,
+                                            origin: String::new(),
+                                        };
+                                        (Some(*customer_id), RowStatus::Pending, None, Some(id), Some(job))
+                                    }
+                                },
+                                None => {
+                                    insert_inv.execute(params![customer_id, key, user.email, user.name, user.id, status_text, run, now])?;
+                                    let id = tx.last_insert_rowid();
+                                    let job = Job {
+                                        invitation_id: id,
+                                        row_id: 0,
+                                        customer_id: *customer_id,
+                                        user: user.clone(),
+                                        check_first: false,
+                                        origin: String::new(),
+                                    };
+                                    (Some(*customer_id), RowStatus::Pending, None, Some(id), Some(job))
+                                }
+                            }
+                        }
+                    };
+                    insert_row.execute(params![
+                        run,
+                        row.source,
+                        row.line as i64,
+                        row.cells,
+                        row.email,
+                        customer_id,
+                        invitation,
+                        status.as_str(),
+                        error,
+                        now
+                    ])?;
+                    let row_id = tx.last_insert_rowid();
+                    out.push(match job {
+                        Some(mut job) => {
+                            job.row_id = row_id;
+                            Admission::Send(job)
+                        }
+                        None => Admission::Settled { row_id, status },
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Marks a batch `sending` in one transaction, before any of its requests leave.
+    pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
+        let now = now_text();
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut inv = tx.prepare_cached(
+                    "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
+                )?;
+                let mut row = tx.prepare_cached(
+                    "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
+                )?;
+                for job in jobs {
+                    inv.execute(params![job.invitation_id, now])?;
+                    row.execute(params![job.row_id, now])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a batch of outcomes, their rows and their attempts, in one transaction.
+    pub fn record(&mut self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
+        let now = now_text();
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut inv = tx.prepare_cached(
+                    "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
+                            attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
+                            unsure = ?7, updated_at = ?8,
+                            done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END
+                     WHERE id = ?1",
+                )?;
+                let mut row = tx.prepare_cached("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?;
+                let mut attempt = tx.prepare_cached(
+                    "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for o in outcomes {
+                    let invites = o.attempts.iter().filter(|a| a.action == "invite").count() as i64;
+                    inv.execute(params![
+                        o.invitation_id,
+                        o.state.as_str(),
+                        o.access_user_id,
+                        invites,
+                        o.http_status,
+                        o.error,
+                        o.unsure,
+                        now
+                    ])?;
+                    row.execute(params![o.row_id, RowStatus::from_state(o.state).as_str(), o.error, now])?;
+                    for a in &o.attempts {
+                        attempt.execute(params![
+                            o.invitation_id,
+                            run,
+                            time_text(a.at),
+                            a.action,
+                            a.http_status,
+                            a.latency.as_millis() as i64,
+                            a.class,
+                            a.error
+                        ])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Looks a key up without changing anything.
+    pub fn peek(&mut self, customer_id: i64, email: &str) -> Result<Option<Existing>> {
+        let key = email_key(email);
+        self.sql(|c| {
+            c.prepare_cached(
+                "SELECT state, email, name, user_id, access_status, unsure, last_error
+                 FROM invitations WHERE customer_id = ?1 AND email_key = ?2",
+            )?
+            .query_row(params![customer_id, key], |r| {
+                Ok(Existing {
+                    state: State::parse(&r.get::<_, String>(0)?).unwrap_or(State::Pending),
+                    email: r.get(1)?,
+                    name: r.get(2)?,
+                    user_id: r.get(3)?,
+                    access_status: r.get(4)?,
+                    unsure: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// The invitations that `retry` re-attempts (failed, pending, and `sending` left by a
+    /// process that died), each re-attached to a new row of `run` that copies the latest
+    /// input row that asked for it, so results and export show the input's columns.
+    pub fn requeue_unfinished(&mut self, run: RunId, include_rejected: bool) -> Result<Vec<Job>> {
+        let now = now_text();
+        let states = if include_rejected {
+            "('failed', 'pending', 'sending', 'rejected')"
+        } else {
+            "('failed', 'pending', 'sending')"
+        };
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            let mut jobs = Vec::new();
+            {
+                let mut select = tx.prepare(&format!(
+                    "SELECT i.id, i.customer_id, i.email, i.name, i.user_id, i.access_status, i.state, i.unsure,
+                            r.source_id, r.line, r.cells, s.file
+                     FROM invitations i
+                     JOIN rows r ON r.id = (SELECT max(id) FROM rows WHERE invitation_id = i.id)
+                     JOIN sources s ON s.id = r.source_id
+                     WHERE i.state IN {states}
+                     ORDER BY i.id"
+                ))?;
+                let mut insert_row = tx.prepare_cached(
+                    "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                )?;
+                let mut touch = tx.prepare_cached("UPDATE invitations SET seen_run = ?2 WHERE id = ?1")?;
+                let mut found = select.query([])?;
+                while let Some(r) = found.next()? {
+                    let id: i64 = r.get(0)?;
+                    let customer_id: i64 = r.get(1)?;
+                    let email: String = r.get(2)?;
+                    let state: String = r.get(6)?;
+                    let unsure: bool = r.get(7)?;
+                    let status: Option<String> = r.get(5)?;
+                    insert_row.execute(params![run, r.get::<_, i64>(8)?, r.get::<_, i64>(9)?, r.get::<_, String>(10)?, email, customer_id, id, now])?;
+                    touch.execute(params![id, run])?;
+                    jobs.push(Job {
+                        invitation_id: id,
+                        row_id: tx.last_insert_rowid(),
+                        customer_id,
+                        user: NewAccessUser {
+                            email,
+                            name: r.get(3)?,
+                            id: r.get(4)?,
+                            status: status.as_deref().and_then(AccessStatus::parse_loose),
+                        },
+                        check_first: unsure || state == "sending",
+                        origin: format!("{}:{}", r.get::<_, String>(11)?, r.get::<_, i64>(9)?),
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(jobs)
+        })
+    }
+
+    /// The cached customer directory for `base_url`, if younger than `ttl`.
+    pub fn cached_customers(
+        &mut self,
+        base_url: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<Customer>>> {
+        let fetched: Option<i64> = self.sql(|c| {
+            c.query_row(
+                "SELECT fetched_unix FROM customer_fetches WHERE base_url = ?1",
+                [base_url],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let Some(fetched) = fetched else {
+            return Ok(None);
+        };
+        if unix_now().saturating_sub(fetched) > ttl.as_secs() as i64 {
+            return Ok(None);
+        }
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, reference, status FROM customers WHERE base_url = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([base_url], |r| {
+                Ok(Customer {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    reference: r.get(2)?,
+                    email: None,
+                    kind: None,
+                    status: CustomerStatus::parse(&r.get::<_, String>(3)?),
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+    }
+
+    /// Replaces the cached directory for `base_url`.
+    pub fn store_customers(&mut self, base_url: &str, customers: &[Customer]) -> Result<()> {
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM customers WHERE base_url = ?1", [base_url])?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT OR REPLACE INTO customers (base_url, id, name, reference, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for cu in customers {
+                    insert.execute(params![base_url, cu.id, cu.name, cu.reference, cu.status.as_str()])?;
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO customer_fetches (base_url, fetched_at, fetched_unix) VALUES (?1, ?2, ?3)",
+                params![base_url, now_text(), unix_now()],
+            )?;
+            tx.commit()
+        })
+    }
+}
+
+/// Creates the ledger file readable by its owner only; it holds names and e-mails.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(|_| ())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::send::Outcome;
+
+    fn user(email: &str, name: &str) -> NewAccessUser {
+        NewAccessUser {
+            email: email.into(),
+            name: name.into(),
+            id: None,
+            status: None,
+        }
+    }
+
+    fn invite_row(source: i64, line: u64, customer_id: i64, email: &str) -> NewRow {
+        NewRow {
+            source,
+            line,
+            cells: format!("[\"{email}\"]"),
+            email: Some(email.into()),
+            verdict: Verdict::Invite {
+                customer_id,
+                user: user(email, "Some One"),
+            },
+        }
+    }
+
+    fn jobs(adm: &[Admission]) -> Vec<Job> {
+        adm.iter()
+            .filter_map(|a| match a {
+                Admission::Send(j) => Some(j.clone()),
+                Admission::Settled { .. } => None,
+            })
+            .collect()
+    }
+
+    fn settle(l: &mut Ledger, run: RunId, jobs: &[Job], state: State) {
+        let outcomes: Vec<Outcome> = jobs
+            .iter()
+            .map(|j| Outcome {
+                invitation_id: j.invitation_id,
+                row_id: j.row_id,
+                state,
+                access_user_id: Some(7),
+                error: None,
+                http_status: Some(201),
+                unsure: false,
+                attempts: vec![],
+            })
+            .collect();
+        l.record(run, &outcomes).unwrap();
+    }
+
+    #[test]
+    fn migrations_apply_once_and_set_the_version() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        l.migrate().unwrap();
+        let v: i64 = l
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_key_is_sent_once_across_runs_and_case() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let adm = l
+            .admit(
+                run,
+                &[
+                    invite_row(src, 2, 1, "A@x.io"),
+                    invite_row(src, 3, 1, "a@X.io "),
+                    invite_row(src, 4, 2, "a@x.io"),
+                ],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        let js = jobs(&adm);
+        assert_eq!(js.len(), 2, "same key twice in one input is a duplicate");
+        assert!(matches!(
+            adm[1],
+            Admission::Settled {
+                status: RowStatus::Duplicate,
+                ..
+            }
+        ));
+        l.mark_sending(&js).unwrap();
+        settle(&mut l, run, &js, State::Invited);
+
+        let run2 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(
+                run2,
+                &[invite_row(src, 2, 1, "a@x.io")],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        assert!(matches!(
+            adm[0],
+            Admission::Settled {
+                status: RowStatus::Invited,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn failed_and_sending_are_sent_again_sending_checked_first() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let adm = l
+            .admit(
+                run,
+                &[
+                    invite_row(src, 2, 1, "a@x.io"),
+                    invite_row(src, 3, 1, "b@x.io"),
+                ],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        let js = jobs(&adm);
+        l.mark_sending(&js).unwrap();
+        settle(&mut l, run, &js[..1], State::Failed);
+        // b stays `sending`: the process died mid-call.
+        let run2 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(
+                run2,
+                &[
+                    invite_row(src, 2, 1, "a@x.io"),
+                    invite_row(src, 3, 1, "b@x.io"),
+                ],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        let js = jobs(&adm);
+        assert_eq!(js.len(), 2);
+        assert!(!js[0].check_first);
+        assert!(js[1].check_first);
+    }
+
+    #[test]
+    fn rejected_is_resent_only_when_changed_or_asked() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let js = jobs(
+            &l.admit(
+                run,
+                &[invite_row(src, 2, 1, "a@x.io")],
+                AdmitOptions::default(),
+            )
+            .unwrap(),
+        );
+        settle(&mut l, run, &js, State::Rejected);
+
+        let run2 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(
+                run2,
+                &[invite_row(src, 2, 1, "a@x.io")],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        assert!(matches!(
+            adm[0],
+            Admission::Settled {
+                status: RowStatus::Rejected,
+                ..
+            }
+        ));
+
+        let run3 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let mut changed = invite_row(src, 2, 1, "a@x.io");
+        changed.verdict = Verdict::Invite {
+            customer_id: 1,
+            user: user("a@x.io", "Fixed Name"),
+        };
+        assert_eq!(
+            jobs(&l.admit(run3, &[changed], AdmitOptions::default()).unwrap()).len(),
+            1
+        );
+
+        let run4 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let js = jobs(
+            &l.admit(
+                run4,
+                &[invite_row(src, 2, 1, "a@x.io")],
+                AdmitOptions::default(),
+            )
+            .unwrap(),
+        );
+        // still pending from run3 (never settled): sent again.
+        assert_eq!(js.len(), 1);
+        settle(&mut l, run4, &js, State::Rejected);
+        let run5 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(
+                run5,
+                &[invite_row(src, 2, 1, "a@x.io")],
+                AdmitOptions {
+                    retry_rejected: true,
+                },
+            )
+            .unwrap();
+        assert_eq!(jobs(&adm).len(), 1);
+    }
+
+    #[test]
+    fn retry_requeues_unfinished_with_their_rows() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let adm = l
+            .admit(
+                run,
+                &[
+                    invite_row(src, 2, 1, "a@x.io"),
+                    invite_row(src, 3, 1, "b@x.io"),
+                    invite_row(src, 4, 1, "c@x.io"),
+                ],
+                AdmitOptions::default(),
+            )
+            .unwrap();
+        let js = jobs(&adm);
+        settle(&mut l, run, &js[..1], State::Invited);
+        settle(&mut l, run, &js[1..2], State::Failed);
+        l.mark_sending(&js[2..]).unwrap();
+        let run2 = l.begin_run("retry", "http://x", &[], false).unwrap();
+        let again = l.requeue_unfinished(run2, false).unwrap();
+        let emails: Vec<_> = again.iter().map(|j| j.user.email.as_str()).collect();
+        assert_eq!(emails, ["b@x.io", "c@x.io"]);
+        assert!(again[1].check_first);
+    }
+
+    #[test]
+    fn customer_cache_respects_ttl() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        assert!(
+            l.cached_customers("u", Duration::from_secs(60))
+                .unwrap()
+                .is_none()
+        );
+        let c = Customer {
+            id: 1,
+            name: "A".into(),
+            reference: Some("R".into()),
+            email: None,
+            kind: None,
+            status: CustomerStatus::Suspended,
+        };
+        l.store_customers("u", std::slice::from_ref(&c)).unwrap();
+        assert_eq!(
+            l.cached_customers("u", Duration::from_secs(60)).unwrap(),
+            Some(vec![c])
+        );
+        assert!(
+            l.cached_customers("other", Duration::from_secs(60))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! An HTTP client for Billing Booth One: authentication, paging, one method a call.
+//!
+//! It knows the API and nothing of rows, ledgers or retries: each method makes one
+//! logical call (paging aside) and returns the answer or an [`Error`]. The only retry
+//! here is the single re-login after a `401`, shared by every task that holds the
+//! client (single flight). Secrets live in [`Secret`] and are never formatted.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, RwLock};
+
+use super::error::{Error, message_from_body, parse_retry_after};
+use super::types::{AccessUser, Customer, NewAccessUser, Page, TokenRequest, TokenResponse};
+
+/// Rows asked for per page. The server may serve fewer; paging never assumes it did not.
+pub const PAGE_SIZE: u64 = 100;
+/// Tokens live 60 minutes; like the public client, we log in again after 55.
+const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(55 * 60);
+/// A call that keeps getting `401` with fresh tokens is refused for good after this many logins.
+const MAX_RELOGINS_PER_CALL: u32 = 2;
+/// Guards against a server that ignores `offset` and serves the same page forever.
+const MAX_PAGES: u64 = 1_000_000;
+
+/// A string that must never be printed: its `Debug` and `Display` show stars.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How the client proves who it is.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// An API key, sent as a bearer token. Cannot be refreshed: a `401` is final.
+    ApiKey(Secret),
+    /// E-mail and password, exchanged at `POST /token` for a bearer token.
+    Password { email: String, password: Secret },
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub timeout: Duration,
+    /// Idle connections kept per host: the send stage's concurrency, so keep-alive
+    /// serves every worker.
+    pub pool_size: usize,
+}
+
+/// Something every request waits on before it leaves: the send stage's rate limiter.
+/// The client knows nothing of limits; it only asks, and reports `429`s back.
+pub trait Gate: Send + Sync {
+    /// Resolves when one more request may leave.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The server answered `429`: every request should wait this long.
+    fn pause(&self, wait: Duration);
+}
+
+/// A successful answer with what the attempt log needs.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub status: u16,
+    pub body: T,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<Arc<Secret>>,
+    generation: u64,
+    obtained: Option<Instant>,
+}
+
+/// The API client. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+    token: RwLock<TokenState>,
+    /// Serialises logins so a burst of `401`s causes one `POST /token`, not one per task.
+    login_gate: Mutex<()>,
+    timeout: Duration,
+    gate: Option<Arc<dyn Gate>>,
+}
+
+/// Without a `Retry-After`, a `429` pauses everyone this long.
+const DEFAULT_429_PAUSE: Duration = Duration::from_secs(1);
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        // The public client sends a JSON content type on every call; so do we, so the
+        // API sees the request shapes it already knows.
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("bbinvite/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(config.pool_size.max(1))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Connect(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base: config.base_url.trim_end_matches('/').to_string(),
+            credentials: config.credentials,
+            token: RwLock::new(TokenState::default()),
+            login_gate: Mutex::new(()),
+            timeout: config.timeout,
+            gate: None,
+        })
+    }
+
+    /// Makes every request, logins and paging included, wait on `gate`.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Client {
+        self.gate = Some(gate);
+        self
+    }
+
+    async fn wait_turn(&self) {
+        if let Some(g) = &self.gate {
+            g.ready().await;
+        }
+    }
+
+    fn saw_status(&self, status: StatusCode, retry_after: Option<Duration>) {
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && let Some(g) = &self.gate
+        {
+            g.pause(retry_after.unwrap_or(DEFAULT_429_PAUSE));
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Logs in now when the credentials are a password, so wrong ones stop the run
+    /// before anything is sent. With an API key there is nothing to check up front.
+    pub async fn authenticate(&self) -> Result<(), Error> {
+        if matches!(self.credentials, Credentials::Password { .. }) {
+            self.current_token().await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /customer`, every page.
+    pub async fn all_customers(&self) -> Result<Vec<Customer>, Error> {
+        self.all_pages("/customer", &[]).await
+    }
+
+    /// `GET /customer/reference/{reference}`; `None` when the API answers 404.
+    pub async fn customer_by_reference(&self, reference: &str) -> Result<Option<Customer>, Error> {
+        let path = format!("/customer/reference/{}", encode_segment(reference));
+        match self
+            .call::<(), Customer>(Method::GET, &path, &[], None)
+            .await
+        {
+            Ok(a) => Ok(Some(a.body)),
+            Err(Error::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /customer/{id}/access`: invites one user.
+    pub async fn invite(
+        &self,
+        customer_id: i64,
+        user: &NewAccessUser,
+    ) -> Result<Answer<AccessUser>, Error> {
+        let path = format!("/customer/{customer_id}/access");
+        self.call(Method::POST, &path, &[], Some(user)).await
+    }
+
+    /// `GET /customer/{id}/access` with a search, one page.
+    pub async fn search_access(
+        &self,
+        customer_id: i64,
+        search: &str,
+    ) -> Result<Vec<AccessUser>, Error> {
+        let path = format!("/customer/{customer_id}/access");
+        let query = [
+            ("limit", PAGE_SIZE.to_string()),
+            ("offset", "0".to_string()),
+            ("search", search.to_string()),
+            ("sort", "email".to_string()),
+        ];
+        let page: Answer<Page<AccessUser>> =
+            self.call::<(), _>(Method::GET, &path, &query, None).await?;
+        Ok(page.body.data)
+    }
+
+    /// `GET /customer/{id}/access`, every page.
+    pub async fn all_access(&self, customer_id: i64) -> Result<Vec<AccessUser>, Error> {
+        let path = format!("/customer/{customer_id}/access");
+        self.all_pages(&path, &[("sort", "email".to_string())])
+            .await
+    }
+
+    /// Finds a customer's access user by e-mail without trusting a search to prove
+    /// absence: search by e-mail, then by name, comparing the e-mail field of what
+    /// comes back; only then page through the whole list.
+    pub async fn find_access_user(
+        &self,
+        customer_id: i64,
+        email: &str,
+        name: &str,
+    ) -> Result<Option<AccessUser>, Error> {
+        let wanted = email.trim().to_lowercase();
+        let matches = |u: &AccessUser| u.email.trim().to_lowercase() == wanted;
+        for search in [email.trim(), name.trim()] {
+            if search.is_empty() {
+                continue;
+            }
+            if let Some(u) = self
+                .search_access(customer_id, search)
+                .await?
+                .into_iter()
+                .find(matches)
+            {
+                return Ok(Some(u));
+            }
+        }
+        Ok(self
+            .all_access(customer_id)
+            .await?
+            .into_iter()
+            .find(matches))
+    }
+
+    /// `POST /customer/{id}/access/{uid}/resend`.
+    pub async fn resend(&self, customer_id: i64, user_id: i64) -> Result<u16, Error> {
+        let path = format!("/customer/{customer_id}/access/{user_id}/resend");
+        let a: Answer<serde_json::Value> =
+            self.call::<(), _>(Method::POST, &path, &[], None).await?;
+        Ok(a.status)
+    }
+
+    /// `PUT /customer/{id}/access/{uid}/suspend` or `…/reactivate`.
+    pub async fn set_suspended(
+        &self,
+        customer_id: i64,
+        user_id: i64,
+        suspend: bool,
+    ) -> Result<u16, Error> {
+        let verb = if suspend { "suspend" } else { "reactivate" };
+        let path = format!("/customer/{customer_id}/access/{user_id}/{verb}");
+        let a: Answer<serde_json::Value> =
+            self.call::<(), _>(Method::PUT, &path, &[], None).await?;
+        Ok(a.status)
+    }
+
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Vec<T>, Error> {
+        let mut out = Vec::new();
+        let mut offset: u64 = 0;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![
+                ("limit", PAGE_SIZE.to_string()),
+                ("offset", offset.to_string()),
+            ];
+            query.extend(extra.iter().cloned());
+            let page: Answer<Page<T>> = self.call::<(), _>(Method::GET, path, &query, None).await?;
+            let page = page.body;
+            let served = page.data.len() as u64;
+            // What the server says it served, not what we asked for.
+            let limit = page.limit.filter(|l| *l > 0).unwrap_or(PAGE_SIZE);
+            out.extend(page.data);
+            if served == 0 || served < limit {
+                return Ok(out);
+            }
+            offset += served;
+        }
+        Err(Error::Decode(format!(
+            "{path}: the list did not end after {MAX_PAGES} pages"
+        )))
+    }
+
+    /// One call with authentication: a `401` logs in again (once for all tasks) and
+    /// repeats the call; a `401` that survives fresh logins is final.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<Answer<T>, Error> {
+        let mut relogins = 0;
+        loop {
+            let (token, generation) = self.current_token().await?;
+            let result = self
+                .call_once(method.clone(), path, query, body, &token)
+                .await;
+            match result {
+                Err(Error::Http {
+                    status: 401,
+                    message,
+                    ..
+                }) => {
+                    if matches!(self.credentials, Credentials::ApiKey(_)) {
+                        return Err(Error::Unauthorized(format!(
+                            "the API refused the API key (HTTP 401: {message}); check BILLINGBOOTH_API_KEY"
+                        )));
+                    }
+                    if relogins >= MAX_RELOGINS_PER_CALL {
+                        return Err(Error::Unauthorized(format!(
+                            "the API keeps refusing fresh tokens (HTTP 401: {message}); check the account's access"
+                        )));
+                    }
+                    relogins += 1;
+                    self.relogin(generation).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        token: &Secret,
+    ) -> Result<Answer<T>, Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.wait_turn().await;
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        self.saw_status(status, retry_after);
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if !status.is_success() {
+            return Err(Error::Http {
+                status: status.as_u16(),
+                message: message_from_body(&bytes),
+                retry_after,
+            });
+        }
+        let body = decode_success::<T>(status, &bytes)?;
+        Ok(Answer {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> Error {
+        // reqwest's Display can include the URL; ours never carries credentials, but
+        // keep only the chain of causes, which is what a person can act on.
+        let (timeout, connect) = (e.is_timeout(), e.is_connect());
+        let e = e.without_url();
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        if timeout {
+            Error::Timeout(self.timeout)
+        } else if connect {
+            Error::Connect(msg)
+        } else {
+            Error::Transport(msg)
+        }
+    }
+
+    /// The token to use now, logging in when there is none or it is near its end.
+    async fn current_token(&self) -> Result<(Arc<Secret>, u64), Error> {
+        if let Credentials::ApiKey(key) = &self.credentials {
+            return Ok((Arc::new(key.clone()), 0));
+        }
+        {
+            let state = self.token.read().await;
+            if let (Some(token), Some(at)) = (&state.token, state.obtained)
+                && at.elapsed() < TOKEN_REFRESH_AFTER
+            {
+                return Ok((token.clone(), state.generation));
+            }
+        }
+        let generation = self.token.read().await.generation;
+        self.relogin(generation).await?;
+        let state = self.token.read().await;
+        match &state.token {
+            Some(t) => Ok((t.clone(), state.generation)),
+            None => Err(Error::Unauthorized("no token after login".into())),
+        }
+    }
+
+    /// Logs in unless another task already did since `seen_generation`.
+    async fn relogin(&self, seen_generation: u64) -> Result<(), Error> {
+        let _gate = self.login_gate.lock().await;
+        if self.token.read().await.generation != seen_generation {
+            return Ok(());
+        }
+        let Credentials::Password { email, password } = &self.credentials else {
+            return Err(Error::Unauthorized("the API key was refused".into()));
+        };
+        let body = TokenRequest {
+            email: email.clone(),
+            password: password.expose().to_string(),
+            grant_type: "password".into(),
+        };
+        let url = format!("{}/token", self.base);
+        self.wait_turn().await;
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        self.saw_status(status, retry_after);
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+            || status == StatusCode::BAD_REQUEST
+        {
+            return Err(Error::Unauthorized(format!(
+                "login refused for {email} (HTTP {}: {}); check BILLINGBOOTH_EMAIL and the password",
+                status.as_u16(),
+                message_from_body(&bytes)
+            )));
+        }
+        if !status.is_success() {
+            return Err(Error::Http {
+                status: status.as_u16(),
+                message: format!("login failed: {}", message_from_body(&bytes)),
+                retry_after,
+            });
+        }
+        let token: TokenResponse = decode_success(status, &bytes)?;
+        if token.token.is_empty() {
+            return Err(Error::Decode("login answered an empty token".into()));
+        }
+        let mut state = self.token.write().await;
+        state.token = Some(Arc::new(Secret::new(token.token)));
+        state.generation += 1;
+        state.obtained = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn decode_success<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Error> {
+    // Bodiless successes (204, or an empty 200 to a resend) read as JSON null.
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::Decode(format!(
+            "HTTP {} with a body that is not the expected JSON ({e})",
+            status.as_u16()
+        ))
+    })
+}
+
+/// Percent-encodes one path segment.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Credentials::Password {
+            email: "a@b.c".into(),
+            password: Secret::new("hunter2"),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("AB-1"), "AB-1");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+}
