@@ -193,7 +193,7 @@ fn parse_map(s: &str) -> Result<(Field, String), String> {
     let (field, column) = s
         .split_once('=')
         .ok_or_else(|| format!("expected FIELD=COLUMN, got \"{s}\""))?;
-    let field: Field = field.trim().parse().map_err(|e| e.to_string())?;
+    let field = field.trim().parse::<Field>().map_err(|e| e.to_string())?;
     let column = column.trim().trim_matches('"').to_string();
     if column.is_empty() {
         return Err(format!("no column named for {field:?}"));
