@@ -1,1 +1,10 @@
-//! End-to-end tests.
+//! End-to-end tests: the `bbinvite` binary against the sandbox on loopback.
+//!
+//! Each test gets a temp dir, a sandbox in the test process (so it can read the
+//! sandbox's ground truth directly) and runs the real binary. Tests assert counts and
+//! statuses, never wall time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pipeline;
+mod util;

@@ -1,0 +1,215 @@
+//! The whole pipeline: statuses, exactly once, resume, retry, export, bad input, secrets.
+
+use crate::util::*;
+use bbinvite::sandbox::Faults;
+
+/// The sample file's rows, by the status each must end in.
+const SAMPLE_INVITED: u64 = 27;
+const SAMPLE_EXISTS: u64 = 1;
+const SAMPLE_INVALID: u64 = 4;
+const SAMPLE_UNRESOLVED: u64 = 3;
+const SAMPLE_DUPLICATE: u64 = 1;
+
+#[test]
+fn every_row_of_a_mixed_file_lands_in_its_status_and_each_key_is_created_once() {
+    let w = World::new();
+    let file = samples("invitees.csv");
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "200", "--concurrency", "8"]);
+    assert_eq!(code(&out), 1, "bad rows make exit 1\n{}", text(&out));
+    let st = w.status();
+    assert_eq!(row_count(&st, "invited"), SAMPLE_INVITED, "{st}");
+    assert_eq!(row_count(&st, "exists"), SAMPLE_EXISTS, "{st}");
+    assert_eq!(row_count(&st, "invalid"), SAMPLE_INVALID, "{st}");
+    assert_eq!(row_count(&st, "unresolved"), SAMPLE_UNRESOLVED, "{st}");
+    assert_eq!(row_count(&st, "duplicate"), SAMPLE_DUPLICATE, "{st}");
+    let t = w.truth();
+    let created: u64 = t.keys.iter().map(|k| k.created).sum();
+    assert_eq!(created, SAMPLE_INVITED, "the sandbox created each invited key");
+    assert_eq!(doubled(&t), 0);
+    assert!(t.keys.iter().all(|k| k.posts == 1), "no key was posted twice: {:?}", t.keys);
+}
+
+#[test]
+fn a_rerun_sends_nothing_new_and_one_new_row_sends_one_request() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 40));
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--concurrency", "8"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 40);
+
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 40, "a rerun posts nothing");
+    assert_eq!(row_count(&w.status(), "invited"), 40, "rows already done count as invited");
+
+    let file = w.write("in.csv", &invitees_csv(0, 41));
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 41, "one new row, one request");
+    assert_eq!(doubled(&w.truth()), 0);
+}
+
+#[test]
+fn a_run_stopped_by_a_failing_api_resumes_and_finishes_exactly_once() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 30));
+    w.faults(Faults { down: true, ..w.sandbox.faults() });
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--max-attempts", "3"]);
+    assert_eq!(code(&out), 3, "the breaker aborts\n{}", text(&out));
+    assert!(text(&out).contains("consecutive"), "{}", text(&out));
+    assert_eq!(w.truth().keys.iter().map(|k| k.created).sum::<u64>(), 0);
+
+    w.faults(Faults { down: false, ..w.sandbox.faults() });
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = w.truth();
+    assert_eq!(t.keys.iter().filter(|k| k.created == 1).count(), 30);
+    assert_eq!(doubled(&t), 0);
+}
+
+#[test]
+fn retry_sends_only_the_failed_rows() {
+    let w = World::new();
+    let first = w.write("a.csv", &invitees_csv(0, 3));
+    assert_eq!(code(&w.run(&["run", first.to_str().unwrap(), "--rate", "500"])), 0);
+    w.faults(Faults { fail_rate: 1.0, ..w.sandbox.faults() });
+    let both = w.write("b.csv", &invitees_csv(0, 7));
+    let out = w.run(&["run", both.to_str().unwrap(), "--rate", "500", "--max-attempts", "2"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let st = w.status();
+    assert_eq!(row_count(&st, "failed"), 4, "{st}");
+    assert_eq!(row_count(&st, "invited"), 3, "{st}");
+
+    w.faults(Faults { fail_rate: 0.0, ..w.sandbox.faults() });
+    let before = posts(&w.truth());
+    let out = w.run(&["retry", "--rate", "500"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(posts(&w.truth()) - before, 4, "only the failed rows are sent");
+    let st = w.status();
+    assert_eq!(row_count(&st, "invited"), 4, "{st}");
+    assert_eq!(st["ledger"]["invited"].as_u64(), Some(7));
+}
+
+#[test]
+fn export_mirrors_the_input_columns_then_the_outcome() {
+    let w = World::new();
+    let file = samples("invitees.csv");
+    let results = w.path("results.csv");
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--results", results.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let out = w.run(&["export"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(exported, std::fs::read_to_string(&results).unwrap(), "--results and export agree");
+    let mut csv = csv::Reader::from_reader(exported.as_bytes());
+    let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "Email Address", "Full Name", "Company", "Customer Ref", "Access Status", "Notes",
+            "status", "error", "customer_id", "access_user_id", "attempts", "updated_at"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 36);
+    let jane = rows.iter().find(|r| &r[0] == "jane.doe@acmetelecom.example").unwrap();
+    assert_eq!(&jane[6], "exists");
+    assert_eq!(&jane[8], "101");
+    assert!(!jane[9].is_empty(), "the existing user's id is recorded");
+    let ivan = rows.iter().find(|r| &r[0] == "ivan.petrov@skyline.example").unwrap();
+    assert!(ivan[5].starts_with("'="), "formula cells are escaped: {}", &ivan[5]);
+    let typo = rows.iter().find(|r| &r[0] == "eli.stone@acmetelecom.example").unwrap();
+    assert_eq!(&typo[6], "unresolved");
+    assert!(typo[7].contains("Acme Telecom Ltd"), "suggests the closest name: {}", &typo[7]);
+
+    let out = w.run(&["export", "--status", "invalid"]);
+    let only_invalid = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(only_invalid.lines().count(), 1 + 4);
+}
+
+#[test]
+fn an_unreadable_file_exits_2_and_sends_nothing() {
+    let w = World::new();
+    let out = w.run(&["run", "missing.csv"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("missing.csv"), "{}", text(&out));
+
+    let good = w.write("good.csv", &invitees_csv(0, 5));
+    let no_email = w.write("no_email.csv", "Full Name,Company\nA B,Acme Telecom Ltd\n");
+    let out = w.run(&["run", good.to_str().unwrap(), no_email.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("Full Name"), "lists the columns found: {}", text(&out));
+    assert_eq!(w.truth().requests_total, 0, "nothing at all was sent");
+}
+
+#[test]
+fn secrets_never_reach_the_ledger_or_the_output() {
+    use bbinvite::sandbox::Config;
+    let password = "pw-Sup3r-s3cret-4411";
+    let w = World::with_config(Config::samples());
+    let file = samples("invitees.csv");
+    let mut cmd = w.cmd(&["run", file.to_str().unwrap(), "--rate", "500", "-v"]);
+    cmd.env_remove("BILLINGBOOTH_API_KEY")
+        .env("BILLINGBOOTH_EMAIL", "ops@reseller.example")
+        .env("BILLINGBOOTH_PASSWORD", password);
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let out2 = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "-v"]);
+    let exported = w.run(&["export"]);
+    let mut everything = Vec::new();
+    for o in [&out, &out2, &exported] {
+        everything.extend_from_slice(&o.stdout);
+        everything.extend_from_slice(&o.stderr);
+    }
+    for f in std::fs::read_dir(w.dir.path()).unwrap() {
+        everything.extend(std::fs::read(f.unwrap().path()).unwrap());
+    }
+    let hay = String::from_utf8_lossy(&everything);
+    assert!(!hay.contains(password), "the password leaked");
+    assert!(!hay.contains(API_KEY), "the API key leaked");
+    assert!(hay.contains("alice.martin@acmetelecom.example"), "the search looked at real bytes");
+}
+
+#[test]
+fn the_ledger_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 2));
+    assert_eq!(code(&w.run(&["run", file.to_str().unwrap()])), 0);
+    let mode = std::fs::metadata(w.ledger()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_second_run_on_a_busy_ledger_exits_4_at_once() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 2));
+    let held = bbinvite::ledger::LedgerLock::acquire(&w.ledger()).unwrap();
+    let out = w.run(&["run", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(text(&out).contains(&format!("pid {}", std::process::id())), "{}", text(&out));
+    assert_eq!(w.truth().requests_total, 0);
+    drop(held);
+    assert_eq!(code(&w.run(&["run", file.to_str().unwrap()])), 0);
+}
+
+#[test]
+fn the_builtin_sandbox_runs_the_samples_with_no_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("sb.db");
+    for sample in ["invitees.csv", "invitees.jsonl"] {
+        let out = assert_cmd::Command::cargo_bin("bbinvite")
+            .unwrap()
+            .current_dir(dir.path())
+            .env_clear()
+            .args(["run", samples(sample).to_str().unwrap(), "--sandbox", "--rate", "500", "--json", "--ledger"])
+            .arg(&ledger)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{sample}: {}", text(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["rows"].as_u64(), Some(36), "{sample}: {summary}");
+        std::fs::remove_file(&ledger).unwrap();
+    }
+}

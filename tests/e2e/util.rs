@@ -1,0 +1,127 @@
+//! Helpers: a work dir, a sandbox on 127.0.0.1:0, and the binary with its environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use bbinvite::sandbox::{Config, Faults, Sandbox, Truth};
+
+/// The API key the tests use; it must never show up in output or the ledger.
+pub const API_KEY: &str = "test-key-7f3a9c1e5b";
+
+/// A temp dir with a sandbox serving it.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sandbox: Sandbox,
+    // Declared last: dropped after the sandbox, which runs on it.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    pub fn new() -> World {
+        World::with_config(Config::samples())
+    }
+
+    pub fn with_config(config: Config) -> World {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let sandbox = rt.block_on(Sandbox::start(addr, config)).unwrap();
+        World { dir: tempfile::tempdir().unwrap(), sandbox, rt }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ledger(&self) -> PathBuf {
+        self.path("ledger.db")
+    }
+
+    /// Writes a file into the work dir.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `bbinvite ARGS --ledger … --base-url …` with the test API key.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("bbinvite").unwrap();
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BILLINGBOOTH_API_KEY", API_KEY)
+            .args(args)
+            .arg("--ledger")
+            .arg(self.ledger())
+            .arg("--base-url")
+            .arg(self.sandbox.base_url())
+            .timeout(std::time::Duration::from_secs(120));
+        cmd
+    }
+
+    /// Runs and returns the output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn truth(&self) -> Truth {
+        self.sandbox.truth()
+    }
+
+    pub fn faults(&self, f: Faults) {
+        self.sandbox.set_faults(f);
+    }
+
+    /// `bbinvite status --json` parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// How many invitation POSTs the sandbox saw.
+pub fn posts(t: &Truth) -> u64 {
+    t.keys.iter().map(|k| k.posts).sum()
+}
+
+/// The number of keys created more than once: must always be 0.
+pub fn doubled(t: &Truth) -> usize {
+    t.keys.iter().filter(|k| k.created > 1).count()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A CSV of `n` invitees of the sample customers, starting at `from`.
+pub fn invitees_csv(from: usize, n: usize) -> String {
+    let customers = ["Acme Telecom Ltd", "Brightwave Communications", "Vertex Connect", "Skyline Data Ltd"];
+    let mut s = String::from("email,name,customer\n");
+    for i in from..from + n {
+        s.push_str(&format!("user{i}@example.com,User {i},{}\n", customers[i % customers.len()]));
+    }
+    s
+}
+
+pub fn samples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+}
+
+pub fn row_count(status: &serde_json::Value, s: &str) -> u64 {
+    status["rows"][s].as_u64().unwrap_or(0)
+}
