@@ -715,3 +715,139 @@ mod tests {
         assert_eq!(recs[0].get(Field::Customer), None);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod prop {
+    use super::testutil::*;
+    use super::*;
+    use proptest::prelude::{
+        Just, ProptestConfig, Strategy, any, prop_assert, prop_assert_eq, prop_oneof, proptest,
+    };
+
+    const HEADER: [&str; 4] = ["email", "name", "customer", "extra"];
+
+    /// Opens `bytes` and drains it; any outcome but a panic is fine.
+    fn drain(name: &str, bytes: &[u8], opts: &Options) {
+        let (_dir, reader) = open_bytes(name, bytes, opts);
+        if let Ok(reader) = reader {
+            for record in reader.flatten() {
+                let _ = record.parsed.map(|inv| inv.email.len());
+            }
+        }
+    }
+
+    /// Arbitrary bytes with a good chance of the characters that matter to a CSV.
+    fn csvish() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            3 => any::<u8>(),
+            2 => proptest::sample::select(b",;\t|\"\r\n @.{}[]:".to_vec()),
+            1 => proptest::sample::select(b"emailnameEMAILNAME".to_vec()),
+        ];
+        proptest::collection::vec(byte, 0..400)
+    }
+
+    fn table() -> impl Strategy<Value = Vec<Vec<String>>> {
+        let cell = prop_oneof![
+            3 => any::<String>(),
+            2 => "[a-z ,;\"\r\n|\t]{0,8}",
+            1 => Just(String::new()),
+        ];
+        proptest::collection::vec(proptest::collection::vec(cell, 4), 0..12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn csv_reader_never_panics(bytes in csvish()) {
+            drain("fuzz.csv", &bytes, &Options::default());
+            let mut with_header = b"email,name\n".to_vec();
+            with_header.extend_from_slice(&bytes);
+            drain("fuzz.csv", &with_header, &Options::default());
+        }
+
+        #[test]
+        fn csv_reader_never_panics_in_other_encodings(
+            bytes in csvish(),
+            label in proptest::sample::select(vec!["utf-16le", "utf-16be", "windows-1252", "utf-8"]),
+        ) {
+            let opts = Options { encoding: Some(label.to_string()), ..Options::default() };
+            drain("fuzz.csv", &bytes, &opts);
+        }
+
+        #[test]
+        fn jsonl_reader_never_panics(bytes in csvish()) {
+            drain("fuzz.jsonl", &bytes, &Options::default());
+            let mut with_object = b"{\"email\":\"a@b.co\",\"name\":\"A\"}\n".to_vec();
+            with_object.extend_from_slice(&bytes);
+            drain("fuzz.jsonl", &with_object, &Options::default());
+        }
+
+        #[test]
+        fn csv_written_by_the_csv_crate_reads_back(rows in table()) {
+            let mut writer = ::csv::Writer::from_writer(Vec::new());
+            writer.write_record(HEADER).unwrap();
+            for row in &rows {
+                writer.write_record(row).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let records = read_all("round.csv", &bytes, &Options::default());
+
+            let mut expected = Vec::new();
+            let mut line = 2u64;
+            for row in &rows {
+                if !row.iter().all(|c| c.trim().is_empty()) {
+                    expected.push((line, row.clone()));
+                }
+                line += 1 + row.iter().map(|c| line_breaks(c)).sum::<u64>();
+            }
+            prop_assert_eq!(records.len(), expected.len());
+            for (record, (line, row)) in records.iter().zip(&expected) {
+                prop_assert_eq!(&record.values, row);
+                prop_assert_eq!(&record.columns.names, &HEADER);
+                // Exact even when cells hold line breaks: the record's first line.
+                prop_assert_eq!(record.line, *line);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn jsonl_written_by_serde_json_reads_back(rows in table()) {
+            let mut text = String::new();
+            for row in &rows {
+                let object: serde_json::Map<String, serde_json::Value> = HEADER
+                    .iter()
+                    .zip(row)
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                    .collect();
+                text.push_str(&serde_json::Value::Object(object).to_string());
+                text.push('\n');
+            }
+            let (_dir, reader) = open_bytes("round.jsonl", text.as_bytes(), &Options::default());
+            if rows.is_empty() {
+                let empty = matches!(reader, Err(Error::Empty { .. }));
+                prop_assert!(empty, "an empty JSONL file must not open");
+                return Ok(());
+            }
+            let records: Vec<Record> = reader.unwrap().map(Result::unwrap).collect();
+            let expected: Vec<(u64, &Vec<String>)> = (1u64..)
+                .zip(&rows)
+                .filter(|(_, row)| !row.iter().all(|c| c.trim().is_empty()))
+                .collect();
+            prop_assert_eq!(records.len(), expected.len());
+            for (record, (line, row)) in records.iter().zip(expected) {
+                prop_assert_eq!(&record.values, row);
+                prop_assert_eq!(record.line, line);
+            }
+        }
+    }
+
+    /// Line breaks as the reader counts them: `\r\n`, `\n`, or a lone `\r`.
+    fn line_breaks(s: &str) -> u64 {
+        s.replace("\r\n", "\n").matches(['\n', '\r']).count() as u64
+    }
+}
