@@ -1,0 +1,426 @@
+//! One row's cells → an [`Invitee`], or every [`Problem`] the row has.
+//!
+//! Pure functions over strings: no I/O, no knowledge of file formats, and never a
+//! panic whatever the cells hold. Messages are for the operator who fixes the sheet.
+
+use email_address::EmailAddress;
+
+use super::{Columns, Field, Invitee, Problem};
+use crate::api::types::AccessStatus;
+
+/// Domains people mistype often enough to catch, with what they meant.
+const DOMAIN_TYPOS: &[(&str, &str)] = &[
+    ("gmial.com", "gmail.com"),
+    ("gmai.com", "gmail.com"),
+    ("gmal.com", "gmail.com"),
+    ("gamil.com", "gmail.com"),
+    ("gnail.com", "gmail.com"),
+    ("gmaill.com", "gmail.com"),
+    ("gmail.co", "gmail.com"),
+    ("gmail.cm", "gmail.com"),
+    ("hotmial.com", "hotmail.com"),
+    ("hotmal.com", "hotmail.com"),
+    ("hotmai.com", "hotmail.com"),
+    ("hotmil.com", "hotmail.com"),
+    ("homail.com", "hotmail.com"),
+    ("hotamil.com", "hotmail.com"),
+    ("hotmail.co", "hotmail.com"),
+    ("outlok.com", "outlook.com"),
+    ("outloo.com", "outlook.com"),
+    ("oulook.com", "outlook.com"),
+    ("outlook.co", "outlook.com"),
+    ("yaho.com", "yahoo.com"),
+    ("yahooo.com", "yahoo.com"),
+    ("yhoo.com", "yahoo.com"),
+    ("iclod.com", "icloud.com"),
+    ("icoud.com", "icloud.com"),
+    ("icloud.co", "icloud.com"),
+    ("btinternet.co", "btinternet.com"),
+    ("btinernet.com", "btinternet.com"),
+    ("btinterent.com", "btinternet.com"),
+];
+
+/// Top-level domains that do not exist and are one slip away from `.com`.
+const COM_TYPOS: &[&str] = &["con", "cmo", "ocm", "vom", "xom", "cpm", "comm", "coom"];
+
+/// Validates one row whose cells are aligned to `columns.names`.
+pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, Vec<Problem>> {
+    let cell = |f: Field| {
+        columns
+            .index_of(f)
+            .and_then(|i| values.get(i))
+            .map(String::as_str)
+            .unwrap_or("")
+    };
+    let column = |f: Field| columns.name_of(f).map(str::to_string);
+    let mut problems = Vec::new();
+
+    let email = trim(cell(Field::Email)).to_string();
+    if email.is_empty() {
+        problems.push(Problem {
+            column: column(Field::Email),
+            value: String::new(),
+            message: "the e-mail address is empty: fill it in or remove the row".to_string(),
+        });
+    } else if let Err(message) = check_email(&email) {
+        problems.push(Problem {
+            column: column(Field::Email),
+            value: email.clone(),
+            message,
+        });
+    }
+
+    let mut name = collapse(cell(Field::Name));
+    if name.is_empty() {
+        name = collapse(&format!(
+            "{} {}",
+            cell(Field::FirstName),
+            cell(Field::LastName)
+        ));
+    }
+    if name.is_empty() {
+        let col = [Field::Name, Field::FirstName, Field::LastName]
+            .into_iter()
+            .find_map(column);
+        problems.push(Problem {
+            column: col,
+            value: String::new(),
+            message: "the name is empty: the invitation needs the person's name".to_string(),
+        });
+    }
+
+    let customer = optional(cell(Field::Customer));
+    let customer_reference = optional(cell(Field::CustomerReference));
+    let customer_id = whole_number(
+        cell(Field::CustomerId),
+        column(Field::CustomerId),
+        &mut problems,
+    );
+    let user_id = whole_number(cell(Field::UserId), column(Field::UserId), &mut problems);
+
+    let status_text = trim(cell(Field::Status));
+    let status = if status_text.is_empty() {
+        None
+    } else {
+        let parsed = AccessStatus::parse_loose(status_text);
+        if parsed.is_none() {
+            problems.push(Problem {
+                column: column(Field::Status),
+                value: status_text.to_string(),
+                message: format!(
+                    "\"{status_text}\" is not a status: use active, suspended or \
+                     awaitingActivation, or leave it empty"
+                ),
+            });
+        }
+        parsed
+    };
+
+    for field in [
+        Field::Email,
+        Field::Name,
+        Field::FirstName,
+        Field::LastName,
+        Field::Customer,
+    ] {
+        let value = cell(field);
+        if value.contains('\u{FFFD}') {
+            problems.push(Problem {
+                column: column(field),
+                value: value.to_string(),
+                message: "has characters that could not be decoded: save the file as UTF-8, \
+                          or name its encoding with --encoding"
+                    .to_string(),
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Invitee {
+        email,
+        name,
+        customer,
+        customer_id,
+        customer_reference,
+        status,
+        user_id,
+    })
+}
+
+/// Trims whitespace and the invisible characters spreadsheets leave behind.
+fn trim(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}' || c == '\u{200B}')
+}
+
+/// Trims and folds every run of whitespace inside to one space.
+fn collapse(s: &str) -> String {
+    trim(s).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn optional(s: &str) -> Option<String> {
+    let s = trim(s);
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Reads an id: a positive integer, also as a spreadsheet writes it (`123.0`).
+fn whole_number(s: &str, column: Option<String>, problems: &mut Vec<Problem>) -> Option<i64> {
+    let s = trim(s);
+    if s.is_empty() {
+        return None;
+    }
+    let digits = match s.split_once('.') {
+        Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+        _ => s,
+    };
+    match digits.strip_prefix('+').unwrap_or(digits).parse::<i64>() {
+        Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit() || b == b'+') => Some(n),
+        _ => {
+            problems.push(Problem {
+                column,
+                value: s.to_string(),
+                message: format!(
+                    "\"{s}\" is not an id: write a whole number such as 1234, or leave it empty"
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// Why `email` is not an address we should invite, worded for the person fixing it.
+fn check_email(email: &str) -> Result<(), String> {
+    let invalid = |reason: &str| {
+        Err(format!(
+            "\"{email}\" is not a valid e-mail address: {reason}; correct it in the file"
+        ))
+    };
+    if email.chars().any(char::is_whitespace) {
+        return invalid("it contains a space");
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return invalid("it has no @");
+    };
+    if local.contains('@') {
+        return invalid("it has more than one @ (one address per cell)");
+    }
+    if local.is_empty() {
+        return invalid("nothing comes before the @");
+    }
+    if domain.is_empty() {
+        return invalid("nothing comes after the @");
+    }
+    if email.contains("..") {
+        return invalid("it has two dots in a row");
+    }
+    if !domain.contains('.') {
+        return invalid(&format!(
+            "the domain \"{domain}\" has no dot (expected something like example.com)"
+        ));
+    }
+    let options = email_address::Options::default()
+        .with_required_tld()
+        .without_display_text()
+        .without_domain_literal();
+    if let Err(e) = EmailAddress::parse_with_options(email, options) {
+        return invalid(&e.to_string().to_lowercase());
+    }
+    if let Some(meant) = domain_typo(domain) {
+        return Err(format!(
+            "\"{email}\" looks mistyped: did you mean {local}@{meant}? correct it in the file"
+        ));
+    }
+    Ok(())
+}
+
+/// The domain someone most likely meant, when `domain` is a known slip.
+fn domain_typo(domain: &str) -> Option<String> {
+    let lower = domain.to_lowercase();
+    if let Some((_, meant)) = DOMAIN_TYPOS.iter().find(|(typo, _)| *typo == lower) {
+        return Some((*meant).to_string());
+    }
+    let (stem, tld) = lower.rsplit_once('.')?;
+    COM_TYPOS.contains(&tld).then(|| format!("{stem}.com"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn columns(names: &[&str]) -> Columns {
+        Columns::assign(names.iter().map(|s| s.to_string()).collect(), &[]).0
+    }
+
+    fn row(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn messages(r: Result<Invitee, Vec<Problem>>) -> Vec<String> {
+        r.unwrap_err().into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_good_row_becomes_an_invitee() {
+        let c = columns(&[
+            "Email",
+            "Name",
+            "Company",
+            "Customer ID",
+            "Reference",
+            "Status",
+            "ID",
+        ]);
+        let inv = validate(
+            &c,
+            &row(&[
+                "  Jane.Doe@Example.com ",
+                " Jane \t  Doe ",
+                " Acme Ltd ",
+                "42.0",
+                "ACME-1",
+                "Awaiting Activation",
+                "7",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            inv,
+            Invitee {
+                email: "Jane.Doe@Example.com".to_string(),
+                name: "Jane Doe".to_string(),
+                customer: Some("Acme Ltd".to_string()),
+                customer_id: Some(42),
+                customer_reference: Some("ACME-1".to_string()),
+                status: Some(AccessStatus::AwaitingActivation),
+                user_id: Some(7),
+            }
+        );
+    }
+
+    #[test]
+    fn empty_optionals_are_none() {
+        let c = columns(&["Email", "Name", "Company", "Customer ID", "Status"]);
+        let inv = validate(&c, &row(&["a@b.co", "A", " ", "", ""])).unwrap();
+        assert_eq!(inv.customer, None);
+        assert_eq!(inv.customer_id, None);
+        assert_eq!(inv.status, None);
+    }
+
+    #[test]
+    fn first_and_last_are_joined_when_name_is_empty() {
+        let c = columns(&["Email", "Name", "First Name", "Surname"]);
+        let inv = validate(&c, &row(&["a@b.co", "", " Ana ", "García  López"])).unwrap();
+        assert_eq!(inv.name, "Ana García López");
+        let inv = validate(&c, &row(&["a@b.co", "Ana G.", "Ana", "García"])).unwrap();
+        assert_eq!(inv.name, "Ana G.");
+        let inv = validate(&c, &row(&["a@b.co", "", "", "García"])).unwrap();
+        assert_eq!(inv.name, "García");
+    }
+
+    #[test]
+    fn every_problem_of_a_row_is_reported() {
+        let c = columns(&["Email", "Name", "Customer ID", "Status", "ID"]);
+        let m = messages(validate(&c, &row(&["", "", "abc", "pending", "-3"])));
+        assert_eq!(m.len(), 5, "{m:?}");
+        assert_eq!(
+            m[0],
+            "Email: the e-mail address is empty: fill it in or remove the row"
+        );
+        assert_eq!(
+            m[1],
+            "Name: the name is empty: the invitation needs the person's name"
+        );
+        assert_eq!(
+            m[2],
+            "Customer ID: \"abc\" is not an id: write a whole number such as 1234, or leave it empty"
+        );
+        assert_eq!(
+            m[3],
+            "ID: \"-3\" is not an id: write a whole number such as 1234, or leave it empty"
+        );
+        assert_eq!(
+            m[4],
+            "Status: \"pending\" is not a status: use active, suspended or awaitingActivation, \
+             or leave it empty"
+        );
+    }
+
+    #[test]
+    fn ids_accept_spreadsheet_floats_only_when_whole() {
+        let mut p = Vec::new();
+        assert_eq!(whole_number("123", None, &mut p), Some(123));
+        assert_eq!(whole_number("123.0", None, &mut p), Some(123));
+        assert_eq!(whole_number("+5", None, &mut p), Some(5));
+        assert!(p.is_empty());
+        for bad in [
+            "12.5",
+            "1e3",
+            "0",
+            "1,234",
+            "12.",
+            "99999999999999999999",
+            "١٢",
+        ] {
+            let mut p = Vec::new();
+            assert_eq!(whole_number(bad, None, &mut p), None, "{bad}");
+            assert_eq!(p.len(), 1, "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_reasons() {
+        let reason = |e: &str| check_email(e).unwrap_err();
+        assert!(check_email("jane.doe+tag@example.co.uk").is_ok());
+        assert!(reason("jane doe@example.com").contains("contains a space"));
+        assert!(reason("jane.example.com").contains("has no @"));
+        assert!(reason("a@b@example.com").contains("more than one @"));
+        assert!(reason("@example.com").contains("nothing comes before"));
+        assert!(reason("jane@").contains("nothing comes after"));
+        assert!(reason("jane..doe@example.com").contains("two dots in a row"));
+        assert!(reason("jane@example..com").contains("two dots in a row"));
+        assert!(reason("jane@localhost").contains("has no dot"));
+        assert!(reason("jane@-example.com").starts_with("\"jane@-example.com\" is not a valid"));
+        assert!(reason("Jane <jane@example.com>").contains("space"));
+        assert!(reason("<jane@example.com>").starts_with("\"<jane@example.com>\" is not a valid"));
+    }
+
+    #[test]
+    fn domain_typos_get_a_suggestion() {
+        assert_eq!(
+            check_email("jane@gmial.com").unwrap_err(),
+            "\"jane@gmial.com\" looks mistyped: did you mean jane@gmail.com? correct it in the file"
+        );
+        assert!(
+            check_email("Jo@GMAIL.CON")
+                .unwrap_err()
+                .contains("Jo@gmail.com")
+        );
+        assert!(
+            check_email("jo@hotmial.com")
+                .unwrap_err()
+                .contains("jo@hotmail.com")
+        );
+        assert!(
+            check_email("jo@outlok.com")
+                .unwrap_err()
+                .contains("jo@outlook.com")
+        );
+        assert!(
+            check_email("jo@acme.co.con")
+                .unwrap_err()
+                .contains("jo@acme.co.com")
+        );
+        assert!(check_email("jo@gmail.com").is_ok());
+        assert!(check_email("jo@acme.co").is_ok());
+    }
+
+    #[test]
+    fn undecodable_characters_are_a_problem() {
+        let c = columns(&["Email", "Name"]);
+        let m = messages(validate(&c, &row(&["a@b.co", "Jos\u{FFFD}"])));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("--encoding"), "{m:?}");
+    }
+}
