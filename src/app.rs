@@ -1096,7 +1096,7 @@ fn write_export(
                     .input_columns
                     .iter()
                     .map(|c| spreadsheet_safe(c))
-                    .chain(EXPORT_COLUMNS.iter().map(|c| c.to_string()));
+                    .chain(input::RESULTS_COLUMNS.iter().map(|c| c.to_string()));
                 csv.borrow_mut().write_record(header).map_err(csv_err)
             },
             &mut |row| {

@@ -11,7 +11,7 @@
 //!
 //! Around it: [`api`] speaks to Billing Booth One and knows nothing of the pipeline;
 //! [`sandbox`] simulates the API for tests, benchmarks and first runs; [`app`] runs each
-//! command; [`cli`] turns what was typed into a checked [`cli::Config`].
+//! command; [`cli`] parses what was typed and checks it once.
 
 pub mod api;
 pub mod app;

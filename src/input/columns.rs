@@ -164,6 +164,23 @@ pub fn normalize_header(s: &str) -> String {
     out
 }
 
+/// The columns bbinvite appends to the input's own in `--results` and `export`.
+pub const RESULTS_COLUMNS: [&str; 6] = ["status", "error", "customer_id", "access_user_id", "attempts", "updated_at"];
+
+/// Positions of a trailing block of [`RESULTS_COLUMNS`] (with or without
+/// `updated_at`), when the header ends with one.
+fn results_tail(names: &[String]) -> std::ops::Range<usize> {
+    for len in [RESULTS_COLUMNS.len(), RESULTS_COLUMNS.len() - 1] {
+        if names.len() > len {
+            let start = names.len() - len;
+            if names[start..].iter().zip(&RESULTS_COLUMNS[..len]).all(|(n, r)| n == r) {
+                return start..names.len();
+            }
+        }
+    }
+    0..0
+}
+
 /// The header of an input, and which of its columns holds each [`Field`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Columns {
@@ -182,6 +199,12 @@ impl Columns {
         let mut index = [None; Field::ALL.len()];
         let mut claimed = vec![false; names.len()];
         let mut missing = None;
+        // A results sheet (`--results`, `export`) fed back in: its trailing outcome
+        // columns describe the last run, not the invitee, so no alias may take them;
+        // the row is resolved again from the input's own columns.
+        for col in results_tail(&names) {
+            claimed[col] = true;
+        }
 
         for (i, (field, column)) in map.iter().enumerate() {
             let wanted = normalize_header(column);
@@ -317,6 +340,21 @@ mod tests {
         assert_eq!(c.name_of(Field::Status), Some("Access Status"));
         assert_eq!(c.name_of(Field::UserId), Some("User ID"));
         assert!(!c.has(Field::FirstName));
+    }
+
+    #[test]
+    fn a_results_sheet_fed_back_is_read_by_its_own_columns() {
+        let mut header = names(&["E-mail", "Full Name", "Company"]);
+        header.extend(RESULTS_COLUMNS.iter().map(|s| s.to_string()));
+        let (c, _) = Columns::assign(header, &[]);
+        assert_eq!(c.name_of(Field::Email), Some("E-mail"));
+        assert_eq!(c.name_of(Field::Customer), Some("Company"));
+        assert!(!c.has(Field::Status), "the outcome status is not an access status");
+        assert!(!c.has(Field::CustomerId));
+        assert!(!c.has(Field::UserId));
+        // A lone `status` column is still the access status.
+        let (c, _) = Columns::assign(names(&["email", "name", "status"]), &[]);
+        assert!(c.has(Field::Status));
     }
 
     #[test]

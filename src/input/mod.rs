@@ -19,7 +19,7 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-pub use columns::{Columns, Field, UnknownField, normalize_header};
+pub use columns::{Columns, Field, RESULTS_COLUMNS, UnknownField, normalize_header};
 
 use crate::api::types::AccessStatus;
 use source::Source;
