@@ -1062,16 +1062,6 @@ fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The ledger's columns after the input's own.
-const EXPORT_COLUMNS: [&str; 6] = [
-    "status",
-    "error",
-    "customer_id",
-    "access_user_id",
-    "attempts",
-    "updated_at",
-];
-
 /// Writes rows as CSV a spreadsheet opens safely.
 fn write_export(
     ledger: &mut Ledger,
