@@ -14,6 +14,8 @@ mod http;
 pub mod seed;
 mod server;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::io::Write;
