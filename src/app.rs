@@ -31,7 +31,7 @@ use crate::ledger::{
 use crate::progress::{Mode, Progress};
 use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
 use crate::sandbox;
-use crate::send::{Job, Limiter, Sender};
+use crate::send::{Job, Limiter, Sender, with_retries};
 
 /// Rows read and admitted to the ledger per transaction.
 const ADMIT_BATCH: usize = 512;
@@ -85,15 +85,16 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
                 Check::DryRun {
                     retry_rejected: a.send.retry_rejected,
                 },
+                stop,
             )
             .await
         }
         Command::Run(a) => invite(&global, a.input, a.send, stop).await,
-        Command::Validate(a) => check_files(&global, &a.input, Check::Validate).await,
+        Command::Validate(a) => check_files(&global, &a.input, Check::Validate, stop).await,
         Command::Retry(a) => retry(&global, a.send, stop).await,
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
-        Command::Customers(a) => customers(&global, a).await,
+        Command::Customers(a) => customers(&global, a, stop).await,
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)
@@ -108,17 +109,60 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
 struct Api {
     client: Arc<Client>,
     base_url: String,
+    /// Tries for read-only calls made outside the send stage.
+    max_attempts: u32,
+    stop: CancellationToken,
     /// Keeps an in-process sandbox alive for the command's length.
     _sandbox: Option<sandbox::Sandbox>,
 }
 
-async fn connect(
-    global: &Global,
-    use_sandbox: bool,
+/// How an [`Api`] is reached and how hard it is tried.
+struct Reach {
     limiter: Arc<Limiter>,
     timeout: Duration,
     pool: usize,
-) -> anyhow::Result<Api> {
+    max_attempts: u32,
+    stop: CancellationToken,
+}
+
+impl Reach {
+    /// For commands that only read: a brisk but polite rate, default tries.
+    fn reading(stop: CancellationToken) -> Reach {
+        Reach {
+            limiter: Arc::new(Limiter::new(
+                cli::DEFAULT_CHECK_RATE,
+                cli::DEFAULT_CHECK_RATE,
+            )),
+            timeout: Duration::from_secs(30),
+            pool: 4,
+            max_attempts: 5,
+            stop,
+        }
+    }
+
+    fn sending(
+        settings: &crate::send::Settings,
+        send: &SendArgs,
+        stop: CancellationToken,
+    ) -> Reach {
+        Reach {
+            limiter: Arc::new(Limiter::new(settings.rate, settings.burst)),
+            timeout: send.timeout,
+            pool: settings.concurrency,
+            max_attempts: settings.max_attempts,
+            stop,
+        }
+    }
+}
+
+async fn connect(global: &Global, use_sandbox: bool, reach: Reach) -> anyhow::Result<Api> {
+    let Reach {
+        limiter,
+        timeout,
+        pool,
+        max_attempts,
+        stop,
+    } = reach;
     let (base_url, credentials, sandbox) = if use_sandbox {
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
         let sb = sandbox::Sandbox::start(addr, sandbox::Config::samples())
@@ -144,6 +188,8 @@ async fn connect(
     Ok(Api {
         client: Arc::new(client),
         base_url,
+        max_attempts,
+        stop,
         _sandbox: sandbox,
     })
 }
@@ -187,7 +233,8 @@ fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
     Ok(readers)
 }
 
-/// The customer directory: the ledger's copy while fresh, else every page from the API.
+/// The customer directory: the ledger's copy while fresh, else every page from the API
+/// (transient failures retried).
 async fn load_directory(
     ledger: &mut Ledger,
     api: &Api,
@@ -197,7 +244,9 @@ async fn load_directory(
     if !refresh && let Some(cached) = ledger.cached_customers(&api.base_url, ttl)? {
         return Ok(Directory::new(cached));
     }
-    let customers = api.client.all_customers().await.map_err(api_abort)?;
+    let customers = with_retries(api.max_attempts, &api.stop, || api.client.all_customers())
+        .await
+        .map_err(api_abort)?;
     ledger.store_customers(&api.base_url, &customers)?;
     Ok(Directory::new(customers))
 }
@@ -220,6 +269,8 @@ struct Resolver {
     fixed: Option<Resolved>,
     references: ReferenceCache,
     client: Option<Arc<Client>>,
+    max_attempts: u32,
+    stop: CancellationToken,
 }
 
 impl Resolver {
@@ -249,7 +300,11 @@ impl Resolver {
                     reference: reference.into(),
                     error: "no API to ask".into(),
                 }),
-                Some(client) => match client.customer_by_reference(reference.trim()).await {
+                Some(client) => match with_retries(self.max_attempts, &self.stop, || {
+                    client.customer_by_reference(reference.trim())
+                })
+                .await
+                {
                     Ok(Some(c)) => Ok(Resolved {
                         id: c.id,
                         status: c.status,
@@ -284,10 +339,9 @@ async fn resolver(
     a: &InputArgs,
     readers: &[Reader],
 ) -> anyhow::Result<Resolver> {
-    let by_name = a.customer.is_some()
-        || readers
-            .iter()
-            .any(|r| r.columns().has(Field::Customer) || r.columns().has(Field::CustomerId));
+    // Ids are taken as given (a wrong one comes back from the API as a 404); the
+    // directory is fetched only when some row names its customer.
+    let by_name = a.customer.is_some() || readers.iter().any(|r| r.columns().has(Field::Customer));
     let directory = if by_name {
         Some(load_directory(ledger, api, a.customers_ttl, a.refresh_customers).await?)
     } else {
@@ -302,6 +356,8 @@ async fn resolver(
         fixed,
         references: ReferenceCache::default(),
         client: Some(api.client.clone()),
+        max_attempts: api.max_attempts,
+        stop: api.stop.clone(),
     })
 }
 
@@ -387,13 +443,10 @@ async fn invite(
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let limiter = Arc::new(Limiter::new(settings.rate, settings.burst));
     let api = connect(
         global,
         a.sandbox,
-        limiter,
-        send.timeout,
-        settings.concurrency,
+        Reach::sending(&settings, &send, stop.clone()),
     )
     .await?;
     api.client.authenticate().await.map_err(api_abort)?;
@@ -450,8 +503,12 @@ async fn retry(global: &Global, send: SendArgs, stop: CancellationToken) -> anyh
     }
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let limiter = Arc::new(Limiter::new(settings.rate, settings.burst));
-    let api = connect(global, false, limiter, send.timeout, settings.concurrency).await?;
+    let api = connect(
+        global,
+        false,
+        Reach::sending(&settings, &send, stop.clone()),
+    )
+    .await?;
     api.client.authenticate().await.map_err(api_abort)?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
@@ -783,16 +840,17 @@ struct Finding<'a> {
     message: String,
 }
 
-async fn check_files(global: &Global, a: &InputArgs, mode: Check) -> anyhow::Result<Exit> {
+async fn check_files(
+    global: &Global,
+    a: &InputArgs,
+    mode: Check,
+    stop: CancellationToken,
+) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
-    // Only the directory needs the API; the limiter keeps even that polite.
-    let limiter = Arc::new(Limiter::new(
-        cli::DEFAULT_CHECK_RATE,
-        cli::DEFAULT_CHECK_RATE,
-    ));
-    let api = connect(global, a.sandbox, limiter, Duration::from_secs(30), 4).await?;
+    // Only the directory and references need the API.
+    let api = connect(global, a.sandbox, Reach::reading(stop)).await?;
     let mut resolver = resolver(&mut ledger, &api, a, &readers).await?;
     let dry = matches!(mode, Check::DryRun { .. });
     let opts = AdmitOptions {
@@ -1142,14 +1200,14 @@ struct CustomerLine<'a> {
     ambiguous: bool,
 }
 
-async fn customers(global: &Global, a: cli::CustomersArgs) -> anyhow::Result<Exit> {
+async fn customers(
+    global: &Global,
+    a: cli::CustomersArgs,
+    stop: CancellationToken,
+) -> anyhow::Result<Exit> {
     let path = ledger_path(global, false);
     let (_lock, mut ledger) = open_ledger(&path)?;
-    let limiter = Arc::new(Limiter::new(
-        cli::DEFAULT_CHECK_RATE,
-        cli::DEFAULT_CHECK_RATE,
-    ));
-    let api = connect(global, false, limiter, Duration::from_secs(30), 4).await?;
+    let api = connect(global, false, Reach::reading(stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {
         Some(t) => dir.search(t),

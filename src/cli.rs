@@ -1,4 +1,4 @@
-//! The command line: what was typed ([`Args`]), then what it means ([`Config`]).
+//! The command line: what was typed ([`Args`]), then what it means (checked settings).
 //!
 //! Parsing is clap's; checking is here, once, so the commands get real values: a
 //! base URL that is safe to send credentials to, credentials from the environment
@@ -41,7 +41,7 @@ pub struct Global {
     /// The ledger file (SQLite) [default: bbinvite.db, or bbinvite-sandbox.db with --sandbox]
     #[arg(long, global = true, value_name = "PATH")]
     pub ledger: Option<PathBuf>,
-    /// The API's base URL [env: BILLINGBOOTH_BASE_URL; default: https://api.billingbooth.app]
+    /// The API's base URL [env: BILLINGBOOTH_BASE_URL; default: the public API, api.billingbooth.app]
     #[arg(long, global = true, value_name = "URL")]
     pub base_url: Option<String>,
     /// Print machine-readable JSON on stdout

@@ -4,8 +4,8 @@
 //! Names match after Unicode NFKC, case folding and whitespace folding. Several
 //! customers with one name: an active one wins over suspended, cancelled or deleted
 //! ones; several active ones are ambiguous. No match: the closest names are suggested.
-//! This module makes no HTTP calls itself: references are looked up through a
-//! [`ReferenceLookup`] the caller supplies, and cached here.
+//! This module makes no HTTP calls itself: references are looked up by the caller,
+//! and their answers cached here in a [`ReferenceCache`].
 
 use std::collections::HashMap;
 

@@ -546,6 +546,41 @@ impl JobRun<'_> {
     }
 }
 
+/// Runs a read-only call (the directory, a reference) with the same retry policy as
+/// invitations: transient failures are retried with backoff, up to `max_attempts`.
+/// Safe only for calls that change nothing on the server.
+pub async fn with_retries<T, F, Fut>(
+    max_attempts: u32,
+    stop: &CancellationToken,
+    mut call: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let after = match disposition(&e) {
+                    Disposition::Retry { after } => after,
+                    _ => return Err(e),
+                };
+                if attempt >= max_attempts || stop.is_cancelled() {
+                    return Err(e);
+                }
+                let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return Err(e),
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// Full-jitter exponential backoff: a random wait up to `base * 2^(attempt-1)`, capped.
 pub fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE

@@ -165,7 +165,14 @@ pub fn normalize_header(s: &str) -> String {
 }
 
 /// The columns bbinvite appends to the input's own in `--results` and `export`.
-pub const RESULTS_COLUMNS: [&str; 6] = ["status", "error", "customer_id", "access_user_id", "attempts", "updated_at"];
+pub const RESULTS_COLUMNS: [&str; 6] = [
+    "status",
+    "error",
+    "customer_id",
+    "access_user_id",
+    "attempts",
+    "updated_at",
+];
 
 /// Positions of a trailing block of [`RESULTS_COLUMNS`] (with or without
 /// `updated_at`), when the header ends with one.
@@ -173,7 +180,11 @@ fn results_tail(names: &[String]) -> std::ops::Range<usize> {
     for len in [RESULTS_COLUMNS.len(), RESULTS_COLUMNS.len() - 1] {
         if names.len() > len {
             let start = names.len() - len;
-            if names[start..].iter().zip(&RESULTS_COLUMNS[..len]).all(|(n, r)| n == r) {
+            if names[start..]
+                .iter()
+                .zip(&RESULTS_COLUMNS[..len])
+                .all(|(n, r)| n == r)
+            {
                 return start..names.len();
             }
         }
@@ -349,7 +360,10 @@ mod tests {
         let (c, _) = Columns::assign(header, &[]);
         assert_eq!(c.name_of(Field::Email), Some("E-mail"));
         assert_eq!(c.name_of(Field::Customer), Some("Company"));
-        assert!(!c.has(Field::Status), "the outcome status is not an access status");
+        assert!(
+            !c.has(Field::Status),
+            "the outcome status is not an access status"
+        );
         assert!(!c.has(Field::CustomerId));
         assert!(!c.has(Field::UserId));
         // A lone `status` column is still the access status.

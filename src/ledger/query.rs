@@ -27,8 +27,10 @@ pub struct StatusCounts {
     pub run: Option<RunInfo>,
     pub rows: BTreeMap<String, u64>,
     pub ledger: BTreeMap<String, u64>,
-    /// The most common last errors of unfinished invitations, with how many share each.
+    /// The most common errors of the run's problem rows, with how many share each.
     pub top_errors: Vec<(String, u64)>,
+    /// The most common last errors of failed and rejected invitations, ledger-wide.
+    pub ledger_errors: Vec<(String, u64)>,
 }
 
 /// The shape of an export: the inputs' columns (union, in order of first appearance);
@@ -118,8 +120,19 @@ impl Ledger {
                  WHERE state IN ('failed', 'rejected') AND last_error IS NOT NULL
                  GROUP BY last_error ORDER BY n DESC LIMIT 5",
             )?;
-            let top_errors = stmt
+            let ledger_errors = stmt
                 .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(
+                "SELECT error, count(*) AS n FROM rows
+                 WHERE run_id = ?1 AND status IN ('failed', 'rejected', 'invalid', 'unresolved')
+                   AND error IS NOT NULL
+                 GROUP BY error ORDER BY n DESC, error LIMIT 5",
+            )?;
+            let top_errors = stmt
+                .query_map([run_id.unwrap_or(-1)], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -128,6 +141,7 @@ impl Ledger {
                 rows,
                 ledger,
                 top_errors,
+                ledger_errors,
             })
         })
     }

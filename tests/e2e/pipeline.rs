@@ -14,7 +14,14 @@ const SAMPLE_DUPLICATE: u64 = 1;
 fn every_row_of_a_mixed_file_lands_in_its_status_and_each_key_is_created_once() {
     let w = World::new();
     let file = samples("invitees.csv");
-    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "200", "--concurrency", "8"]);
+    let out = w.run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--rate",
+        "200",
+        "--concurrency",
+        "8",
+    ]);
     assert_eq!(code(&out), 1, "bad rows make exit 1\n{}", text(&out));
     let st = w.status();
     assert_eq!(row_count(&st, "invited"), SAMPLE_INVITED, "{st}");
@@ -24,23 +31,41 @@ fn every_row_of_a_mixed_file_lands_in_its_status_and_each_key_is_created_once() 
     assert_eq!(row_count(&st, "duplicate"), SAMPLE_DUPLICATE, "{st}");
     let t = w.truth();
     let created: u64 = t.keys.iter().map(|k| k.created).sum();
-    assert_eq!(created, SAMPLE_INVITED, "the sandbox created each invited key");
+    assert_eq!(
+        created, SAMPLE_INVITED,
+        "the sandbox created each invited key"
+    );
     assert_eq!(doubled(&t), 0);
-    assert!(t.keys.iter().all(|k| k.posts == 1), "no key was posted twice: {:?}", t.keys);
+    assert!(
+        t.keys.iter().all(|k| k.posts == 1),
+        "no key was posted twice: {:?}",
+        t.keys
+    );
 }
 
 #[test]
 fn a_rerun_sends_nothing_new_and_one_new_row_sends_one_request() {
     let w = World::new();
     let file = w.write("in.csv", &invitees_csv(0, 40));
-    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--concurrency", "8"]);
+    let out = w.run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--rate",
+        "500",
+        "--concurrency",
+        "8",
+    ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(posts(&w.truth()), 40);
 
     let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(posts(&w.truth()), 40, "a rerun posts nothing");
-    assert_eq!(row_count(&w.status(), "invited"), 40, "rows already done count as invited");
+    assert_eq!(
+        row_count(&w.status(), "invited"),
+        40,
+        "rows already done count as invited"
+    );
 
     let file = w.write("in.csv", &invitees_csv(0, 41));
     let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
@@ -52,14 +77,27 @@ fn a_rerun_sends_nothing_new_and_one_new_row_sends_one_request() {
 #[test]
 fn a_run_stopped_by_a_failing_api_resumes_and_finishes_exactly_once() {
     let w = World::new();
-    let file = w.write("in.csv", &invitees_csv(0, 30));
-    w.faults(Faults { down: true, ..w.sandbox.faults() });
-    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--max-attempts", "3"]);
+    let file = w.write("in.csv", &invitees_csv_ids(0, 30));
+    w.faults(Faults {
+        down: true,
+        ..w.sandbox.faults()
+    });
+    let out = w.run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--rate",
+        "500",
+        "--max-attempts",
+        "3",
+    ]);
     assert_eq!(code(&out), 3, "the breaker aborts\n{}", text(&out));
     assert!(text(&out).contains("consecutive"), "{}", text(&out));
     assert_eq!(w.truth().keys.iter().map(|k| k.created).sum::<u64>(), 0);
 
-    w.faults(Faults { down: false, ..w.sandbox.faults() });
+    w.faults(Faults {
+        down: false,
+        ..w.sandbox.faults()
+    });
     let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let t = w.truth();
@@ -71,20 +109,40 @@ fn a_run_stopped_by_a_failing_api_resumes_and_finishes_exactly_once() {
 fn retry_sends_only_the_failed_rows() {
     let w = World::new();
     let first = w.write("a.csv", &invitees_csv(0, 3));
-    assert_eq!(code(&w.run(&["run", first.to_str().unwrap(), "--rate", "500"])), 0);
-    w.faults(Faults { fail_rate: 1.0, ..w.sandbox.faults() });
+    assert_eq!(
+        code(&w.run(&["run", first.to_str().unwrap(), "--rate", "500"])),
+        0
+    );
+    w.faults(Faults {
+        fail_rate: 1.0,
+        ..w.sandbox.faults()
+    });
     let both = w.write("b.csv", &invitees_csv(0, 7));
-    let out = w.run(&["run", both.to_str().unwrap(), "--rate", "500", "--max-attempts", "2"]);
+    let out = w.run(&[
+        "run",
+        both.to_str().unwrap(),
+        "--rate",
+        "500",
+        "--max-attempts",
+        "2",
+    ]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let st = w.status();
     assert_eq!(row_count(&st, "failed"), 4, "{st}");
     assert_eq!(row_count(&st, "invited"), 3, "{st}");
 
-    w.faults(Faults { fail_rate: 0.0, ..w.sandbox.faults() });
+    w.faults(Faults {
+        fail_rate: 0.0,
+        ..w.sandbox.faults()
+    });
     let before = posts(&w.truth());
     let out = w.run(&["retry", "--rate", "500"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(posts(&w.truth()) - before, 4, "only the failed rows are sent");
+    assert_eq!(
+        posts(&w.truth()) - before,
+        4,
+        "only the failed rows are sent"
+    );
     let st = w.status();
     assert_eq!(row_count(&st, "invited"), 4, "{st}");
     assert_eq!(st["ledger"]["invited"].as_u64(), Some(7));
@@ -95,32 +153,70 @@ fn export_mirrors_the_input_columns_then_the_outcome() {
     let w = World::new();
     let file = samples("invitees.csv");
     let results = w.path("results.csv");
-    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "500", "--results", results.to_str().unwrap()]);
+    let out = w.run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--rate",
+        "500",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let out = w.run(&["export"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let exported = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(exported, std::fs::read_to_string(&results).unwrap(), "--results and export agree");
+    assert_eq!(
+        exported,
+        std::fs::read_to_string(&results).unwrap(),
+        "--results and export agree"
+    );
     let mut csv = csv::Reader::from_reader(exported.as_bytes());
     let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(
         header,
         [
-            "Email Address", "Full Name", "Company", "Customer Ref", "Access Status", "Notes",
-            "status", "error", "customer_id", "access_user_id", "attempts", "updated_at"
+            "Email Address",
+            "Full Name",
+            "Company",
+            "Customer Ref",
+            "Access Status",
+            "Notes",
+            "status",
+            "error",
+            "customer_id",
+            "access_user_id",
+            "attempts",
+            "updated_at"
         ]
     );
     let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 36);
-    let jane = rows.iter().find(|r| &r[0] == "jane.doe@acmetelecom.example").unwrap();
+    let jane = rows
+        .iter()
+        .find(|r| &r[0] == "jane.doe@acmetelecom.example")
+        .unwrap();
     assert_eq!(&jane[6], "exists");
     assert_eq!(&jane[8], "101");
     assert!(!jane[9].is_empty(), "the existing user's id is recorded");
-    let ivan = rows.iter().find(|r| &r[0] == "ivan.petrov@skyline.example").unwrap();
-    assert!(ivan[5].starts_with("'="), "formula cells are escaped: {}", &ivan[5]);
-    let typo = rows.iter().find(|r| &r[0] == "eli.stone@acmetelecom.example").unwrap();
+    let ivan = rows
+        .iter()
+        .find(|r| &r[0] == "ivan.petrov@skyline.example")
+        .unwrap();
+    assert!(
+        ivan[5].starts_with("'="),
+        "formula cells are escaped: {}",
+        &ivan[5]
+    );
+    let typo = rows
+        .iter()
+        .find(|r| &r[0] == "eli.stone@acmetelecom.example")
+        .unwrap();
     assert_eq!(&typo[6], "unresolved");
-    assert!(typo[7].contains("Acme Telecom Ltd"), "suggests the closest name: {}", &typo[7]);
+    assert!(
+        typo[7].contains("Acme Telecom Ltd"),
+        "suggests the closest name: {}",
+        &typo[7]
+    );
 
     let out = w.run(&["export", "--status", "invalid"]);
     let only_invalid = String::from_utf8(out.stdout).unwrap();
@@ -138,7 +234,11 @@ fn an_unreadable_file_exits_2_and_sends_nothing() {
     let no_email = w.write("no_email.csv", "Full Name,Company\nA B,Acme Telecom Ltd\n");
     let out = w.run(&["run", good.to_str().unwrap(), no_email.to_str().unwrap()]);
     assert_eq!(code(&out), 2, "{}", text(&out));
-    assert!(text(&out).contains("Full Name"), "lists the columns found: {}", text(&out));
+    assert!(
+        text(&out).contains("Full Name"),
+        "lists the columns found: {}",
+        text(&out)
+    );
     assert_eq!(w.truth().requests_total, 0, "nothing at all was sent");
 }
 
@@ -167,7 +267,10 @@ fn secrets_never_reach_the_ledger_or_the_output() {
     let hay = String::from_utf8_lossy(&everything);
     assert!(!hay.contains(password), "the password leaked");
     assert!(!hay.contains(API_KEY), "the API key leaked");
-    assert!(hay.contains("alice.martin@acmetelecom.example"), "the search looked at real bytes");
+    assert!(
+        hay.contains("alice.martin@acmetelecom.example"),
+        "the search looked at real bytes"
+    );
 }
 
 #[test]
@@ -187,7 +290,11 @@ fn a_second_run_on_a_busy_ledger_exits_4_at_once() {
     let held = bbinvite::ledger::LedgerLock::acquire(&w.ledger()).unwrap();
     let out = w.run(&["run", file.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", text(&out));
-    assert!(text(&out).contains(&format!("pid {}", std::process::id())), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {}", std::process::id())),
+        "{}",
+        text(&out)
+    );
     assert_eq!(w.truth().requests_total, 0);
     drop(held);
     assert_eq!(code(&w.run(&["run", file.to_str().unwrap()])), 0);
@@ -202,7 +309,15 @@ fn the_builtin_sandbox_runs_the_samples_with_no_account() {
             .unwrap()
             .current_dir(dir.path())
             .env_clear()
-            .args(["run", samples(sample).to_str().unwrap(), "--sandbox", "--rate", "500", "--json", "--ledger"])
+            .args([
+                "run",
+                samples(sample).to_str().unwrap(),
+                "--sandbox",
+                "--rate",
+                "500",
+                "--json",
+                "--ledger",
+            ])
             .arg(&ledger)
             .timeout(std::time::Duration::from_secs(60))
             .output()

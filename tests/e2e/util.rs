@@ -15,7 +15,7 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: Sandbox,
     // Declared last: dropped after the sandbox, which runs on it.
-    pub rt: tokio::runtime::Runtime,
+    pub _rt: tokio::runtime::Runtime,
 }
 
 impl World {
@@ -31,7 +31,11 @@ impl World {
             .unwrap();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let sandbox = rt.block_on(Sandbox::start(addr, config)).unwrap();
-        World { dir: tempfile::tempdir().unwrap(), sandbox, rt }
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            sandbox,
+            _rt: rt,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -81,7 +85,11 @@ impl World {
     /// `bbinvite status --json` parsed.
     pub fn status(&self) -> serde_json::Value {
         let out = self.run(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -110,18 +118,55 @@ pub fn text(out: &Output) -> String {
 
 /// A CSV of `n` invitees of the sample customers, starting at `from`.
 pub fn invitees_csv(from: usize, n: usize) -> String {
-    let customers = ["Acme Telecom Ltd", "Brightwave Communications", "Vertex Connect", "Skyline Data Ltd"];
+    let customers = [
+        "Acme Telecom Ltd",
+        "Brightwave Communications",
+        "Vertex Connect",
+        "Skyline Data Ltd",
+    ];
     let mut s = String::from("email,name,customer\n");
     for i in from..from + n {
-        s.push_str(&format!("user{i}@example.com,User {i},{}\n", customers[i % customers.len()]));
+        s.push_str(&format!(
+            "user{i}@example.com,User {i},{}\n",
+            customers[i % customers.len()]
+        ));
+    }
+    s
+}
+
+/// The same, naming customers by id: no directory is needed, so a run reaches the
+/// invitations even when every other call would fail.
+pub fn invitees_csv_ids(from: usize, n: usize) -> String {
+    let ids = [101, 102, 112, 111];
+    let mut s = String::from("email,name,customer_id\n");
+    for i in from..from + n {
+        s.push_str(&format!(
+            "user{i}@example.com,User {i},{}\n",
+            ids[i % ids.len()]
+        ));
     }
     s
 }
 
 pub fn samples(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
 }
 
 pub fn row_count(status: &serde_json::Value, s: &str) -> u64 {
     status["rows"][s].as_u64().unwrap_or(0)
+}
+
+#[derive(clap::Parser)]
+struct SandboxCli {
+    #[command(flatten)]
+    args: bbinvite::sandbox::Args,
+}
+
+/// A sandbox configured as `bbinvite sandbox FLAGS` would be.
+pub fn sandbox_config(flags: &[&str]) -> Config {
+    use clap::Parser;
+    let cli = SandboxCli::parse_from(std::iter::once("sandbox").chain(flags.iter().copied()));
+    cli.args.config().unwrap()
 }
