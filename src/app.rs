@@ -1183,6 +1183,12 @@ fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> {
 }
 
 /// Escapes a cell that a spreadsheet would run as a formula.
+///
+/// ```
+/// use bbinvite::app::spreadsheet_safe;
+/// assert_eq!(spreadsheet_safe("=1+1"), "'=1+1");
+/// assert_eq!(spreadsheet_safe("Acme"), "Acme");
+/// ```
 pub fn spreadsheet_safe(cell: &str) -> String {
     match cell.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),

@@ -20,6 +20,12 @@ const SUGGESTIONS: usize = 3;
 const SUGGESTION_FLOOR: f64 = 0.75;
 
 /// Folds a name for matching: NFKC, lower case, one space between words, trimmed.
+///
+/// ```
+/// use bbinvite::resolve::normalize;
+/// assert_eq!(normalize("  ACME\u{00A0}Telecom   Ltd "), "acme telecom ltd");
+/// assert_eq!(normalize("Cafe\u{0301} Société"), normalize("Café SOCIÉTÉ"));
+/// ```
 pub fn normalize(name: &str) -> String {
     let nfkc: String = name.nfkc().collect();
     let mut out = String::with_capacity(nfkc.len());
