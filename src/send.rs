@@ -305,11 +305,22 @@ impl Sender {
                 match self.confirm(&mut run).await {
                     Ok(Some(user)) => return run.finish(State::Invited, Some(user.id), None),
                     Ok(None) => run.unsure = false,
+                    // The look had tries of its own; sending blind could invite twice.
                     Err(e) => {
-                        if let Some(outcome) = self.after_failure(&mut run, e, attempt).await {
-                            return outcome;
+                        if let Disposition::Abort(message) = disposition(&e) {
+                            self.abort(Abort::Auth(message.clone()));
+                            run.last = Some(e);
+                            return run.finish(State::Pending, None, Some(message));
                         }
-                        continue;
+                        let message = format!(
+                            "could not check whether an earlier try created the user: {}",
+                            explain(&e)
+                        );
+                        run.last = Some(e);
+                        if self.stop.is_cancelled() {
+                            return run.stopped(self.abort_reason());
+                        }
+                        return run.finish(State::Failed, None, Some(message));
                     }
                 }
             }
@@ -407,28 +418,50 @@ impl Sender {
 
     /// Looks for the job's user in the access list (an earlier call may have created it).
     async fn confirm(&self, run: &mut JobRun<'_>) -> Result<Option<AccessUser>, ApiError> {
-        let started = Instant::now();
-        let at = SystemTime::now();
-        let found = self
-            .client
-            .find_access_user(run.job.customer_id, &run.job.user.email, &run.job.user.name)
-            .await;
-        let latency = started.elapsed();
-        match &found {
-            Ok(_) => {
-                self.breaker.success();
-                run.log(at, "confirm", Some(200), latency, "ok", None);
-            }
-            Err(e) => run.log(
+        // A look is harmless to repeat, so it gets its own tries: a flaky read should
+        // not use up the invitation's attempts.
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let at = SystemTime::now();
+            let found = self
+                .client
+                .find_access_user(run.job.customer_id, &run.job.user.email, &run.job.user.name)
+                .await;
+            let latency = started.elapsed();
+            let e = match found {
+                Ok(found) => {
+                    self.breaker.success();
+                    run.log(at, "confirm", Some(200), latency, "ok", None);
+                    return Ok(found);
+                }
+                Err(e) => e,
+            };
+            run.log(
                 at,
                 "confirm",
                 e.status(),
                 latency,
                 e.class().as_str(),
                 Some(e.to_string()),
-            ),
+            );
+            let after = match disposition(&e) {
+                Disposition::Retry { after } => after,
+                _ => return Err(e),
+            };
+            if let Some(reason) = self.breaker.failure(&e) {
+                self.abort(Abort::Breaker(reason));
+            }
+            if attempt >= self.settings.max_attempts || self.stop.is_cancelled() {
+                return Err(e);
+            }
+            let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => return Err(e),
+            }
+            attempt += 1;
         }
-        found
     }
 
     /// After a 409: find the user to record its id. The API said it exists, so a user we
