@@ -153,7 +153,52 @@ def scenario_faults(args, work):
     return results
 
 
-SCENARIOS = {"pipeline": scenario_pipeline, "faults": scenario_faults}
+def csv_baseline_binary():
+    """Builds benches/csv_baseline.rs in release mode and returns its path."""
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "csv_baseline", "--no-run", "--message-format=json", "--quiet"],
+        cwd=ROOT, check=True, stdout=subprocess.PIPE,
+    ).stdout.decode()
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and \
+                msg["target"]["name"] == "csv_baseline":
+            return msg["executable"]
+    raise SystemExit("csv_baseline was not built")
+
+
+def scenario_validate(args, work):
+    """Issue 4: `validate` on a large CSV against many customers, beside csv-crate reading."""
+    rows = args.rows
+    customers = 50_000
+    inp = os.path.join(work, "big.csv")
+    write_invitees(inp, rows, customers)
+    baseline = csv_baseline_binary()
+    results = []
+    for i in range(args.repeat):
+        sb = Sandbox("--generate-customers", str(customers))
+        ledger = os.path.join(work, f"validate-{i}.db")
+        try:
+            env = env_for(sb)
+            cold = measured([BIN, "validate", inp, "--ledger", ledger, "--rate", "100000", "-q"], env)
+            warm = measured([BIN, "validate", inp, "--ledger", ledger, "--rate", "100000", "-q"], env)
+        finally:
+            sb.stop()
+        base = measured([baseline, inp], None)
+        for r in (cold, warm):
+            if r["code"] != 0:
+                raise SystemExit(f"validate failed ({r['code']}): {r['err'][-2000:]}")
+        results.append({
+            "cold_wall": cold["wall"], "warm_wall": warm["wall"], "csv_wall": base["wall"],
+            "warm_ratio": warm["wall"] / base["wall"], "peak_mib": max(cold["rss_kib"], warm["rss_kib"]) / 1024,
+        })
+        print(f"  validate {rows} rows #{i + 1}: cold {cold['wall']:.2f}s, warm {warm['wall']:.2f}s, "
+              f"csv crate {base['wall']:.2f}s, ratio {warm['wall'] / base['wall']:.2f}, "
+              f"peak {max(cold['rss_kib'], warm['rss_kib']) / 1024:.1f} MiB", flush=True)
+    return results
+
+
+SCENARIOS = {"pipeline": scenario_pipeline, "faults": scenario_faults, "validate": scenario_validate}
 
 
 def summarize(name, results):
@@ -167,15 +212,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=None,
+                    help="rows per input (default: 10,000; 1,000,000 for validate)")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     with tempfile.TemporaryDirectory(prefix="bbinvite-bench-") as work:
-        for name in args.scenario or ["pipeline", "faults"]:
+        for name in args.scenario or ["pipeline", "faults", "validate"]:
             print(f"{name}:", flush=True)
-            summarize(name, SCENARIOS[name](args, work))
+            scenario_args = argparse.Namespace(**vars(args))
+            if scenario_args.rows is None:
+                scenario_args.rows = 1_000_000 if name == "validate" else 10_000
+            summarize(name, SCENARIOS[name](scenario_args, work))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@
 //! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,12 +86,13 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
                 Check::DryRun {
                     retry_rejected: a.send.retry_rejected,
                 },
+                a.send.rate,
                 stop,
             )
             .await
         }
         Command::Run(a) => invite(&global, a.input, a.send, stop).await,
-        Command::Validate(a) => check_files(&global, &a.input, Check::Validate, stop).await,
+        Command::Validate(a) => check_files(&global, &a.input, Check::Validate, a.rate, stop).await,
         Command::Retry(a) => retry(&global, a.send, stop).await,
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
@@ -126,13 +128,10 @@ struct Reach {
 }
 
 impl Reach {
-    /// For commands that only read: a brisk but polite rate, default tries.
-    fn reading(stop: CancellationToken) -> Reach {
+    /// For commands that only read: the given rate, default tries.
+    fn reading(rate: NonZeroU32, stop: CancellationToken) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(
-                cli::DEFAULT_CHECK_RATE,
-                cli::DEFAULT_CHECK_RATE,
-            )),
+            limiter: Arc::new(Limiter::new(rate, rate)),
             timeout: Duration::from_secs(30),
             pool: 4,
             max_attempts: 5,
@@ -268,10 +267,17 @@ struct Resolver {
     /// `--customer`: every row goes here.
     fixed: Option<Resolved>,
     references: ReferenceCache,
+    /// Each raw customer name's answer: a file names the same customers over and over,
+    /// and folding Unicode per row is the costliest part of resolving.
+    names: HashMap<String, Result<Resolved, Unresolved>>,
     client: Option<Arc<Client>>,
     max_attempts: u32,
     stop: CancellationToken,
 }
+
+/// Raw names remembered at most; past this the memo starts afresh, so memory stays flat
+/// whatever the file.
+const NAME_MEMO: usize = 100_000;
 
 impl Resolver {
     async fn resolve(&mut self, who: &Invitee) -> Result<Resolved, Unresolved> {
@@ -322,7 +328,17 @@ impl Resolver {
             return answer;
         }
         match (&who.customer, &self.directory) {
-            (Some(name), Some(d)) => d.by_name(name),
+            (Some(name), Some(d)) => {
+                if let Some(known) = self.names.get(name.as_str()) {
+                    return known.clone();
+                }
+                if self.names.len() >= NAME_MEMO {
+                    self.names.clear();
+                }
+                let answer = d.by_name(name);
+                self.names.insert(name.clone(), answer.clone());
+                answer
+            }
             (Some(name), None) => Err(Unresolved::NotFound {
                 name: name.clone(),
                 suggestions: vec![],
@@ -355,6 +371,7 @@ async fn resolver(
         directory,
         fixed,
         references: ReferenceCache::default(),
+        names: HashMap::new(),
         client: Some(api.client.clone()),
         max_attempts: api.max_attempts,
         stop: api.stop.clone(),
@@ -844,13 +861,14 @@ async fn check_files(
     global: &Global,
     a: &InputArgs,
     mode: Check,
+    rate: NonZeroU32,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
     // Only the directory and references need the API.
-    let api = connect(global, a.sandbox, Reach::reading(stop)).await?;
+    let api = connect(global, a.sandbox, Reach::reading(rate, stop)).await?;
     let mut resolver = resolver(&mut ledger, &api, a, &readers).await?;
     let dry = matches!(mode, Check::DryRun { .. });
     let opts = AdmitOptions {
@@ -861,10 +879,10 @@ async fn check_files(
             }
         ),
     };
-    // Duplicates within the input, by a 128-bit hash of the key: flat memory, and a
-    // collision is as likely as a cosmic ray.
-    let hashers = (RandomState::new(), RandomState::new());
-    let mut seen: HashSet<u128> = HashSet::new();
+    // Duplicates within the input, by a keyed 64-bit hash of the key: 8 bytes a row,
+    // and for a million rows a false duplicate has odds of about 1 in 30 million.
+    let hasher = RandomState::new();
+    let mut seen: HashSet<u64, BuildHasherDefault<PassThrough>> = HashSet::default();
     let mut summary = CheckSummary::default();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let text = !global.json && !global.quiet;
@@ -897,9 +915,11 @@ async fn check_files(
         }
         Ok(())
     };
-    for reader in readers {
-        for item in reader {
-            let record = item?;
+    // Reading and checking each row's text runs on the reader's thread; resolving and
+    // duplicate detection here, so the two cores share the work.
+    let mut batches = spawn_reader(readers, CancellationToken::new());
+    while let Some(batch) = batches.recv().await {
+        for record in batch? {
             summary.rows += 1;
             let who = match &record.parsed {
                 Ok(who) => who,
@@ -963,11 +983,7 @@ async fn check_files(
                 )?;
             }
             let key = ledger::email_key(&who.email);
-            let hash = {
-                let h1 = hashers.0.hash_one((resolved.id, &key));
-                let h2 = hashers.1.hash_one((resolved.id, &key));
-                (u128::from(h1) << 64) | u128::from(h2)
-            };
+            let hash = hasher.hash_one((resolved.id, &key));
             if !seen.insert(hash) {
                 summary.duplicate += 1;
                 emit(
@@ -1032,6 +1048,28 @@ async fn check_files(
             Exit::Ok
         },
     )
+}
+
+/// A hasher for keys that are already uniformly random hashes: it passes them through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1213,7 +1251,7 @@ async fn customers(
 ) -> anyhow::Result<Exit> {
     let path = ledger_path(global, false);
     let (_lock, mut ledger) = open_ledger(&path)?;
-    let api = connect(global, false, Reach::reading(stop)).await?;
+    let api = connect(global, false, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {
         Some(t) => dir.search(t),

@@ -20,7 +20,8 @@ pub const DEFAULT_BASE_URL: &str = "https://api.billingbooth.app";
 /// The ledger when none is named.
 pub const DEFAULT_LEDGER: &str = "bbinvite.db";
 /// Requests per second of commands that only read (the directory for `validate`,
-/// `customers`): brisk, as a directory of 50,000 customers is 500 pages, yet polite.
+/// `customers`) unless `--rate` says otherwise: brisk, yet polite to an API whose
+/// limit is unknown.
 pub const DEFAULT_CHECK_RATE: NonZeroU32 = NonZeroU32::MIN.saturating_add(19);
 /// The ledger of `--sandbox` runs, kept apart from the real one.
 pub const SANDBOX_LEDGER: &str = "bbinvite-sandbox.db";
@@ -147,6 +148,9 @@ pub struct RunArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    /// Requests per second for the reads validation needs (the directory, references)
+    #[arg(long, default_value_t = DEFAULT_CHECK_RATE)]
+    pub rate: NonZeroU32,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -184,6 +188,9 @@ pub struct CustomersArgs {
     /// Only customers whose name or reference contains this
     #[arg(long)]
     pub search: Option<String>,
+    /// Requests per second while fetching the directory
+    #[arg(long, default_value_t = DEFAULT_CHECK_RATE)]
+    pub rate: NonZeroU32,
     /// Reuse the ledger's copy while younger than this
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub customers_ttl: Duration,
