@@ -8,4 +8,5 @@
 
 mod faults;
 mod pipeline;
+mod spreadsheets;
 mod util;
