@@ -198,7 +198,167 @@ def scenario_validate(args, work):
     return results
 
 
-SCENARIOS = {"pipeline": scenario_pipeline, "faults": scenario_faults, "validate": scenario_validate}
+def run_bbinvite(sb, inp, ledger, *flags):
+    """`bbinvite run INPUT` against `sb`; returns the measurement, failing on exit >= 2."""
+    r = measured([BIN, "run", inp, "--ledger", ledger, "--json", "-q", *flags], env_for(sb))
+    if r["code"] not in (0, 1):
+        raise SystemExit(f"run failed ({r['code']}): {r['err'][-2000:]}")
+    return r
+
+
+def oha_binary():
+    for candidate in (os.path.expanduser("~/.cargo/bin/oha"), "/usr/local/bin/oha"):
+        if os.path.exists(candidate):
+            return candidate
+    print("  installing oha from crates.io (once)...", flush=True)
+    subprocess.run(["cargo", "install", "oha", "--locked", "--quiet"], check=True)
+    return os.path.expanduser("~/.cargo/bin/oha")
+
+
+def oha_rps(sb, requests, concurrency):
+    """The ceiling: oha POSTing invitations to the same sandbox (all but the first are 409s)."""
+    out = subprocess.run(
+        [oha_binary(), "-n", str(requests), "-c", str(concurrency), "--no-tui", "--output-format", "json",
+         "-m", "POST", "-H", f"Authorization: Bearer {API_KEY}", "-H", "Content-Type: application/json",
+         "-d", '{"email": "ceiling@bench.example", "name": "Ceiling"}', f"{sb.url}/customer/1/access"],
+        check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
+    ).stdout
+    return json.loads(out)["summary"]["requestsPerSec"]
+
+
+def scenario_throughput(args, work):
+    """Issue 5.1: 100,000 rows, no latency, no rate limit, concurrency 64, beside oha."""
+    rows = args.rows if args.rows != 10_000 else 100_000
+    inp = os.path.join(work, "throughput.csv")
+    write_invitees(inp, rows, 200)
+    results = []
+    for i in range(args.repeat):
+        sb = Sandbox("--generate-customers", "200")
+        try:
+            r = run_bbinvite(sb, inp, os.path.join(work, f"throughput-{i}.db"),
+                             "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+            doubled, missing = check_truth(sb.truth(), rows)
+            ceiling = oha_rps(sb, rows, 64)
+        finally:
+            sb.stop()
+        ours = rows / r["wall"]
+        results.append({"bbinvite_rps": ours, "oha_rps": ceiling, "share": ours / ceiling,
+                        "peak_mib": r["rss_kib"] / 1024, "doubled": doubled, "missing": missing})
+        print(f"  throughput #{i + 1}: bbinvite {ours:.0f}/s, oha {ceiling:.0f}/s, share {ours / ceiling:.2f}, "
+              f"peak {r['rss_kib'] / 1024:.1f} MiB, doubled {doubled}, missing {missing}", flush=True)
+    return results
+
+
+def scenario_latency(args, work):
+    """Issue 5.2: sandbox latency 50 ms; concurrency 32 against one at a time."""
+    many, one = 3200, 100
+    inp_many = os.path.join(work, "latency-many.csv")
+    inp_one = os.path.join(work, "latency-one.csv")
+    write_invitees(inp_many, many, 200)
+    write_invitees(inp_one, one, 200)
+    results = []
+    for i in range(args.repeat):
+        sb = Sandbox("--generate-customers", "200", "--latency-ms", "50")
+        try:
+            r32 = run_bbinvite(sb, inp_many, os.path.join(work, f"lat32-{i}.db"),
+                               "--rate", "1000000", "--burst", "1000000", "--concurrency", "32")
+        finally:
+            sb.stop()
+        sb = Sandbox("--generate-customers", "200", "--latency-ms", "50")
+        try:
+            r1 = run_bbinvite(sb, inp_one, os.path.join(work, f"lat1-{i}.db"),
+                              "--rate", "1000000", "--burst", "1000000", "--concurrency", "1")
+        finally:
+            sb.stop()
+        c32, c1 = many / r32["wall"], one / r1["wall"]
+        results.append({"c32_per_s": c32, "of_640": c32 / 640, "c1_per_s": c1, "speedup": c32 / c1})
+        print(f"  latency #{i + 1}: concurrency 32 {c32:.0f}/s ({c32 / 640:.1%} of 640), one at a time {c1:.1f}/s, "
+              f"{c32 / c1:.1f}x", flush=True)
+    return results
+
+
+def window_max(times_ms, width_ms=1000):
+    """The most requests in any window of `width_ms` (sliding over the requests)."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times_ms):
+        while t - times_ms[lo] >= width_ms:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def scenario_rate(args, work):
+    """Issue 5.3: --rate 200 over 3,000 rows and --rate 1000 over 10,000, measured at the sandbox."""
+    results = []
+    for i in range(args.repeat):
+        row = {}
+        for rate, rows in ((200, 3000), (1000, 10_000)):
+            inp = os.path.join(work, f"rate-{rate}.csv")
+            write_invitees(inp, rows, 200)
+            sb = Sandbox("--generate-customers", "200")
+            try:
+                run_bbinvite(sb, inp, os.path.join(work, f"rate-{rate}-{i}.db"), "--rate", str(rate),
+                             "--concurrency", "64")
+                times = sorted(sb.truth()["post_times_ms"])
+            finally:
+                sb.stop()
+            burst = max(1, rate // 10)
+            achieved = (len(times) - 1) / ((times[-1] - times[0]) / 1000.0)
+            row[f"r{rate}_achieved"] = achieved / rate
+            row[f"r{rate}_max_window"] = window_max(times)
+            print(f"  rate {rate}/s #{i + 1}: achieved {achieved:.1f}/s ({achieved / rate:.2%}), busiest second "
+                  f"{window_max(times)} (limit {rate + burst})", flush=True)
+        results.append(row)
+    return results
+
+
+def scenario_scale(args, work):
+    """Issue 5.4-5.6: first runs at 10k, 100k, 1M rows; then a rerun of the 1M with nothing
+    to do (50,000 customers), and `status` on that 1M-row ledger."""
+    customers = 50_000
+    results = []
+    for i in range(args.repeat):
+        row = {}
+        for rows in (10_000, 100_000, 1_000_000):
+            inp = os.path.join(work, f"scale-{rows}.csv")
+            if not os.path.exists(inp):
+                write_invitees(inp, rows, customers)
+            ledger = os.path.join(work, f"scale-{rows}-{i}.db")
+            sb = Sandbox("--generate-customers", str(customers))
+            try:
+                r = run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+                doubled, missing = check_truth(sb.truth(), rows)
+                row[f"first_{rows}_s"] = r["wall"]
+                row[f"first_{rows}_mib"] = r["rss_kib"] / 1024
+                if rows == 1_000_000:
+                    before = sb.truth()["requests_total"]
+                    again = run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000",
+                                         "--concurrency", "64", "--refresh-customers")
+                    requests = sb.truth()["requests_total"] - before
+                    row["rerun_rows_per_s"] = rows / again["wall"]
+                    row["rerun_mib"] = again["rss_kib"] / 1024
+                    row["rerun_requests"] = requests
+                    status = measured([BIN, "status", "--ledger", ledger], None)
+                    row["status_s"] = status["wall"]
+            finally:
+                sb.stop()
+            print(f"  scale {rows} #{i + 1}: {r['wall']:.2f}s, {r['rss_kib'] / 1024:.1f} MiB, "
+                  f"doubled {doubled}, missing {missing}", flush=True)
+        print(f"  rerun 1M #{i + 1}: {row['rerun_rows_per_s']:.0f} rows/s, {row['rerun_mib']:.1f} MiB, "
+              f"{row['rerun_requests']} requests (the directory); status {row['status_s']:.2f}s", flush=True)
+        results.append(row)
+    return results
+
+
+SCENARIOS = {
+    "pipeline": scenario_pipeline,
+    "faults": scenario_faults,
+    "validate": scenario_validate,
+    "throughput": scenario_throughput,
+    "latency": scenario_latency,
+    "rate": scenario_rate,
+    "scale": scenario_scale,
+}
 
 
 def summarize(name, results):
@@ -219,7 +379,7 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     with tempfile.TemporaryDirectory(prefix="bbinvite-bench-") as work:
-        for name in args.scenario or ["pipeline", "faults", "validate"]:
+        for name in args.scenario or list(SCENARIOS):
             print(f"{name}:", flush=True)
             scenario_args = argparse.Namespace(**vars(args))
             if scenario_args.rows is None:

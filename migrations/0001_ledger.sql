@@ -30,7 +30,6 @@ CREATE TABLE invitations (
     last_http      INTEGER,
     last_error     TEXT,
     unsure         INTEGER NOT NULL DEFAULT 0, -- a call may have acted without our seeing the answer
-    seen_run       INTEGER NOT NULL,          -- last run whose input named this key (finds duplicates)
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,
     done_at        TEXT,                      -- when it became invited or exists

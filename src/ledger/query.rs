@@ -78,7 +78,7 @@ impl Ledger {
                 Some(id) => c.query_row(&format!("{sql} WHERE id = ?1"), [id], map).optional(),
                 None => c
                     .query_row(
-                        &format!("{sql} WHERE id IN (SELECT run_id FROM rows) ORDER BY id DESC LIMIT 1"),
+                        &format!("{sql} WHERE EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id) ORDER BY id DESC LIMIT 1"),
                         [],
                         map,
                     )
