@@ -41,6 +41,8 @@ const READ_AHEAD: usize = 4;
 /// Jobs marked `sending` in one transaction, at most; about one round of workers, so a
 /// crash leaves few marks to check.
 const MARK_BATCH: usize = 64;
+/// Mark batches committed ahead of sending.
+const MARKS_AHEAD: usize = 2;
 
 /// How a command ended, as the process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -659,7 +661,7 @@ async fn dispatch(
     let marked = tokio_stream_from(jobs)
         .take_until(stop.cancelled_owned())
         .ready_chunks(MARK_BATCH.min(concurrency.max(1) * 2))
-        .then(|batch| {
+        .map(|batch| {
             let writer = writer.clone();
             async move {
                 let marks = batch.clone();
@@ -667,6 +669,9 @@ async fn dispatch(
                 futures::stream::iter(batch.into_iter().map(move |job| (job, result.is_ok())))
             }
         })
+        // The next batch is marked while this one is sent, so workers never wait on
+        // a commit; at most two batches are marked ahead of their requests.
+        .buffered(MARKS_AHEAD)
         .flatten();
     let mut outcomes = std::pin::pin!(
         marked

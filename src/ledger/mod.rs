@@ -352,6 +352,8 @@ impl Ledger {
             // invitation index all over, and each checkpoint ends in an fsync.
             c.pragma_update(None, "cache_size", -CACHE_KIB)?;
             c.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+            // Savepoints inside a group keep their undo pages here, not in temp files.
+            c.pragma_update(None, "temp_store", "MEMORY")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
             Ok(())
         })?;
@@ -389,6 +391,22 @@ impl Ledger {
             })?;
         }
         Ok(())
+    }
+
+    /// Opens a group transaction: the savepoints of the calls made until
+    /// [`Ledger::commit_group`] become durable together, with one WAL write.
+    pub fn begin_group(&mut self) -> Result<()> {
+        self.sql(|c| c.execute_batch("BEGIN IMMEDIATE"))
+    }
+
+    /// Commits the group transaction.
+    pub fn commit_group(&mut self) -> Result<()> {
+        self.sql(|c| c.execute_batch("COMMIT"))
+    }
+
+    /// Abandons the group transaction after a failed commit.
+    pub fn rollback_group(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
     }
 
     /// Starts a run and returns its id.
@@ -447,7 +465,7 @@ impl Ledger {
         }
         let mut seen = std::mem::take(&mut self.seen.1);
         let result = self.sql(|c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let mut out = Vec::with_capacity(rows.len());
             {
                 let mut insert_row = tx.prepare_cached(
@@ -577,7 +595,7 @@ impl Ledger {
     pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
         let now = now_text();
         self.sql(|c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             {
                 let mut inv = tx.prepare_cached(
                     "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
@@ -598,7 +616,7 @@ impl Ledger {
     pub fn record(&mut self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
         let now = now_text();
         self.sql(|c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             {
                 let mut inv = tx.prepare_cached(
                     "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
@@ -677,7 +695,7 @@ impl Ledger {
             "('failed', 'pending', 'sending')"
         };
         self.sql(|c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let mut jobs = Vec::new();
             {
                 let mut select = tx.prepare(&format!(
@@ -763,7 +781,7 @@ impl Ledger {
     /// Replaces the cached directory for `base_url`.
     pub fn store_customers(&mut self, base_url: &str, customers: &[Customer]) -> Result<()> {
         self.sql(|c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             tx.execute("DELETE FROM customers WHERE base_url = ?1", [base_url])?;
             {
                 let mut insert = tx.prepare(

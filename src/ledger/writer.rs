@@ -1,8 +1,10 @@
 //! The ledger's own thread: one owner for the SQLite connection during a run.
 //!
 //! Async stages send it closures to run ([`Writer::call`]) and outcomes to record
-//! ([`Writer::record`]); outcomes are committed in batches, many per transaction, so
-//! the database keeps up with the network. A failed write stops the run: the error is
+//! ([`Writer::record`]). It commits by group: whatever is queued when it wakes (an
+//! admitted batch, `sending` marks, hundreds of outcomes) runs in one transaction and
+//! one WAL write, and only after that commit are the callers answered, so a mark is
+//! durable before its request can leave. A failed write stops the run: the error is
 //! kept and every later call reports it.
 
 use std::sync::{Arc, Mutex};
@@ -13,12 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Error, Ledger, RunId};
 use crate::send::Outcome;
 
-/// Outcomes committed in one transaction at most.
-const RECORD_BATCH: usize = 1024;
+/// Commands run in one group transaction at most.
+const GROUP: usize = 4096;
 /// Commands queued before senders wait: bounded, so memory stays flat.
 const QUEUE: usize = 4096;
 
-type Job = Box<dyn FnOnce(&mut Ledger) + Send>;
+/// Runs on the ledger; returns what answers the caller once the group is committed.
+type Job = Box<dyn FnOnce(&mut Ledger) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
 
 enum Cmd {
     Call(Job),
@@ -46,50 +50,17 @@ impl WriterThread {
 
 impl Writer {
     /// Moves `ledger` onto its own thread, recording outcomes for `run`.
-    pub fn spawn(mut ledger: Ledger, run: RunId) -> std::io::Result<(Writer, WriterThread)> {
-        let (tx, mut rx) = mpsc::channel::<Cmd>(QUEUE);
+    pub fn spawn(ledger: Ledger, run: RunId) -> std::io::Result<(Writer, WriterThread)> {
+        let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let failed_in = failed.clone();
         let handle = std::thread::Builder::new()
             .name("ledger".into())
-            .spawn(move || {
-                let mut batch: Vec<Outcome> = Vec::with_capacity(RECORD_BATCH);
-                let flush = |ledger: &mut Ledger, batch: &mut Vec<Outcome>| {
-                    if batch.is_empty() {
-                        return;
-                    }
-                    if let Err(e) = ledger.record(run, batch) {
-                        let mut slot = failed_in.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert_with(|| e.to_string());
-                    }
-                    batch.clear();
-                };
-                while let Some(cmd) = rx.blocking_recv() {
-                    let mut next = Some(cmd);
-                    while let Some(cmd) = next.take() {
-                        match cmd {
-                            Cmd::Record(o) => {
-                                batch.push(o);
-                                if batch.len() >= RECORD_BATCH {
-                                    flush(&mut ledger, &mut batch);
-                                }
-                                next = rx.try_recv().ok();
-                            }
-                            Cmd::Call(job) => {
-                                flush(&mut ledger, &mut batch);
-                                job(&mut ledger);
-                            }
-                        }
-                    }
-                    flush(&mut ledger, &mut batch);
-                }
-                flush(&mut ledger, &mut batch);
-                ledger
-            })?;
+            .spawn(move || serve(ledger, run, rx, failed_in))?;
         Ok((Writer { tx, failed }, WriterThread { handle }))
     }
 
-    /// Runs `f` on the ledger thread, after every outcome queued before it is committed.
+    /// Runs `f` on the ledger thread; answers once what it wrote is committed.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Ledger) -> Result<T, Error> + Send + 'static,
@@ -97,19 +68,23 @@ impl Writer {
         self.check()?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |ledger| {
-            let _ = reply.send(f(ledger));
+            let result = f(ledger);
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
         });
         self.tx
             .send(Cmd::Call(job))
             .await
             .map_err(|_| anyhow::anyhow!("the ledger thread stopped"))?;
-        let result = answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the ledger thread stopped"))?;
+        let result = answer.await.map_err(|_| match self.check() {
+            Err(e) => e,
+            Ok(()) => anyhow::anyhow!("the ledger thread stopped"),
+        })?;
         Ok(result?)
     }
 
-    /// Queues an outcome; it is committed with others in a batch.
+    /// Queues an outcome; it is committed with the next group.
     pub async fn record(&self, outcome: Outcome) -> anyhow::Result<()> {
         self.check()?;
         self.tx
@@ -125,4 +100,65 @@ impl Writer {
             None => Ok(()),
         }
     }
+}
+
+/// The thread's loop: take what is queued, run it in one transaction, commit, answer.
+fn serve(
+    mut ledger: Ledger,
+    run: RunId,
+    mut rx: mpsc::Receiver<Cmd>,
+    failed: Arc<Mutex<Option<String>>>,
+) -> Ledger {
+    let fail = |e: Error| {
+        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| e.to_string());
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut replies: Vec<Reply> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => group.push(cmd),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = ledger.begin_group() {
+            fail(e);
+            // Answer no one: nothing of this group can be made durable.
+            continue;
+        }
+        for cmd in group {
+            match cmd {
+                Cmd::Record(o) => outcomes.push(o),
+                Cmd::Call(job) => {
+                    // Outcomes queued before a call are written before it runs.
+                    if !outcomes.is_empty() {
+                        if let Err(e) = ledger.record(run, &outcomes) {
+                            fail(e);
+                        }
+                        outcomes.clear();
+                    }
+                    replies.push(job(&mut ledger));
+                }
+            }
+        }
+        if !outcomes.is_empty() {
+            if let Err(e) = ledger.record(run, &outcomes) {
+                fail(e);
+            }
+            outcomes.clear();
+        }
+        match ledger.commit_group() {
+            Ok(()) => replies.drain(..).for_each(|reply| reply()),
+            Err(e) => {
+                // Nothing of the group is durable: answer no one, so no request
+                // leaves on a mark that was not written.
+                ledger.rollback_group();
+                fail(e);
+                replies.clear();
+            }
+        }
+    }
+    ledger
 }
