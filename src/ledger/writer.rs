@@ -162,3 +162,67 @@ fn serve(
     }
     ledger
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::api::types::NewAccessUser;
+    use crate::ledger::{Admission, AdmitOptions, NewRow, Verdict};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_is_answered_only_once_its_writes_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut ledger = Ledger::open(&path).unwrap();
+        let run = ledger.begin_run("run", "http://x", &[], false).unwrap();
+        let source = ledger.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let (writer, thread) = Writer::spawn(ledger, run).unwrap();
+        let rows: Vec<NewRow> = (0..100)
+            .map(|i| NewRow {
+                source,
+                line: i + 2,
+                cells: "[]".into(),
+                email: Some(format!("u{i}@x.io")),
+                verdict: Verdict::Invite {
+                    customer_id: 1,
+                    user: NewAccessUser {
+                        email: format!("u{i}@x.io"),
+                        name: "N".into(),
+                        id: None,
+                        status: None,
+                    },
+                },
+            })
+            .collect();
+        let admitted = writer
+            .call(move |l| l.admit(run, &rows, AdmitOptions::default()))
+            .await
+            .unwrap();
+        let jobs: Vec<_> = admitted
+            .into_iter()
+            .filter_map(|a| match a {
+                Admission::Send(j) => Some(j),
+                Admission::Settled { .. } => None,
+            })
+            .collect();
+        let marks = jobs.clone();
+        writer.call(move |l| l.mark_sending(&marks)).await.unwrap();
+        // Another connection (another process, after a crash) sees every mark now.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let sending: i64 = other
+            .query_row(
+                "SELECT count(*) FROM invitations WHERE state = 'sending'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sending, 100);
+        drop(writer);
+        let mut ledger = thread.join().unwrap();
+        assert_eq!(
+            ledger.status_counts(Some(run)).unwrap().rows.get("sending"),
+            Some(&100)
+        );
+    }
+}
