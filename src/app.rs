@@ -133,7 +133,7 @@ impl Reach {
     /// For commands that only read: the given rate, default tries.
     fn reading(rate: NonZeroU32, stop: CancellationToken) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(rate, rate)),
+            limiter: Arc::new(Limiter::new(rate, rate, stop.clone())),
             timeout: Duration::from_secs(30),
             pool: 4,
             max_attempts: 5,
@@ -147,7 +147,7 @@ impl Reach {
         stop: CancellationToken,
     ) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(settings.rate, settings.burst)),
+            limiter: Arc::new(Limiter::new(settings.rate, settings.burst, stop.clone())),
             timeout: send.timeout,
             pool: settings.concurrency,
             max_attempts: settings.max_attempts,

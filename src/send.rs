@@ -97,13 +97,16 @@ impl std::fmt::Display for Abort {
 pub struct Limiter {
     quota: DefaultDirectRateLimiter,
     paused_until: Mutex<Option<Instant>>,
+    /// Once cancelled, no waiting request is let through: a stopping run sends nothing new.
+    stop: CancellationToken,
 }
 
 impl Limiter {
-    pub fn new(rate: NonZeroU32, burst: NonZeroU32) -> Limiter {
+    pub fn new(rate: NonZeroU32, burst: NonZeroU32, stop: CancellationToken) -> Limiter {
         Limiter {
             quota: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             paused_until: Mutex::new(None),
+            stop,
         }
     }
 
@@ -114,25 +117,33 @@ impl Limiter {
             .filter(|d| !d.is_zero())
     }
 
-    /// Waits out any pause, then for a slot in the quota.
-    pub async fn until_ready(&self) {
+    /// Waits out any pause, then for a slot in the quota. False when the run stopped
+    /// meanwhile: the request must not be sent.
+    pub async fn until_ready(&self) -> bool {
         loop {
-            while let Some(wait) = self.pause_left() {
-                tokio::time::sleep(wait).await;
+            if self.stop.is_cancelled() {
+                return false;
             }
-            self.quota
-                .until_ready_with_jitter(Jitter::up_to(LIMITER_JITTER))
-                .await;
+            if let Some(wait) = self.pause_left() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = self.stop.cancelled() => return false,
+                }
+            }
+            tokio::select! {
+                _ = self.quota.until_ready_with_jitter(Jitter::up_to(LIMITER_JITTER)) => {}
+                _ = self.stop.cancelled() => return false,
+            }
             // A 429 may have arrived while we queued: honour it before sending.
             if self.pause_left().is_none() {
-                return;
+                return !self.stop.is_cancelled();
             }
         }
     }
 }
 
 impl Gate for Limiter {
-    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(self.until_ready())
     }
 
@@ -192,7 +203,8 @@ pub fn disposition(err: &ApiError) -> Disposition {
         ApiError::Timeout(_)
         | ApiError::Connect(_)
         | ApiError::Transport(_)
-        | ApiError::Decode(_) => Disposition::Retry { after: None },
+        | ApiError::Decode(_)
+        | ApiError::NotSent => Disposition::Retry { after: None },
     }
 }
 
@@ -220,7 +232,7 @@ impl Breaker {
         let kind = match err.class() {
             // A 429 is the limiter's business; a row's own 4xx says nothing of the API,
             // except a 403, which usually means the account lacks a permission.
-            ErrorClass::RateLimited => return None,
+            ErrorClass::RateLimited | ErrorClass::NotSent => return None,
             ErrorClass::ClientError if err.status() != Some(403) => return None,
             ErrorClass::ClientError => "HTTP 403 (forbidden)".to_string(),
             ErrorClass::ServerError => match err.status() {
@@ -328,6 +340,10 @@ impl Sender {
             let at = SystemTime::now();
             let result = self.client.invite(job.customer_id, &job.user).await;
             let latency = started.elapsed();
+            if matches!(result, Err(ApiError::NotSent)) {
+                // Stopped while waiting for its turn: nothing left, nothing to log.
+                return run.stopped(self.abort_reason());
+            }
             match result {
                 Ok(answer) => {
                     self.breaker.success();
@@ -435,6 +451,7 @@ impl Sender {
                     run.log(at, "confirm", Some(200), latency, "ok", None);
                     return Ok(found);
                 }
+                Err(ApiError::NotSent) => return Err(ApiError::NotSent),
                 Err(e) => e,
             };
             run.log(

@@ -71,8 +71,9 @@ pub struct ClientConfig {
 /// Something every request waits on before it leaves: the send stage's rate limiter.
 /// The client knows nothing of limits; it only asks, and reports `429`s back.
 pub trait Gate: Send + Sync {
-    /// Resolves when one more request may leave.
-    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Resolves when one more request may leave: `true`; or when none may any more
+    /// (the run is stopping): `false`.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     /// The server answered `429`: every request should wait this long.
     fn pause(&self, wait: Duration);
 }
@@ -147,9 +148,10 @@ impl Client {
         self
     }
 
-    async fn wait_turn(&self) {
-        if let Some(g) = &self.gate {
-            g.ready().await;
+    async fn wait_turn(&self) -> Result<(), Error> {
+        match &self.gate {
+            Some(g) if !g.ready().await => Err(Error::NotSent),
+            _ => Ok(()),
         }
     }
 
@@ -367,7 +369,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        self.wait_turn().await;
+        self.wait_turn().await?;
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let retry_after = resp
@@ -449,7 +451,7 @@ impl Client {
             grant_type: "password".into(),
         };
         let url = format!("{}/token", self.base);
-        self.wait_turn().await;
+        self.wait_turn().await?;
         let resp = self
             .http
             .post(&url)

@@ -30,6 +30,9 @@ pub enum Error {
     /// A 2xx answer whose body was not what the API documents.
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// The request was never sent: the run stopped while it waited for its turn.
+    #[error("not sent: the run is stopping")]
+    NotSent,
 }
 
 /// How a failure is counted in the ledger's attempts and by the breaker.
@@ -42,6 +45,7 @@ pub enum ErrorClass {
     Transport,
     Auth,
     Decode,
+    NotSent,
 }
 
 impl ErrorClass {
@@ -54,6 +58,7 @@ impl ErrorClass {
             ErrorClass::Transport => "transport",
             ErrorClass::Auth => "auth",
             ErrorClass::Decode => "decode",
+            ErrorClass::NotSent => "not_sent",
         }
     }
 }
@@ -75,6 +80,7 @@ impl Error {
             Error::Timeout(_) => ErrorClass::Timeout,
             Error::Connect(_) | Error::Transport(_) => ErrorClass::Transport,
             Error::Decode(_) => ErrorClass::Decode,
+            Error::NotSent => ErrorClass::NotSent,
         }
     }
 
@@ -86,7 +92,7 @@ impl Error {
             // 429 and 503 say the request was turned away; other 5xx may come from a
             // proxy after the application acted.
             Error::Http { status, .. } => *status >= 500 && *status != 503,
-            Error::Connect(_) | Error::Unauthorized(_) => false,
+            Error::Connect(_) | Error::Unauthorized(_) | Error::NotSent => false,
         }
     }
 }

@@ -346,3 +346,50 @@ fn every_attempt_is_kept_with_its_cause() {
     );
     assert!(csv.contains("bbinvite retry"), "says what to do: {csv}");
 }
+
+#[test]
+fn a_stopping_run_lets_no_waiting_request_through_the_limiter() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv_ids(0, 100));
+    // Two requests a second, eight workers: most of them wait on the limiter.
+    let mut child = spawn(
+        &w,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--rate",
+            "2",
+            "--burst",
+            "1",
+            "--concurrency",
+            "8",
+        ],
+    );
+    let start = Instant::now();
+    while posts(&w.truth()) < 3 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at_signal = posts(&w.truth());
+    let pid = child.id().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_bounded(&mut child, Duration::from_secs(60)), 3);
+    let after = posts(&w.truth());
+    assert!(
+        after <= at_signal + 1,
+        "{} requests left after the signal",
+        after - at_signal
+    );
+    let st = w.status();
+    assert_eq!(row_count(&st, "sending"), 0, "{st}");
+    assert_eq!(
+        row_count(&st, "invited") as usize,
+        w.truth().keys.iter().filter(|k| k.created == 1).count(),
+        "what the sandbox created is what the ledger recorded: {st}"
+    );
+}
