@@ -8,4 +8,5 @@
 
 mod faults;
 mod pipeline;
+mod sync;
 mod util;
