@@ -124,7 +124,7 @@ fn retry_sends_only_the_failed_rows() {
         "--rate",
         "500",
         "--max-attempts",
-        "2",
+        "1",
     ]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let st = w.status();
