@@ -3,6 +3,8 @@
 
     python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N]
 
+The sync scenario's size is fixed (200 customers x 50 users), whatever --rows says.
+
 Builds bbinvite in release mode, starts `bbinvite sandbox` on a free loopback port for
 each run, generates the input, runs the scenario, checks the sandbox's ground truth
 (every key created exactly once, none missing), and prints medians with min and max.
@@ -366,6 +368,71 @@ def summarize(name, results):
     for key in results[0]:
         vals = [r[key] for r in results]
         print(f"  {key:<12} {statistics.median(vals):>12.2f}  ({min(vals):.2f} .. {max(vals):.2f})")
+
+
+def write_sync_sheet(path, customers, users, changed):
+    """The generated sandbox's users as a sheet, with `changed` of them replaced by new
+    users (the last user of the first `changed` customers)."""
+    with open(path, "w") as f:
+        f.write("email,name,customer\n")
+        for c in range(1, customers + 1):
+            for j in range(1, users + 1):
+                if j == users and c <= changed:
+                    f.write(f"new{j}@customer{c}.example,New {j},Customer {c:05d} Ltd\n")
+                else:
+                    f.write(f"user{j}@customer{c}.example,User {j},Customer {c:05d} Ltd\n")
+
+
+def scenario_sync(args, work):
+    """Issue 6: a nightly `sync --prune --yes` of 200 customers x 50 users with 1% of the
+    users replaced, on a fresh ledger and again unchanged, beside the same night by `run`."""
+    customers, users, changed = 200, 50, 100
+    sheet = os.path.join(work, "sync.csv")
+    write_sync_sheet(sheet, customers, users, changed)
+    fast = ["--rate", "1000000", "--burst", "1000000", "--concurrency", "32", "--json", "-q"]
+    seed = ("--generate-customers", str(customers), "--users-per-customer", str(users))
+    results = []
+    for i in range(args.repeat):
+        row = {}
+        sb = Sandbox(*seed)
+        ledger = os.path.join(work, f"sync-{i}.db")
+        try:
+            for night in ("sync1", "sync2"):
+                before = sb.truth()["requests_total"]
+                r = measured([BIN, "sync", sheet, "--ledger", ledger, "--prune", "--yes", *fast], env_for(sb))
+                if r["code"] != 0:
+                    raise SystemExit(f"sync failed ({r['code']}): {r['err'][-2000:]}")
+                truth = sb.truth()
+                row[f"{night}_calls"] = truth["requests_total"] - before
+                row[f"{night}_wall"] = r["wall"]
+            created = sum(k["created"] for k in truth["keys"])
+            doubled = sum(1 for k in truth["keys"] if k["created"] > 1)
+            suspends = truth["requests_by_route"]["PUT /customer/{id}/access/{uid}/suspend"]
+        finally:
+            sb.stop()
+        if (created, doubled, suspends) != (changed, 0, changed):
+            raise SystemExit(f"sync did the wrong night: created {created}, doubled {doubled}, suspended {suspends}")
+        sb = Sandbox(*seed)
+        ledger = os.path.join(work, f"sync-run-{i}.db")
+        try:
+            r = measured([BIN, "run", sheet, "--ledger", ledger, *fast], env_for(sb))
+            truth = sb.truth()
+        finally:
+            sb.stop()
+        if r["code"] != 0:
+            raise SystemExit(f"run failed ({r['code']}): {r['err'][-2000:]}")
+        row["run_calls"] = truth["requests_total"]
+        row["run_wall"] = r["wall"]
+        results.append(row)
+        print(f"  sync #{i + 1}: first sync {row['sync1_calls']} calls {row['sync1_wall']:.2f}s, "
+              f"unchanged sync {row['sync2_calls']} calls {row['sync2_wall']:.2f}s, "
+              f"run {row['run_calls']} calls {row['run_wall']:.2f}s", flush=True)
+        if row["sync1_calls"] >= row["run_calls"]:
+            raise SystemExit("sync made no fewer calls than run")
+    return results
+
+
+SCENARIOS["sync"] = scenario_sync
 
 
 def main():

@@ -35,7 +35,7 @@ use crate::sandbox;
 use crate::send::{Job, Limiter, Sender, with_retries};
 
 /// Rows read and admitted to the ledger per transaction.
-const ADMIT_BATCH: usize = 512;
+pub(crate) const ADMIT_BATCH: usize = 512;
 /// Batches read ahead of the ledger; bounded so memory stays flat however big the file.
 const READ_AHEAD: usize = 4;
 /// Jobs marked `sending` in one transaction, at most; about one round of workers, so a
@@ -99,6 +99,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
+        Command::Sync(a) => crate::sync::run(&global, a, stop).await,
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)
@@ -110,18 +111,18 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
 // Setting up: the API, the ledger, the inputs, the directory.
 
 /// The API to talk to, with the limiter every request waits on.
-struct Api {
-    client: Arc<Client>,
-    base_url: String,
+pub(crate) struct Api {
+    pub(crate) client: Arc<Client>,
+    pub(crate) base_url: String,
     /// Tries for read-only calls made outside the send stage.
-    max_attempts: u32,
-    stop: CancellationToken,
+    pub(crate) max_attempts: u32,
+    pub(crate) stop: CancellationToken,
     /// Keeps an in-process sandbox alive for the command's length.
     _sandbox: Option<sandbox::Sandbox>,
 }
 
 /// How an [`Api`] is reached and how hard it is tried.
-struct Reach {
+pub(crate) struct Reach {
     limiter: Arc<Limiter>,
     timeout: Duration,
     pool: usize,
@@ -141,7 +142,7 @@ impl Reach {
         }
     }
 
-    fn sending(
+    pub(crate) fn sending(
         settings: &crate::send::Settings,
         send: &SendArgs,
         stop: CancellationToken,
@@ -156,7 +157,11 @@ impl Reach {
     }
 }
 
-async fn connect(global: &Global, use_sandbox: bool, reach: Reach) -> anyhow::Result<Api> {
+pub(crate) async fn connect(
+    global: &Global,
+    use_sandbox: bool,
+    reach: Reach,
+) -> anyhow::Result<Api> {
     let Reach {
         limiter,
         timeout,
@@ -195,7 +200,7 @@ async fn connect(global: &Global, use_sandbox: bool, reach: Reach) -> anyhow::Re
     })
 }
 
-fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
+pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
     global.ledger.clone().unwrap_or_else(|| {
         PathBuf::from(if sandbox {
             cli::SANDBOX_LEDGER
@@ -206,14 +211,14 @@ fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
 }
 
 /// Locks, then opens, the ledger: a second run on it exits 4 at once.
-fn open_ledger(path: &Path) -> anyhow::Result<(LedgerLock, Ledger)> {
+pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<(LedgerLock, Ledger)> {
     let lock = LedgerLock::acquire(path)?;
     let ledger = Ledger::open(path)?;
     Ok((lock, ledger))
 }
 
 /// Opens every input before anything is sent, so an unreadable one stops the command.
-fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
+pub(crate) fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
     let opts = cli::input_options(a);
     let mut readers = Vec::with_capacity(a.files.len());
     for file in &a.files {
@@ -253,7 +258,7 @@ async fn load_directory(
 }
 
 /// An API failure that stops a command before its rows: exit 3.
-fn api_abort(e: ApiError) -> anyhow::Error {
+pub(crate) fn api_abort(e: ApiError) -> anyhow::Error {
     anyhow::Error::new(Aborted(match &e {
         ApiError::Unauthorized(m) => format!("authentication failed: {m}"),
         other => format!("cannot use the API: {}", crate::send::explain(other)),
@@ -264,7 +269,7 @@ fn api_abort(e: ApiError) -> anyhow::Error {
 // Resolving rows to customers.
 
 /// Turns a row's customer columns into a customer id.
-struct Resolver {
+pub(crate) struct Resolver {
     directory: Option<Directory>,
     /// `--customer`: every row goes here.
     fixed: Option<Resolved>,
@@ -351,7 +356,7 @@ impl Resolver {
 }
 
 /// Builds the resolver: loads the directory when some row resolves by name.
-async fn resolver(
+pub(crate) async fn resolver(
     ledger: &mut Ledger,
     api: &Api,
     a: &InputArgs,
@@ -381,7 +386,7 @@ async fn resolver(
 }
 
 /// What the read and resolve stages make of one record.
-async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
+pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
     let who = match &record.parsed {
         Ok(who) => who,
         Err(problems) => {
@@ -412,7 +417,7 @@ async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
 }
 
 /// Reads every input on a thread of its own, in batches, into a bounded channel.
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     readers: Vec<Reader>,
     stop: CancellationToken,
 ) -> mpsc::Receiver<anyhow::Result<Vec<Record>>> {
@@ -1134,6 +1139,7 @@ fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
                     writeln!(out, "  {:<11} {n}", status.as_str())?;
                 }
             }
+            crate::sync::write_action_counts(&mut out, &counts.actions)?;
         }
         None => writeln!(out, "No runs yet.")?,
     }
@@ -1159,12 +1165,16 @@ fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
 
 fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
+    if a.actions {
+        crate::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        return Ok(Exit::Ok);
+    }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
     Ok(Exit::Ok)
 }
 
 /// Writes rows as CSV a spreadsheet opens safely.
-fn write_export(
+pub(crate) fn write_export(
     ledger: &mut Ledger,
     run: Option<RunId>,
     statuses: &[RowStatus],
@@ -1218,7 +1228,7 @@ fn write_export(
     Ok(())
 }
 
-fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> {
+pub(crate) fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> {
     match &e {
         ledger::Error::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         _ => Err(e),

@@ -70,6 +70,8 @@ pub enum Command {
     Export(ExportArgs),
     /// List the customer directory as bbinvite resolves it
     Customers(CustomersArgs),
+    /// Make portal access match FILE(s): invite who is missing, resend, suspend; --plan first
+    Sync(SyncArgs),
     /// Serve a local simulator of the Billing Booth One API
     Sandbox(crate::sandbox::Args),
 }
@@ -166,6 +168,38 @@ pub struct StatusArgs {
     pub run: Option<i64>,
 }
 
+/// `sync`: the sheet is the desired state of portal access.
+#[derive(Debug, ClapArgs)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// Print the plan (counts per action and customer, then each row) and change
+    /// nothing: only the access lists are read
+    #[arg(long)]
+    pub plan: bool,
+    /// Send the invitation again to users still awaiting activation whose last
+    /// invitation or resend is older than DAYS (decimals allowed); at most once a period
+    #[arg(long, value_name = "DAYS", value_parser = parse_days)]
+    pub resend_after: Option<Duration>,
+    /// Suspend or reactivate users whose status differs from the sheet's status column
+    /// (rows without a status leave theirs alone)
+    #[arg(long)]
+    pub apply_status: bool,
+    /// Suspend (never delete) the users of the sheet's customers who are not in the sheet;
+    /// applied only with --yes
+    #[arg(long)]
+    pub prune: bool,
+    /// Apply the --prune suspensions; without it they are only shown
+    #[arg(long, requires = "prune")]
+    pub yes: bool,
+    /// Refuse to prune a customer when that would suspend more than PCT percent of its
+    /// users (a truncated export must not lock a customer out)
+    #[arg(long, value_name = "PCT", default_value = "20", value_parser = parse_percent)]
+    pub max_prune: f64,
+}
+
 #[derive(Debug, ClapArgs)]
 pub struct ExportArgs {
     /// Only rows with this status (repeatable): invited, exists, pending, sending, failed,
@@ -178,6 +212,9 @@ pub struct ExportArgs {
     /// Write here instead of standard output
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Write a sync run's actions (resend, suspend, reactivate, prune) instead of its rows
+    #[arg(long, conflicts_with = "statuses")]
+    pub actions: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -243,6 +280,29 @@ fn parse_status(s: &str) -> Result<RowStatus, String> {
         let all: Vec<_> = RowStatus::ALL.iter().map(|s| s.as_str()).collect();
         format!("unknown status \"{s}\"; one of {}", all.join(", "))
     })
+}
+
+fn parse_days(s: &str) -> Result<Duration, String> {
+    let days: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of days, got \"{s}\""))?;
+    if !(days.is_finite() && days > 0.0 && days <= 36_500.0) {
+        return Err("must be more than 0 days and at most 36500".into());
+    }
+    Ok(Duration::from_secs_f64(days * 86_400.0))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let pct: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("expected a percentage, got \"{s}\""))?;
+    if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) {
+        return Err("must be between 0 and 100".into());
+    }
+    Ok(pct)
 }
 
 /// The sending settings, checked.

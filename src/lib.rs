@@ -11,7 +11,8 @@
 //!
 //! Around it: [`api`] speaks to Billing Booth One and knows nothing of the pipeline;
 //! [`sandbox`] simulates the API for tests, benchmarks and first runs; [`app`] runs each
-//! command; [`cli`] parses what was typed and checks it once.
+//! command; [`cli`] parses what was typed and checks it once; [`sync`] makes portal access
+//! match a sheet, reusing every stage above.
 
 pub mod api;
 pub mod app;
@@ -22,3 +23,4 @@ pub mod progress;
 pub mod resolve;
 pub mod sandbox;
 pub mod send;
+pub mod sync;

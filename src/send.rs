@@ -300,6 +300,20 @@ impl Sender {
         self.stop.cancel();
     }
 
+    /// A call made outside [`Sender::process`] (sync's list reads and actions) succeeded,
+    /// or failed in a way that says nothing of the API: the breaker's run is broken.
+    pub(crate) fn note_success(&self) {
+        self.breaker.success();
+    }
+
+    /// A call made outside [`Sender::process`] failed: it counts toward the breaker like
+    /// an invitation's failure, and stops the run when it trips it.
+    pub(crate) fn note_failure(&self, err: &ApiError) {
+        if let Some(reason) = self.breaker.failure(err) {
+            self.abort(Abort::Breaker(reason));
+        }
+    }
+
     /// Sends one job to its end: invited, exists, rejected, failed, or (when the run
     /// stops first) pending.
     pub async fn process(&self, job: Job) -> Outcome {

@@ -8,6 +8,7 @@
 
 mod lock;
 mod query;
+mod sync;
 mod writer;
 
 use std::collections::HashSet;
@@ -22,13 +23,17 @@ use crate::send::{Job, Outcome};
 
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
+pub use sync::{ActionKind, ActionOutcome, ActionRow, ActionState, KeyView, NewAction, Present};
 pub use writer::{Writer, WriterThread};
 
 /// The migrations, in order. Never edit one that has landed: add the next.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_ledger",
-    include_str!("../../migrations/0001_ledger.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_ledger",
+        include_str!("../../migrations/0001_ledger.sql"),
+    ),
+    ("0002_sync", include_str!("../../migrations/0002_sync.sql")),
+];
 
 /// SQLite's page cache, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;

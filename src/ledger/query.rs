@@ -31,6 +31,9 @@ pub struct StatusCounts {
     pub top_errors: Vec<(String, u64)>,
     /// The most common last errors of failed and rejected invitations, ledger-wide.
     pub ledger_errors: Vec<(String, u64)>,
+    /// A sync run's actions besides invitations: per kind, then per state.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// The shape of an export: the inputs' columns (union, in order of first appearance);
@@ -92,6 +95,10 @@ impl Ledger {
     pub fn status_counts(&mut self, run: Option<RunId>) -> Result<StatusCounts> {
         let info = self.run_info(run)?;
         let run_id = info.as_ref().map(|r| r.id);
+        let actions = match run_id {
+            Some(id) => self.action_counts(id)?,
+            None => BTreeMap::new(),
+        };
         self.sql(|c| {
             let mut rows = BTreeMap::new();
             if let Some(id) = run_id {
@@ -142,6 +149,7 @@ impl Ledger {
                 ledger,
                 top_errors,
                 ledger_errors,
+                actions,
             })
         })
     }

@@ -9,4 +9,5 @@
 mod faults;
 mod pipeline;
 mod spreadsheets;
+mod sync;
 mod util;

@@ -170,3 +170,60 @@ pub fn sandbox_config(flags: &[&str]) -> Config {
     let cli = SandboxCli::parse_from(std::iter::once("sandbox").chain(flags.iter().copied()));
     cli.args.config().unwrap()
 }
+
+/// The routes `sync` uses, as `Truth::requests_by_route` names them.
+pub const LIST_ACCESS: &str = "GET /customer/{id}/access";
+pub const INVITE: &str = "POST /customer/{id}/access";
+pub const RESEND: &str = "POST /customer/{id}/access/{uid}/resend";
+pub const SUSPEND: &str = "PUT /customer/{id}/access/{uid}/suspend";
+pub const REACTIVATE: &str = "PUT /customer/{id}/access/{uid}/reactivate";
+
+/// Requests the sandbox saw on one route.
+pub fn route(t: &Truth, key: &str) -> u64 {
+    t.requests_by_route.get(key).copied().unwrap_or(0)
+}
+
+/// Requests per route between two snapshots, routes with none left out.
+pub fn route_delta(before: &Truth, after: &Truth) -> std::collections::BTreeMap<String, u64> {
+    after
+        .requests_by_route
+        .iter()
+        .map(|(k, n)| (k.clone(), n - route(before, k)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Starts `bbinvite ARGS --ledger … --base-url …` in the background, for kills.
+pub fn spawn_background(w: &World, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"))
+        .current_dir(w.dir.path())
+        .env_clear()
+        .env("BILLINGBOOTH_API_KEY", API_KEY)
+        .args(args)
+        .arg("--ledger")
+        .arg(w.ledger())
+        .arg("--base-url")
+        .arg(w.sandbox.base_url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls the sandbox until `ready` holds of its truth or `limit` passes (a bound, not a
+/// timing assertion); says which.
+pub fn wait_for(w: &World, limit: std::time::Duration, ready: impl Fn(&Truth) -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if ready(&w.truth()) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+/// An RFC 3339 time this long ago, as an API's `created_at` would read.
+pub fn ago(d: std::time::Duration) -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now() - d).to_string()
+}

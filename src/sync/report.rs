@@ -1,0 +1,386 @@
+//! What `sync` prints and writes: the plan (`--plan`), the summary of a run, a run's
+//! action counts (`status`), and its actions as CSV (`export --actions`).
+//!
+//! Output only: it decides nothing, reads only what it is handed (and, for the export,
+//! the ledger's rows), and must never print a secret (nothing here is handed one).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use super::plan::{self, Action, Hold, Plan};
+use crate::app;
+use crate::cli::Global;
+use crate::ledger::{self, ActionKind, ActionState, Ledger, RowStatus, RunId};
+
+/// `--plan --json`: the plan for scripts.
+#[derive(Serialize)]
+struct PlanReport<'a> {
+    rows: usize,
+    counts: BTreeMap<Action, usize>,
+    prune_waiting_for_yes: usize,
+    customers: Vec<&'a plan::CustomerPlan>,
+    entries: Vec<&'a plan::Entry>,
+}
+
+/// Prints the plan: counts per action, per customer, then the rows (all but unchanged).
+pub(super) fn print_plan(global: &Global, plan: &Plan, rows: usize) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let shown = || {
+        plan.entries
+            .iter()
+            .filter(|e| e.action != Action::Unchanged)
+    };
+    let written = if global.json {
+        let report = PlanReport {
+            rows,
+            counts: plan.counts(),
+            prune_waiting_for_yes: plan.waiting_for_yes(),
+            customers: plan.customers.values().collect(),
+            entries: shown().collect(),
+        };
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else if global.quiet {
+        Ok(())
+    } else {
+        write_plan(&mut out, plan, rows, shown())
+    };
+    written
+        .and_then(|()| out.flush())
+        .or_else(broken_pipe_is_fine)?;
+    Ok(())
+}
+
+fn write_plan<'a>(
+    out: &mut dyn Write,
+    plan: &Plan,
+    rows: usize,
+    entries: impl Iterator<Item = &'a plan::Entry>,
+) -> std::io::Result<()> {
+    let users: usize = plan.customers.values().filter_map(|c| c.current).sum();
+    writeln!(
+        out,
+        "bbinvite sync plan: {rows} rows, {} customers, {users} access users now; nothing is changed",
+        plan.customers.len()
+    )?;
+    let counts = plan.counts();
+    for action in Action::ALL {
+        if let Some(n) = counts.get(&action) {
+            let note = match action {
+                Action::Exists => "  (recorded; nothing sent)",
+                Action::Prune if plan.waiting_for_yes() > 0 => "  (applied only with --yes)",
+                _ => "",
+            };
+            writeln!(out, "  {:<11} {n}{note}", action.as_str())?;
+        }
+    }
+    const COLUMNS: [Action; 6] = [
+        Action::Invite,
+        Action::Exists,
+        Action::Resend,
+        Action::Suspend,
+        Action::Reactivate,
+        Action::Prune,
+    ];
+    writeln!(out, "Per customer (those with something to do or to say):")?;
+    write!(out, "  {:>9} {:>6}", "customer", "users")?;
+    for action in COLUMNS {
+        write!(out, " {:>10}", action.as_str())?;
+    }
+    writeln!(out)?;
+    let mut quiet = 0;
+    for c in plan.customers.values() {
+        let notes = customer_notes(c);
+        let busy = COLUMNS.iter().any(|a| c.counts.contains_key(a));
+        if !busy && notes.is_empty() {
+            quiet += 1;
+            continue;
+        }
+        write!(
+            out,
+            "  {:>9} {:>6}",
+            c.customer_id,
+            c.current.map_or("?".to_string(), |n| n.to_string())
+        )?;
+        for action in COLUMNS {
+            write!(out, " {:>10}", c.counts.get(&action).copied().unwrap_or(0))?;
+        }
+        writeln!(out, "  {}", notes.join("; "))?;
+    }
+    if quiet > 0 {
+        writeln!(out, "  ({quiet} customers with nothing to do)")?;
+    }
+    writeln!(out, "Rows (customer, e-mail, action, why):")?;
+    let entries: Vec<&plan::Entry> = entries.collect();
+    // Wide enough for most e-mails, not for the odd very long one.
+    let width = entries
+        .iter()
+        .map(|e| e.email.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for e in entries {
+        let customer = e.customer_id.map_or("-".to_string(), |c| c.to_string());
+        let hold = match e.hold {
+            Some(Hold::NeedsYes) => " [not without --yes]",
+            Some(Hold::Refused) => " [refused by --max-prune]",
+            None => "",
+        };
+        let action = format!("{}{hold}", e.action.as_str());
+        let origin = e
+            .origin
+            .as_ref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {customer:>9}  {:<width$}  {action:<10}  {}{origin}",
+            e.email, e.why
+        )?;
+    }
+    Ok(())
+}
+
+/// What a person should know about one customer of the plan.
+fn customer_notes(c: &plan::CustomerPlan) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(e) = &c.list_error {
+        notes.push(format!("access list unreadable: {e}"));
+    }
+    if let Some(r) = &c.prune_refused {
+        notes.push(refusal_text(c.customer_id, r));
+    }
+    if c.protected > 0 {
+        notes.push(format!(
+            "{} not pruned: an unusable row names their e-mail",
+            c.protected
+        ));
+    }
+    let problems: usize = c
+        .counts
+        .iter()
+        .filter(|(a, _)| a.is_problem() || **a == Action::Gone)
+        .map(|(_, n)| n)
+        .sum();
+    if problems > 0 {
+        notes.push(format!("{problems} rows need a look (see below)"));
+    }
+    notes
+}
+
+pub(super) fn refusal_text(customer_id: i64, r: &plan::PruneRefusal) -> String {
+    format!(
+        "prune refused for customer {customer_id}: it would suspend {} of its {} users ({:.0}%, more than --max-prune {}%); is the sheet complete? Raise --max-prune if this is meant",
+        r.would_suspend,
+        r.current,
+        r.percent(),
+        r.max_prune_pct
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// A run's summary and actions.
+
+#[derive(Debug, Serialize)]
+pub(super) struct Summary {
+    pub(super) command: &'static str,
+    pub(super) run: RunId,
+    pub(super) ledger: String,
+    pub(super) outcome: String,
+    pub(super) exit_code: i32,
+    pub(super) elapsed_secs: f64,
+    pub(super) rows: u64,
+    pub(super) customers: usize,
+    pub(super) statuses: BTreeMap<String, u64>,
+    pub(super) actions: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(super) prune_waiting_for_yes: usize,
+    pub(super) prune_refused: Vec<RefusedLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct RefusedLine {
+    pub(super) customer_id: i64,
+    pub(super) would_suspend: usize,
+    pub(super) current: usize,
+    pub(super) percent: f64,
+    pub(super) max_prune_pct: f64,
+}
+
+pub(super) fn print_summary(
+    global: &Global,
+    s: &Summary,
+    plan: &Plan,
+    top_errors: &[(String, u64)],
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, s)?;
+        return writeln!(out);
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "bbinvite sync (run {}): {} rows, {} customers in {:.1}s, {}",
+        s.run, s.rows, s.customers, s.elapsed_secs, s.outcome
+    )?;
+    for status in RowStatus::ALL {
+        if let Some(n) = s.statuses.get(status.as_str()) {
+            writeln!(out, "  {:<11} {n}", status.as_str())?;
+        }
+    }
+    write_action_counts(&mut out, &s.actions)?;
+    let gone = plan.counts().get(&Action::Gone).copied().unwrap_or(0);
+    if gone > 0 {
+        writeln!(
+            out,
+            "{gone} users invited before are no longer in their customer's access list and were not invited again (see them with --plan)"
+        )?;
+    }
+    if s.prune_waiting_for_yes > 0 {
+        writeln!(
+            out,
+            "Prune skipped: {} users are not in the sheet; see them with --plan --prune, suspend them with --prune --yes",
+            s.prune_waiting_for_yes
+        )?;
+    }
+    for (customer_id, r) in plan.refusals() {
+        writeln!(out, "{}", refusal_text(customer_id, r))?;
+    }
+    let row_problems = RowStatus::ALL
+        .iter()
+        .any(|st| st.is_problem() && s.statuses.get(st.as_str()).is_some_and(|n| *n > 0));
+    if row_problems {
+        writeln!(out, "Most common errors:")?;
+        for (err, n) in top_errors.iter().take(3) {
+            writeln!(out, "  {n} × {err}")?;
+        }
+    }
+    if row_problems || !s.actions.is_empty() {
+        writeln!(
+            out,
+            "See each row: bbinvite export --run {run} --ledger {l}; each action: bbinvite export --actions --run {run} --ledger {l}",
+            run = s.run,
+            l = s.ledger
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes a run's actions per kind and state, as `status` and the summary show them.
+pub(crate) fn write_action_counts(
+    out: &mut dyn Write,
+    actions: &BTreeMap<String, BTreeMap<String, u64>>,
+) -> std::io::Result<()> {
+    for kind in ActionKind::ALL {
+        let Some(states) = actions.get(kind.as_str()) else {
+            continue;
+        };
+        let parts: Vec<String> = ActionState::ALL
+            .iter()
+            .filter_map(|st| {
+                states
+                    .get(st.as_str())
+                    .map(|n| format!("{n} {}", st.as_str()))
+            })
+            .collect();
+        writeln!(out, "  {:<11} {}", kind.as_str(), parts.join(", "))?;
+    }
+    Ok(())
+}
+
+/// `export --actions`: a run's actions as CSV a spreadsheet opens safely.
+pub(crate) fn write_actions(
+    ledger: &mut Ledger,
+    run: Option<RunId>,
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = match path {
+        Some(p) => Box::new(
+            std::fs::File::create(p).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));
+    let csv_err = |e: csv::Error| std::io::Error::other(e);
+    const HEADER: [&str; 11] = [
+        "run",
+        "customer_id",
+        "email",
+        "action",
+        "state",
+        "why",
+        "error",
+        "access_user_id",
+        "attempts",
+        "sent_at",
+        "updated_at",
+    ];
+    let header = csv.write_record(HEADER).map_err(csv_err);
+    header
+        .map_err(ledger::Error::Output)
+        .and_then(|()| {
+            ledger.export_actions(run, &mut |a| {
+                let cells = [
+                    a.run.to_string(),
+                    a.customer_id.to_string(),
+                    a.email,
+                    a.kind,
+                    a.state,
+                    a.why,
+                    a.error.unwrap_or_default(),
+                    a.access_user_id.to_string(),
+                    a.attempts.to_string(),
+                    a.sent_at.unwrap_or_default(),
+                    a.updated_at,
+                ];
+                csv.write_record(cells.iter().map(|c| app::spreadsheet_safe(c)))
+                    .map_err(csv_err)
+            })
+        })
+        .map(|_| ())
+        .or_else(app::ignore_broken_pipe)?;
+    csv.flush()
+        .or_else(|e| app::ignore_broken_pipe(ledger::Error::Output(e)))?;
+    Ok(())
+}
+
+pub(super) fn broken_pipe_is_fine(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_counts_read_in_a_fixed_order() {
+        let counts = BTreeMap::from([
+            (
+                "resend".to_string(),
+                BTreeMap::from([("failed".to_string(), 1), ("done".to_string(), 3)]),
+            ),
+            (
+                "prune".to_string(),
+                BTreeMap::from([("skipped".to_string(), 2)]),
+            ),
+        ]);
+        let mut out = Vec::new();
+        write_action_counts(&mut out, &counts).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  resend      3 done, 1 failed\n  prune       2 skipped\n"
+        );
+    }
+}
