@@ -661,6 +661,8 @@ async fn act(sender: &Sender, client: &Client, job: &ActionJob) -> ActionOutcome
                 });
                 return end(ActionState::Done, None, None, false, attempts);
             }
+            // Stopped while waiting for its turn: never sent, nothing to log.
+            Err(ApiError::NotSent) => return stopped(job, sender, last.as_ref(), attempts),
             Err(e) => e,
         };
         attempts.push(Attempt {
