@@ -103,8 +103,12 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rate: NonZeroU32, burst: NonZeroU32, stop: CancellationToken) -> Limiter {
+        let quota = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+        // Start with the bucket empty: a run's first second sends `rate`, not
+        // `rate + burst`. The burst is still there to absorb workers that wake late.
+        let _ = quota.check_n(burst);
         Limiter {
-            quota: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            quota,
             paused_until: Mutex::new(None),
             stop,
         }
