@@ -36,7 +36,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// SQLite's page cache, in KiB.
-const CACHE_KIB: i64 = 32 * 1024;
+const CACHE_KIB: i64 = 16 * 1024;
 /// WAL pages between automatic checkpoints (4 KiB pages: 32 MiB of WAL).
 const CHECKPOINT_PAGES: i64 = 8192;
 
