@@ -42,7 +42,7 @@ const READ_AHEAD: usize = 4;
 /// crash leaves few marks to check.
 const MARK_BATCH: usize = 64;
 /// Mark batches committed ahead of sending.
-const MARKS_AHEAD: usize = 2;
+const MARKS_AHEAD: usize = 4;
 
 /// How a command ended, as the process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,19 +489,34 @@ async fn invite(
     let opts = AdmitOptions {
         retry_rejected: send.retry_rejected,
     };
-    let feed = feed_rows(
-        readers,
-        &mut resolver,
-        &writer,
-        job_tx,
-        &progress,
-        opts,
-        run,
-        stop.clone(),
-        global.verbose,
-    );
-    let dispatch = dispatch(job_rx, &sender, &writer, &progress, global.verbose);
-    let (fed, sent) = tokio::join!(feed, dispatch);
+    // Reading and admitting run as a task of their own, beside the sending.
+    let feed = {
+        let (writer, progress, stop, verbose) = (
+            writer.clone(),
+            progress.clone(),
+            stop.clone(),
+            global.verbose,
+        );
+        tokio::spawn(async move {
+            feed_rows(
+                readers,
+                &mut resolver,
+                &writer,
+                job_tx,
+                &progress,
+                opts,
+                run,
+                stop,
+                verbose,
+            )
+            .await
+        })
+    };
+    let sent = dispatch(job_rx, &sender, &writer, &progress, global.verbose).await;
+    let fed = feed
+        .await
+        .map_err(|e| anyhow!("reading the input failed: {e}"))
+        .and_then(|r| r);
     finish(
         global,
         "run",
@@ -682,18 +697,20 @@ async fn dispatch(
         marked
             .map(|(job, marked)| {
                 let sender = sender.clone();
-                async move {
+                // Each invitation is a task, so the work spreads over every core.
+                tokio::spawn(async move {
                     let origin = job.origin.clone();
                     if !marked {
                         // The mark was not committed: sending would break exactly-once.
                         return None;
                     }
                     Some((origin, sender.process(job).await))
-                }
+                })
             })
             .buffer_unordered(concurrency)
     );
     while let Some(done) = outcomes.next().await {
+        let done = done.map_err(|e| anyhow!("a sending task failed: {e}"))?;
         let Some((origin, outcome)) = done else {
             writer.check()?;
             bail!("the ledger could not record a batch before sending");

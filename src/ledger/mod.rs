@@ -805,6 +805,69 @@ impl Ledger {
     }
 }
 
+/// Checkpoints the WAL from a connection and thread of its own while a run writes, so
+/// the writer never stops to copy pages and fsync. Dropping it stops the thread.
+pub struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Ledger {
+    /// Moves checkpointing off this connection for the length of a run. `None` (and
+    /// checkpoints as usual) for an in-memory ledger or when a second connection fails.
+    pub fn background_checkpoints(&mut self) -> Option<Checkpointer> {
+        if self.path.as_os_str() == ":memory:" {
+            return None;
+        }
+        let other = Connection::open(&self.path).ok()?;
+        other.busy_timeout(Duration::from_secs(5)).ok()?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .ok()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_in = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let checkpoint = || {
+                    let _ = other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                };
+                while !stop_in.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    checkpoint();
+                }
+                checkpoint();
+            })
+            .ok();
+        if handle.is_none() {
+            let _ = self
+                .conn
+                .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
+            return None;
+        }
+        Some(Checkpointer { stop, handle })
+    }
+
+    /// Checkpoints on this connection again, after a run.
+    pub fn foreground_checkpoints(&mut self) {
+        let _ = self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
+    }
+}
+
 /// Creates the ledger file readable by its owner only; it holds names and e-mails.
 fn create_private(path: &Path) -> std::io::Result<()> {
     let mut opts = OpenOptions::new();

@@ -113,6 +113,7 @@ fn serve(
         let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert_with(|| e.to_string());
     };
+    let checkpointer = ledger.background_checkpoints();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut replies: Vec<Reply> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -159,6 +160,10 @@ fn serve(
                 replies.clear();
             }
         }
+    }
+    if checkpointer.is_some() {
+        drop(checkpointer);
+        ledger.foreground_checkpoints();
     }
     ledger
 }
