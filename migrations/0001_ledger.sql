@@ -60,7 +60,11 @@ CREATE TABLE rows (
     updated_at    TEXT NOT NULL
 );
 CREATE INDEX rows_run ON rows (run_id, status);
-CREATE INDEX rows_invitation ON rows (invitation_id);
+-- Finds the latest row of an unfinished invitation (retry). Rows that ended done or
+-- duplicate are never looked up this way, so they stay out: a rerun of a million
+-- finished rows then writes no entry here.
+CREATE INDEX rows_unfinished ON rows (invitation_id)
+    WHERE status IN ('pending', 'sending', 'failed', 'rejected');
 
 -- Every request made for an invitation, for audit.
 CREATE TABLE attempts (

@@ -707,7 +707,9 @@ impl Ledger {
                     "SELECT i.id, i.customer_id, i.email, i.name, i.user_id, i.access_status, i.state, i.unsure,
                             r.source_id, r.line, r.cells, s.file
                      FROM invitations i
-                     JOIN rows r ON r.id = (SELECT max(id) FROM rows WHERE invitation_id = i.id)
+                     JOIN rows r ON r.id = (
+                         SELECT max(id) FROM rows
+                         WHERE invitation_id = i.id AND status IN ('pending', 'sending', 'failed', 'rejected'))
                      JOIN sources s ON s.id = r.source_id
                      WHERE i.state IN {states}
                      ORDER BY i.id"
