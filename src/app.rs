@@ -715,18 +715,28 @@ async fn dispatch(
             writer.check()?;
             bail!("the ledger could not record a batch before sending");
         };
-        let status = RowStatus::from_state(outcome.state);
-        if verbose && status.is_problem() {
-            progress.println(&format!(
-                "{origin}: {}: {}",
-                status.as_str(),
-                outcome.error.as_deref().unwrap_or("")
-            ));
-        }
-        progress.count(status);
+        report_outcome(progress, verbose, &origin, &outcome);
         writer.record(outcome).await?;
     }
     Ok(())
+}
+
+/// Counts an invitation's outcome, and prints it when it is a problem and `-v` asked.
+pub(crate) fn report_outcome(
+    progress: &Progress,
+    verbose: bool,
+    origin: &str,
+    outcome: &crate::send::Outcome,
+) {
+    let status = RowStatus::from_state(outcome.state);
+    if verbose && status.is_problem() {
+        progress.println(&format!(
+            "{origin}: {}: {}",
+            status.as_str(),
+            outcome.error.as_deref().unwrap_or("")
+        ));
+    }
+    progress.count(status);
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -577,15 +577,7 @@ async fn dispatch(
                 bail!("the ledger could not record a batch before sending");
             }
             Some(Done::Invite(origin, outcome)) => {
-                let status = RowStatus::from_state(outcome.state);
-                if verbose && status.is_problem() {
-                    progress.println(&format!(
-                        "{origin}: {}: {}",
-                        status.as_str(),
-                        outcome.error.as_deref().unwrap_or("")
-                    ));
-                }
-                progress.count(status);
+                crate::app::report_outcome(progress, verbose, &origin, &outcome);
                 writer.record(outcome).await?;
             }
             Some(Done::Act(job, outcome)) => {

@@ -371,14 +371,7 @@ impl Client {
         }
         self.wait_turn().await?;
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        self.saw_status(status, retry_after);
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let (status, retry_after, bytes) = self.read_answer(resp).await?;
         if !status.is_success() {
             return Err(Error::Http {
                 status: status.as_u16(),
@@ -391,6 +384,23 @@ impl Client {
             status: status.as_u16(),
             body,
         })
+    }
+
+    /// Reads an answer whole: its status, its `Retry-After` (a `429` also pauses the
+    /// gate for everyone), and its body.
+    async fn read_answer(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Error> {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        self.saw_status(status, retry_after);
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Ok((status, retry_after, bytes.to_vec()))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> Error {
@@ -459,14 +469,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        self.saw_status(status, retry_after);
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let (status, retry_after, bytes) = self.read_answer(resp).await?;
         if status == StatusCode::UNAUTHORIZED
             || status == StatusCode::FORBIDDEN
             || status == StatusCode::BAD_REQUEST
