@@ -53,7 +53,7 @@ impl Progress {
         let bar = (mode == Mode::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows  eta {eta}  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -90,7 +90,8 @@ impl Progress {
         self.counts[status as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            bar.set_message(self.summary_counts());
+            let rate = self.done() as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{rate:.0}/s  {}", self.summary_counts()));
         }
     }
 
