@@ -385,6 +385,45 @@ pub(crate) async fn resolver(
     })
 }
 
+/// A resolver from the ledger's copy of the directory alone, for `validate` without
+/// credentials; `no_api` is the reason the API cannot be used, returned when the copy
+/// is missing or stale.
+fn offline_resolver(
+    global: &Global,
+    ledger: &mut Ledger,
+    a: &InputArgs,
+    no_api: anyhow::Error,
+    stop: CancellationToken,
+) -> anyhow::Result<Resolver> {
+    let base_url = cli::base_url(global)?;
+    let Some(cached) = ledger.cached_customers(&base_url, a.customers_ttl)? else {
+        return Err(no_api);
+    };
+    let directory = Directory::new(cached);
+    let fixed = match &a.customer {
+        Some(name) => Some(
+            directory
+                .by_name(name)
+                .map_err(|u| anyhow!("--customer: {u}"))?,
+        ),
+        None => None,
+    };
+    if !global.quiet && !global.json {
+        eprintln!(
+            "bbinvite: no credentials: checking names against the ledger's copy of the directory"
+        );
+    }
+    Ok(Resolver {
+        directory: Some(directory),
+        fixed,
+        references: ReferenceCache::default(),
+        names: HashMap::new(),
+        client: None,
+        max_attempts: 1,
+        stop,
+    })
+}
+
 /// What the read and resolve stages make of one record.
 pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
     let who = match &record.parsed {
@@ -904,9 +943,12 @@ async fn check_files(
     let readers = open_inputs(a)?;
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
-    // Only the directory and references need the API.
-    let api = connect(global, a.sandbox, Reach::reading(rate, stop)).await?;
-    let mut resolver = resolver(&mut ledger, &api, a, &readers).await?;
+    // Only the directory and references need the API. Without credentials, a fresh
+    // copy of the directory in the ledger is enough to check names.
+    let mut resolver = match connect(global, a.sandbox, Reach::reading(rate, stop.clone())).await {
+        Ok(api) => resolver(&mut ledger, &api, a, &readers).await?,
+        Err(e) => offline_resolver(global, &mut ledger, a, e, stop)?,
+    };
     let dry = matches!(mode, Check::DryRun { .. });
     let opts = AdmitOptions {
         retry_rejected: matches!(

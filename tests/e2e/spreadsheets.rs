@@ -261,3 +261,38 @@ fn customers_lists_the_directory_and_flags_shared_names() {
     );
     assert!(said.contains("2 of 12 customers"), "{said}");
 }
+
+#[test]
+fn validate_without_credentials_uses_the_ledgers_copy_of_the_directory() {
+    let w = World::new();
+    let file = samples("invitees.csv");
+    let mut cmd = w.cmd(&["validate", file.to_str().unwrap()]);
+    cmd.env_remove("BILLINGBOOTH_API_KEY");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        code(&out),
+        2,
+        "no copy yet: credentials are needed\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("no credentials"), "{}", text(&out));
+
+    assert_eq!(
+        code(&w.run(&["customers"])),
+        0,
+        "fetches and keeps the directory"
+    );
+    let requests = w.truth().requests_total;
+    let mut cmd = w.cmd(&["validate", file.to_str().unwrap()]);
+    cmd.env_remove("BILLINGBOOTH_API_KEY");
+    let out = cmd.output().unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("did you mean \"Acme Telecom Ltd\""),
+        "{}",
+        text(&out)
+    );
+    // The one reference in the file cannot be looked up offline; names can.
+    assert!(text(&out).contains("HBN-105"), "{}", text(&out));
+    assert_eq!(w.truth().requests_total, requests, "no request at all");
+}
