@@ -500,16 +500,25 @@ impl Ledger {
                             let key = email_key(&user.email);
                             let found = find
                                 .query_row(params![customer_id, key], |r| {
+                                    let state = match r.get_ref(1)? {
+                                        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(State::parse),
+                                        _ => None,
+                                    }
+                                    .unwrap_or(State::Pending);
+                                    // Only a rejected key's data is compared; the rest of a
+                                    // rerun (most rows) reads no text at all.
+                                    let rejected = state == State::Rejected;
+                                    let text = |i| if rejected { r.get::<_, String>(i) } else { Ok(String::new()) };
                                     Ok((
                                         r.get::<_, i64>(0)?,
                                         Existing {
-                                            state: State::parse(&r.get::<_, String>(1)?).unwrap_or(State::Pending),
-                                            email: r.get(2)?,
-                                            name: r.get(3)?,
-                                            user_id: r.get(4)?,
-                                            access_status: r.get(5)?,
+                                            state,
+                                            email: text(2)?,
+                                            name: text(3)?,
+                                            user_id: if rejected { r.get(4)? } else { None },
+                                            access_status: if rejected { r.get(5)? } else { None },
                                             unsure: r.get(6)?,
-                                            last_error: r.get(7)?,
+                                            last_error: if rejected { r.get(7)? } else { None },
                                         },
                                     ))
                                 })
