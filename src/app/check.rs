@@ -1,0 +1,252 @@
+//! `validate` and `run --dry-run`: read and resolve every row and say what would
+//! happen; nothing is sent and the ledger is only read.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// `validate` and `run --dry-run`: read and resolve, send nothing.
+
+pub(crate) enum Check {
+    Validate,
+    DryRun { retry_rejected: bool },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct CheckSummary {
+    rows: u64,
+    would_send: u64,
+    already_done: u64,
+    still_rejected: u64,
+    invalid: u64,
+    unresolved: u64,
+    duplicate: u64,
+    warnings: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Finding<'a> {
+    file: &'a str,
+    line: u64,
+    severity: &'static str,
+    column: Option<&'a str>,
+    value: &'a str,
+    message: String,
+}
+
+pub(crate) async fn check_files(
+    global: &Global,
+    a: &InputArgs,
+    mode: Check,
+    rate: NonZeroU32,
+    stop: CancellationToken,
+) -> anyhow::Result<Exit> {
+    let readers = open_inputs(a)?;
+    let path = ledger_path(global, a.sandbox);
+    let (_lock, mut ledger) = open_ledger(&path)?;
+    // Only the directory and references need the API. Without credentials, a fresh
+    // copy of the directory in the ledger is enough to check names.
+    let mut resolver = match connect(global, a.sandbox, Reach::reading(rate, stop.clone())).await {
+        Ok(api) => resolver(&mut ledger, &api, a, &readers).await?,
+        Err(e) => offline_resolver(global, &mut ledger, a, e, stop)?,
+    };
+    let dry = matches!(mode, Check::DryRun { .. });
+    let opts = AdmitOptions {
+        retry_rejected: matches!(
+            mode,
+            Check::DryRun {
+                retry_rejected: true
+            }
+        ),
+    };
+    // Duplicates within the input, by a keyed 64-bit hash of the key: 8 bytes a row,
+    // and for a million rows a false duplicate has odds of about 1 in 30 million.
+    let hasher = RandomState::new();
+    let mut seen: HashSet<u64, BuildHasherDefault<PassThrough>> = HashSet::default();
+    let mut summary = CheckSummary::default();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let text = !global.json && !global.quiet;
+    if global.json {
+        write!(out, "{{\"findings\":[")?;
+    }
+    let mut first = true;
+    let mut emit = |out: &mut dyn Write, f: Finding<'_>| -> std::io::Result<()> {
+        if global.json {
+            if !first {
+                write!(out, ",")?;
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, &f)?;
+        } else if text && (!dry || global.verbose) {
+            let col = f
+                .column
+                .map(|c| format!(" column \"{c}\""))
+                .unwrap_or_default();
+            let val = if f.value.is_empty() {
+                String::new()
+            } else {
+                format!(" value \"{}\"", f.value)
+            };
+            writeln!(
+                out,
+                "{}:{}: {}:{col}{val}: {}",
+                f.file, f.line, f.severity, f.message
+            )?;
+        }
+        Ok(())
+    };
+    // Reading and checking each row's text runs on the reader's thread; resolving and
+    // duplicate detection here, so the two cores share the work.
+    let mut batches = spawn_reader(readers, CancellationToken::new());
+    while let Some(batch) = batches.recv().await {
+        for record in batch? {
+            summary.rows += 1;
+            let who = match &record.parsed {
+                Ok(who) => who,
+                Err(problems) => {
+                    summary.invalid += 1;
+                    for p in problems {
+                        emit(
+                            &mut out,
+                            Finding {
+                                file: &record.file,
+                                line: record.line,
+                                severity: "invalid",
+                                column: p.column.as_deref(),
+                                value: &p.value,
+                                message: p.message.clone(),
+                            },
+                        )?;
+                    }
+                    continue;
+                }
+            };
+            let customer_col = record
+                .columns
+                .name_of(Field::Customer)
+                .or(record.columns.name_of(Field::CustomerReference));
+            let customer_val = who
+                .customer
+                .as_deref()
+                .or(who.customer_reference.as_deref())
+                .unwrap_or("");
+            let resolved = match resolver.resolve(who).await {
+                Ok(r) => r,
+                Err(u) => {
+                    summary.unresolved += 1;
+                    emit(
+                        &mut out,
+                        Finding {
+                            file: &record.file,
+                            line: record.line,
+                            severity: "unresolved",
+                            column: customer_col,
+                            value: customer_val,
+                            message: u.to_string(),
+                        },
+                    )?;
+                    continue;
+                }
+            };
+            if let Some(warning) = crate::resolve::inactive_warning(&resolved) {
+                summary.warnings += 1;
+                emit(
+                    &mut out,
+                    Finding {
+                        file: &record.file,
+                        line: record.line,
+                        severity: "warning",
+                        column: customer_col,
+                        value: customer_val,
+                        message: warning,
+                    },
+                )?;
+            }
+            let key = ledger::email_key(&who.email);
+            let hash = hasher.hash_one((resolved.id, &key));
+            if !seen.insert(hash) {
+                summary.duplicate += 1;
+                emit(
+                    &mut out,
+                    Finding {
+                        file: &record.file,
+                        line: record.line,
+                        severity: "duplicate",
+                        column: record.columns.name_of(Field::Email),
+                        value: &who.email,
+                        message: "the same customer and e-mail appear earlier in this input".into(),
+                    },
+                )?;
+                continue;
+            }
+            if !dry {
+                summary.would_send += 1;
+                continue;
+            }
+            let user = NewAccessUser {
+                email: who.email.clone(),
+                name: who.name.clone(),
+                id: who.user_id,
+                status: who.status,
+            };
+            match ledger::decide(ledger.peek(resolved.id, &who.email)?.as_ref(), &user, opts) {
+                Decision::Send { .. } => summary.would_send += 1,
+                Decision::Done(_) => summary.already_done += 1,
+                Decision::StillRejected => summary.still_rejected += 1,
+            }
+        }
+    }
+    if global.json {
+        write!(out, "],\"summary\":")?;
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out, "}}")?;
+    } else if !global.quiet {
+        let verb = if dry { "dry run" } else { "validate" };
+        writeln!(
+            out,
+            "bbinvite {verb}: {} rows: {} would be sent, {} invalid, {} unresolved, {} duplicate, {} warnings",
+            summary.rows,
+            summary.would_send,
+            summary.invalid,
+            summary.unresolved,
+            summary.duplicate,
+            summary.warnings
+        )?;
+        if dry {
+            writeln!(
+                out,
+                "  already invited or existing: {}, rejected before and unchanged: {}",
+                summary.already_done, summary.still_rejected
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(
+        if summary.invalid + summary.unresolved + summary.still_rejected > 0 {
+            Exit::Problems
+        } else {
+            Exit::Ok
+        },
+    )
+}
+
+/// A hasher for keys that are already uniformly random hashes: it passes them through.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}

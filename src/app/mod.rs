@@ -1,0 +1,145 @@
+//! Each command's `run`: the pipeline readable top to bottom.
+//!
+//! `run`: open the inputs → lock and open the ledger → log in → load the directory →
+//! read and resolve rows → admit them to the ledger (skipping what is done) → send →
+//! record → summary. The stages live in their own modules; this one wires them and
+//! decides the exit code. Errors that stop a command are `anyhow` errors whose kind
+//! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`.
+//!
+//! `setup.rs` opens what every command needs (the API, the ledger, the inputs, the
+//! resolver); `invite.rs` is `run` and `retry`; `check.rs` is `validate` and
+//! `run --dry-run`; `report.rs` is `status`, `export` and `customers`.
+
+mod check;
+mod invite;
+mod report;
+mod setup;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::{Customer, NewAccessUser};
+use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
+use crate::cli::{self, Args, Command, Global, InputArgs, SendArgs};
+use crate::input::{self, Field, Invitee, Reader, Record};
+use crate::ledger::{
+    self, Admission, AdmitOptions, Decision, Ledger, LedgerLock, NewRow, RowStatus, RunId, Verdict,
+    Writer,
+};
+use crate::progress::{Mode, Progress};
+use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
+use crate::sandbox;
+use crate::send::{Job, Limiter, Sender, with_retries};
+
+pub(crate) use check::*;
+pub(crate) use invite::*;
+pub use report::spreadsheet_safe;
+pub(crate) use report::*;
+pub(crate) use setup::*;
+
+/// Rows read and admitted to the ledger per transaction.
+pub(crate) const ADMIT_BATCH: usize = 512;
+/// Batches read ahead of the ledger; bounded so memory stays flat however big the file.
+const READ_AHEAD: usize = 4;
+/// Jobs marked `sending` in one transaction, at most; about one round of workers, so a
+/// crash leaves few marks to check.
+const MARK_BATCH: usize = 64;
+/// Mark batches committed ahead of sending.
+const MARKS_AHEAD: usize = 4;
+
+/// How a command ended, as the process's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every row ended invited, exists or already done.
+    Ok = 0,
+    /// Some rows ended failed, rejected, invalid or unresolved.
+    Problems = 1,
+    /// Usage, configuration or unreadable input; nothing sent.
+    Usage = 2,
+    /// Aborted: authentication, the breaker, a signal.
+    Aborted = 3,
+    /// The ledger is busy with another run.
+    Busy = 4,
+}
+
+/// A command stopped for a reason that makes the exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Aborted(pub String);
+
+/// The exit code an error means.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(ledger::Error::Busy { .. }) = cause.downcast_ref::<ledger::Error>() {
+            return Exit::Busy;
+        }
+        if cause.downcast_ref::<Aborted>().is_some() {
+            return Exit::Aborted;
+        }
+    }
+    Exit::Usage
+}
+
+/// Runs the command that was typed.
+pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
+    let global = args.global;
+    match args.command {
+        Command::Run(a) if a.dry_run => {
+            check_files(
+                &global,
+                &a.input,
+                Check::DryRun {
+                    retry_rejected: a.send.retry_rejected,
+                },
+                a.send.rate,
+                stop,
+            )
+            .await
+        }
+        Command::Run(a) => invite_rows(&global, a.input, a.send, stop).await,
+        Command::Validate(a) => check_files(&global, &a.input, Check::Validate, a.rate, stop).await,
+        Command::Retry(a) => retry(&global, a.send, stop).await,
+        Command::Status(a) => status(&global, a.run),
+        Command::Export(a) => export(&global, a),
+        Command::Customers(a) => customers(&global, a, stop).await,
+        Command::Sync(a) => crate::sync::run(&global, a, stop).await,
+        Command::Sandbox(a) => {
+            sandbox::serve(a).await?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_error_kind() {
+        assert_eq!(
+            exit_for(&anyhow::Error::new(Aborted("x".into()))),
+            Exit::Aborted
+        );
+        let busy = ledger::Error::Busy {
+            path: "x".into(),
+            holder: "pid 1".into(),
+        };
+        assert_eq!(
+            exit_for(&anyhow::Error::new(busy).context("opening")),
+            Exit::Busy
+        );
+        assert_eq!(exit_for(&anyhow!("bad file")), Exit::Usage);
+    }
+}

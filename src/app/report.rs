@@ -1,0 +1,251 @@
+//! `status`, `export` and `customers`: what the ledger and the directory hold, for a
+//! person or a spreadsheet. Nothing here writes to the API.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// `status`, `export`, `customers`: reading the ledger and the directory.
+
+/// Opens an existing ledger without taking the run lock: reads go on beside a run.
+pub(crate) fn open_existing(global: &Global) -> anyhow::Result<Ledger> {
+    let path = ledger_path(global, false);
+    if !path.exists() {
+        bail!(
+            "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
+            path.display()
+        );
+    }
+    Ok(Ledger::open(&path)?)
+}
+
+pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
+    let mut ledger = open_existing(global)?;
+    let counts = ledger.status_counts(run)?;
+    if run.is_some() && counts.run.is_none() {
+        bail!(
+            "no run {} in {}",
+            run.unwrap_or_default(),
+            ledger.path().display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &counts)?;
+        writeln!(out)?;
+        return Ok(Exit::Ok);
+    }
+    match &counts.run {
+        Some(r) => {
+            writeln!(
+                out,
+                "Run {} ({}{}), started {}{}: {}",
+                r.id,
+                r.command,
+                if r.files.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", r.files.join(", "))
+                },
+                r.started_at,
+                r.finished_at
+                    .as_ref()
+                    .map(|f| format!(", finished {f}"))
+                    .unwrap_or_else(|| ", not finished".into()),
+                r.outcome
+                    .as_deref()
+                    .unwrap_or("no outcome recorded (still running, or killed)")
+            )?;
+            for status in RowStatus::ALL {
+                if let Some(n) = counts.rows.get(status.as_str()) {
+                    writeln!(out, "  {:<11} {n}", status.as_str())?;
+                }
+            }
+            crate::sync::write_action_counts(&mut out, &counts.actions)?;
+        }
+        None => writeln!(out, "No runs yet.")?,
+    }
+    writeln!(
+        out,
+        "Whole ledger ({} invitations):",
+        counts.ledger.values().sum::<u64>()
+    )?;
+    for (state, n) in &counts.ledger {
+        writeln!(out, "  {state:<11} {n}")?;
+    }
+    if !counts.top_errors.is_empty() {
+        writeln!(
+            out,
+            "Most common errors of failed and rejected invitations:"
+        )?;
+        for (err, n) in &counts.top_errors {
+            writeln!(out, "  {n} × {err}")?;
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
+    let mut ledger = open_existing(global)?;
+    if a.actions {
+        crate::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        return Ok(Exit::Ok);
+    }
+    write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
+    Ok(Exit::Ok)
+}
+
+/// Writes rows as CSV a spreadsheet opens safely.
+pub(crate) fn write_export(
+    ledger: &mut Ledger,
+    run: Option<RunId>,
+    statuses: &[RowStatus],
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = match path {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let csv = std::cell::RefCell::new(csv::Writer::from_writer(std::io::BufWriter::new(sink)));
+    let csv_err = |e: csv::Error| std::io::Error::other(e);
+    ledger
+        .export(
+            run,
+            statuses,
+            &mut |table| {
+                let header = table
+                    .input_columns
+                    .iter()
+                    .map(|c| spreadsheet_safe(c))
+                    .chain(input::RESULTS_COLUMNS.iter().map(|c| c.to_string()));
+                csv.borrow_mut().write_record(header).map_err(csv_err)
+            },
+            &mut |row| {
+                let tail = [
+                    row.status,
+                    row.error.unwrap_or_default(),
+                    row.customer_id.map(|v| v.to_string()).unwrap_or_default(),
+                    row.access_user_id
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    row.attempts.to_string(),
+                    row.updated_at,
+                ];
+                csv.borrow_mut()
+                    .write_record(
+                        row.cells
+                            .iter()
+                            .map(|c| spreadsheet_safe(c))
+                            .chain(tail.iter().map(|c| spreadsheet_safe(c))),
+                    )
+                    .map_err(csv_err)
+            },
+        )
+        .or_else(ignore_broken_pipe)?;
+    csv.borrow_mut()
+        .flush()
+        .or_else(|e| ignore_broken_pipe(ledger::Error::Output(e)))?;
+    Ok(())
+}
+
+pub(crate) fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> {
+    match &e {
+        ledger::Error::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// Escapes a cell that a spreadsheet would run as a formula.
+///
+/// ```
+/// use bbinvite::app::spreadsheet_safe;
+/// assert_eq!(spreadsheet_safe("=1+1"), "'=1+1");
+/// assert_eq!(spreadsheet_safe("Acme"), "Acme");
+/// ```
+pub fn spreadsheet_safe(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_string(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct CustomerLine<'a> {
+    id: i64,
+    name: &'a str,
+    normalized: String,
+    reference: Option<&'a str>,
+    status: &'static str,
+    ambiguous: bool,
+}
+
+pub(crate) async fn customers(
+    global: &Global,
+    a: cli::CustomersArgs,
+    stop: CancellationToken,
+) -> anyhow::Result<Exit> {
+    let path = ledger_path(global, false);
+    let (_lock, mut ledger) = open_ledger(&path)?;
+    let api = connect(global, false, Reach::reading(a.rate, stop)).await?;
+    let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
+    let list: Vec<&Customer> = match &a.search {
+        Some(t) => dir.search(t),
+        None => dir.customers().iter().collect(),
+    };
+    let lines: Vec<CustomerLine<'_>> = list
+        .iter()
+        .map(|c| CustomerLine {
+            id: c.id,
+            name: &c.name,
+            normalized: crate::resolve::normalize(&c.name),
+            reference: c.reference.as_deref(),
+            status: c.status.as_str(),
+            ambiguous: dir.namesakes(c) > 1,
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &lines)?;
+        writeln!(out)?;
+        return Ok(Exit::Ok);
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<14} {:<10} name",
+        "id", "reference", "status"
+    )?;
+    for l in &lines {
+        writeln!(
+            out,
+            "{:>8}  {:<14} {:<10} {}{}",
+            l.id,
+            l.reference.unwrap_or("-"),
+            l.status,
+            l.name,
+            if l.ambiguous {
+                "  (name shared: resolve by id or reference)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(out, "{} of {} customers", lines.len(), dir.len())?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_escaped() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("+1"), "'+1");
+        assert_eq!(spreadsheet_safe("-1"), "'-1");
+        assert_eq!(spreadsheet_safe("@x"), "'@x");
+        assert_eq!(spreadsheet_safe("\tx"), "'\tx");
+        assert_eq!(spreadsheet_safe("plain"), "plain");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
+}

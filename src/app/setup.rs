@@ -1,0 +1,389 @@
+//! Setting up a command: the API and its limiter, the ledger, the inputs, the
+//! directory and the resolver, and the reader thread. Nothing here sends an invitation.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// Setting up: the API, the ledger, the inputs, the directory.
+
+/// The API to talk to, with the limiter every request waits on.
+pub(crate) struct Api {
+    pub(crate) client: Arc<Client>,
+    pub(crate) base_url: String,
+    /// Tries for read-only calls made outside the send stage.
+    pub(crate) max_attempts: u32,
+    pub(crate) stop: CancellationToken,
+    /// Keeps an in-process sandbox alive for the command's length.
+    _sandbox: Option<sandbox::Sandbox>,
+}
+
+/// How an [`Api`] is reached and how hard it is tried.
+pub(crate) struct Reach {
+    limiter: Arc<Limiter>,
+    timeout: Duration,
+    pool: usize,
+    max_attempts: u32,
+    stop: CancellationToken,
+}
+
+impl Reach {
+    /// For commands that only read: the given rate, default tries.
+    pub(crate) fn reading(rate: NonZeroU32, stop: CancellationToken) -> Reach {
+        Reach {
+            limiter: Arc::new(Limiter::new(rate, rate, stop.clone())),
+            timeout: Duration::from_secs(30),
+            pool: 4,
+            max_attempts: 5,
+            stop,
+        }
+    }
+
+    pub(crate) fn sending(
+        settings: &crate::send::Settings,
+        send: &SendArgs,
+        stop: CancellationToken,
+    ) -> Reach {
+        Reach {
+            limiter: Arc::new(Limiter::new(settings.rate, settings.burst, stop.clone())),
+            timeout: send.timeout,
+            pool: settings.concurrency,
+            max_attempts: settings.max_attempts,
+            stop,
+        }
+    }
+}
+
+pub(crate) async fn connect(
+    global: &Global,
+    use_sandbox: bool,
+    reach: Reach,
+) -> anyhow::Result<Api> {
+    let Reach {
+        limiter,
+        timeout,
+        pool,
+        max_attempts,
+        stop,
+    } = reach;
+    let (base_url, credentials, sandbox) = if use_sandbox {
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let sb = sandbox::Sandbox::start(addr, sandbox::Config::samples())
+            .await
+            .context("cannot start the built-in sandbox")?;
+        // The sandbox accepts any bearer token; no real credential is ever involved.
+        (
+            sb.base_url(),
+            Credentials::ApiKey(Secret::new("sandbox")),
+            Some(sb),
+        )
+    } else {
+        (cli::base_url(global)?, cli::credentials_from_env()?, None)
+    };
+    let client = Client::new(ClientConfig {
+        base_url: base_url.clone(),
+        credentials,
+        timeout,
+        pool_size: pool,
+    })
+    .map_err(|e| anyhow!("{e}"))?
+    .with_gate(limiter);
+    Ok(Api {
+        client: Arc::new(client),
+        base_url,
+        max_attempts,
+        stop,
+        _sandbox: sandbox,
+    })
+}
+
+pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
+    global.ledger.clone().unwrap_or_else(|| {
+        PathBuf::from(if sandbox {
+            cli::SANDBOX_LEDGER
+        } else {
+            cli::DEFAULT_LEDGER
+        })
+    })
+}
+
+/// Locks, then opens, the ledger: a second run on it exits 4 at once.
+pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<(LedgerLock, Ledger)> {
+    let lock = LedgerLock::acquire(path)?;
+    let ledger = Ledger::open(path)?;
+    Ok((lock, ledger))
+}
+
+/// Opens every input before anything is sent, so an unreadable one stops the command.
+pub(crate) fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
+    let opts = cli::input_options(a);
+    let mut readers = Vec::with_capacity(a.files.len());
+    for file in &a.files {
+        let reader = input::open(file, &opts)?;
+        let cols = reader.columns();
+        let names_customer = cols.has(Field::Customer)
+            || cols.has(Field::CustomerId)
+            || cols.has(Field::CustomerReference);
+        if a.customer.is_none() && !names_customer {
+            bail!(
+                "{}: no customer column (found: {}); add one (Customer Name, customer_id or customer_reference), map one with --map customer=COLUMN, or send every row to one customer with --customer NAME",
+                reader.file(),
+                cols.names.join(", ")
+            );
+        }
+        readers.push(reader);
+    }
+    Ok(readers)
+}
+
+/// The customer directory: the ledger's copy while fresh, else every page from the API
+/// (transient failures retried).
+pub(crate) async fn load_directory(
+    ledger: &mut Ledger,
+    api: &Api,
+    ttl: Duration,
+    refresh: bool,
+) -> anyhow::Result<Directory> {
+    if !refresh && let Some(cached) = ledger.cached_customers(&api.base_url, ttl)? {
+        return Ok(Directory::new(cached));
+    }
+    let customers = with_retries(api.max_attempts, &api.stop, || api.client.all_customers())
+        .await
+        .map_err(api_abort)?;
+    ledger.store_customers(&api.base_url, &customers)?;
+    Ok(Directory::new(customers))
+}
+
+/// An API failure that stops a command before its rows: exit 3.
+pub(crate) fn api_abort(e: ApiError) -> anyhow::Error {
+    anyhow::Error::new(Aborted(match &e {
+        ApiError::Unauthorized(m) => format!("authentication failed: {m}"),
+        other => format!("cannot use the API: {}", crate::send::explain(other)),
+    }))
+}
+
+// ---------------------------------------------------------------------------------
+// Resolving rows to customers.
+
+/// Turns a row's customer columns into a customer id.
+pub(crate) struct Resolver {
+    directory: Option<Directory>,
+    /// `--customer`: every row goes here.
+    fixed: Option<Resolved>,
+    references: ReferenceCache,
+    /// Each raw customer name's answer: a file names the same customers over and over,
+    /// and folding Unicode per row is the costliest part of resolving.
+    names: HashMap<String, Result<Resolved, Unresolved>>,
+    client: Option<Arc<Client>>,
+    max_attempts: u32,
+    stop: CancellationToken,
+}
+
+/// Raw names remembered at most; past this the memo starts afresh, so memory stays flat
+/// whatever the file.
+pub(crate) const NAME_MEMO: usize = 100_000;
+
+impl Resolver {
+    pub(crate) async fn resolve(&mut self, who: &Invitee) -> Result<Resolved, Unresolved> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
+        }
+        if let Some(id) = who.customer_id {
+            return match &self.directory {
+                Some(d) => d.by_id(id),
+                None => Ok(Resolved {
+                    id,
+                    status: crate::api::types::CustomerStatus::Active,
+                }),
+            };
+        }
+        if let Some(reference) = who
+            .customer_reference
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        {
+            if let Some(known) = self.references.get(reference) {
+                return known.clone();
+            }
+            let answer = match &self.client {
+                None => Err(Unresolved::LookupFailed {
+                    reference: reference.into(),
+                    error: "no API to ask".into(),
+                }),
+                Some(client) => match with_retries(self.max_attempts, &self.stop, || {
+                    client.customer_by_reference(reference.trim())
+                })
+                .await
+                {
+                    Ok(Some(c)) => Ok(Resolved {
+                        id: c.id,
+                        status: c.status,
+                    }),
+                    Ok(None) => Err(Unresolved::UnknownReference {
+                        reference: reference.trim().into(),
+                    }),
+                    Err(e) => Err(Unresolved::LookupFailed {
+                        reference: reference.into(),
+                        error: crate::send::explain(&e),
+                    }),
+                },
+            };
+            self.references.insert(reference, answer.clone());
+            return answer;
+        }
+        match (&who.customer, &self.directory) {
+            (Some(name), Some(d)) => {
+                if let Some(known) = self.names.get(name.as_str()) {
+                    return known.clone();
+                }
+                if self.names.len() >= NAME_MEMO {
+                    self.names.clear();
+                }
+                let answer = d.by_name(name);
+                self.names.insert(name.clone(), answer.clone());
+                answer
+            }
+            (Some(name), None) => Err(Unresolved::NotFound {
+                name: name.clone(),
+                suggestions: vec![],
+            }),
+            (None, _) => Err(Unresolved::Missing),
+        }
+    }
+}
+
+/// Builds the resolver: loads the directory when some row resolves by name.
+pub(crate) async fn resolver(
+    ledger: &mut Ledger,
+    api: &Api,
+    a: &InputArgs,
+    readers: &[Reader],
+) -> anyhow::Result<Resolver> {
+    // Ids are taken as given (a wrong one comes back from the API as a 404); the
+    // directory is fetched only when some row names its customer.
+    let by_name = a.customer.is_some() || readers.iter().any(|r| r.columns().has(Field::Customer));
+    let directory = if by_name {
+        Some(load_directory(ledger, api, a.customers_ttl, a.refresh_customers).await?)
+    } else {
+        None
+    };
+    let fixed = match (&a.customer, &directory) {
+        (Some(name), Some(d)) => Some(d.by_name(name).map_err(|u| anyhow!("--customer: {u}"))?),
+        _ => None,
+    };
+    Ok(Resolver {
+        directory,
+        fixed,
+        references: ReferenceCache::default(),
+        names: HashMap::new(),
+        client: Some(api.client.clone()),
+        max_attempts: api.max_attempts,
+        stop: api.stop.clone(),
+    })
+}
+
+/// A resolver from the ledger's copy of the directory alone, for `validate` without
+/// credentials; `no_api` is the reason the API cannot be used, returned when the copy
+/// is missing or stale.
+pub(crate) fn offline_resolver(
+    global: &Global,
+    ledger: &mut Ledger,
+    a: &InputArgs,
+    no_api: anyhow::Error,
+    stop: CancellationToken,
+) -> anyhow::Result<Resolver> {
+    let base_url = cli::base_url(global)?;
+    let Some(cached) = ledger.cached_customers(&base_url, a.customers_ttl)? else {
+        return Err(no_api);
+    };
+    let directory = Directory::new(cached);
+    let fixed = match &a.customer {
+        Some(name) => Some(
+            directory
+                .by_name(name)
+                .map_err(|u| anyhow!("--customer: {u}"))?,
+        ),
+        None => None,
+    };
+    if !global.quiet && !global.json {
+        eprintln!(
+            "bbinvite: no credentials: checking names against the ledger's copy of the directory"
+        );
+    }
+    Ok(Resolver {
+        directory: Some(directory),
+        fixed,
+        references: ReferenceCache::default(),
+        names: HashMap::new(),
+        client: None,
+        max_attempts: 1,
+        stop,
+    })
+}
+
+/// What the read and resolve stages make of one record.
+pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
+    let who = match &record.parsed {
+        Ok(who) => who,
+        Err(problems) => {
+            return Verdict::Invalid(
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+    };
+    match resolver.resolve(who).await {
+        Ok(r) => Verdict::Invite {
+            customer_id: r.id,
+            user: NewAccessUser {
+                email: who.email.clone(),
+                name: who.name.clone(),
+                id: who.user_id,
+                status: who.status,
+            },
+        },
+        Err(u) => Verdict::Unresolved {
+            customer_id: None,
+            reason: u.to_string(),
+        },
+    }
+}
+
+/// Reads every input on a thread of its own, in batches, into a bounded channel.
+pub(crate) fn spawn_reader(
+    readers: Vec<Reader>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<anyhow::Result<Vec<Record>>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        for reader in readers {
+            let mut batch = Vec::with_capacity(ADMIT_BATCH);
+            for item in reader {
+                if stop.is_cancelled() {
+                    return;
+                }
+                match item {
+                    Ok(record) => {
+                        batch.push(record);
+                        if batch.len() == ADMIT_BATCH
+                            && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        let _ = tx.blocking_send(Err(anyhow::Error::new(e)));
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
