@@ -296,3 +296,30 @@ fn validate_without_credentials_uses_the_ledgers_copy_of_the_directory() {
     assert!(text(&out).contains("HBN-105"), "{}", text(&out));
     assert_eq!(w.truth().requests_total, requests, "no request at all");
 }
+
+#[test]
+fn standard_input_is_read_as_a_file_named_stdin() {
+    let w = World::new();
+    let out = w
+        .cmd(&["run", "-", "--rate", "500"])
+        .write_stdin(invitees_csv(0, 4) + "not-an-email,Bad Row,Acme Telecom Ltd\n")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 4);
+    let out = w.run(&["validate", "-"]);
+    assert_eq!(
+        code(&out),
+        2,
+        "an empty standard input is unreadable input\n{}",
+        text(&out)
+    );
+    let out = w
+        .cmd(&["validate", "-"])
+        .write_stdin(
+            "email,name,customer\nx@y.example,X Y,Vertex Connect\nbad,Bad,Vertex Connect\n",
+        )
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("<stdin>:3: invalid"), "{}", text(&out));
+}
