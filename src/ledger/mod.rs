@@ -36,7 +36,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// SQLite's page cache, in KiB.
-const CACHE_KIB: i64 = 16 * 1024;
+const CACHE_KIB: i64 = 32 * 1024;
 /// WAL pages between automatic checkpoints (4 KiB pages: 32 MiB of WAL).
 const CHECKPOINT_PAGES: i64 = 8192;
 
@@ -849,15 +849,24 @@ impl Ledger {
             .ok()?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_in = stop.clone();
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
         let handle = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
                 let checkpoint = || {
                     let _ = other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 };
+                // As often as SQLite would on its own, by WAL size: each checkpoint
+                // ends in an fsync, so many small ones cost more than a few large.
+                let wal_big = || {
+                    std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_PAGES as u64 * 4096)
+                };
                 while !stop_in.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
-                    checkpoint();
+                    if wal_big() {
+                        checkpoint();
+                    }
                 }
                 checkpoint();
             })
