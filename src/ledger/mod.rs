@@ -819,7 +819,8 @@ impl Ledger {
 /// Checkpoints the WAL from a connection and thread of its own while a run writes, so
 /// the writer never stops to copy pages and fsync. Dropping it stops the thread.
 pub struct Checkpointer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropping it wakes the thread at once and tells it to end.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -828,7 +829,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -847,8 +848,7 @@ impl Ledger {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .ok()?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop_in = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         let handle = std::thread::Builder::new()
@@ -862,13 +862,12 @@ impl Ledger {
                 let wal_big = || {
                     std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_PAGES as u64 * 4096)
                 };
-                while !stop_in.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_EVERY);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                     if wal_big() {
                         checkpoint();
                     }
                 }
-                checkpoint();
+                // The last checkpoint is SQLite's own, when the ledger is closed.
             })
             .ok();
         if handle.is_none() {
@@ -877,7 +876,7 @@ impl Ledger {
                 .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
             return None;
         }
-        Some(Checkpointer { stop, handle })
+        Some(Checkpointer { stop: Some(stop), handle })
     }
 
     /// Checkpoints on this connection again, after a run.
