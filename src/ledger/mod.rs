@@ -862,7 +862,9 @@ impl Ledger {
                 let wal_big = || {
                     std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_PAGES as u64 * 4096)
                 };
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
                     if wal_big() {
                         checkpoint();
                     }
@@ -876,7 +878,10 @@ impl Ledger {
                 .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
             return None;
         }
-        Some(Checkpointer { stop: Some(stop), handle })
+        Some(Checkpointer {
+            stop: Some(stop),
+            handle,
+        })
     }
 
     /// Checkpoints on this connection again, after a run.
