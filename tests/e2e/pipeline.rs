@@ -328,3 +328,52 @@ fn the_builtin_sandbox_runs_the_samples_with_no_account() {
         std::fs::remove_file(&ledger).unwrap();
     }
 }
+
+#[test]
+fn a_dry_run_reports_what_would_be_sent_and_sends_nothing() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 6));
+    assert_eq!(
+        code(&w.run(&["run", file.to_str().unwrap(), "--rate", "500"])),
+        0
+    );
+    let posted = posts(&w.truth());
+    let file = w.write(
+        "in.csv",
+        &(invitees_csv(0, 9) + "broken,Broken Row,Vertex Connect\n"),
+    );
+    let out = w.run(&["run", file.to_str().unwrap(), "--dry-run", "--json"]);
+    assert_eq!(code(&out), 1, "the bad row makes exit 1\n{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["would_send"], 3, "{v}");
+    assert_eq!(v["summary"]["already_done"], 6, "{v}");
+    assert_eq!(v["summary"]["invalid"], 1, "{v}");
+    assert_eq!(posts(&w.truth()), posted, "a dry run sends nothing");
+    assert_eq!(
+        w.status()["ledger"]["invited"].as_u64(),
+        Some(6),
+        "and records nothing"
+    );
+}
+
+#[test]
+fn without_a_terminal_progress_is_a_plain_line_every_few_seconds() {
+    let w = World::new();
+    // Two a second over 15 rows: long enough for at least one progress line.
+    let file = w.write("in.csv", &invitees_csv_ids(0, 15));
+    let out = w.run(&["run", file.to_str().unwrap(), "--rate", "2", "--burst", "1"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("bbinvite: run "))
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert!(
+        line.contains(" rows in ") && line.contains("invited"),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal escapes in a log: {stderr:?}"
+    );
+}
