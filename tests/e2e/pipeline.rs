@@ -377,3 +377,47 @@ fn without_a_terminal_progress_is_a_plain_line_every_few_seconds() {
         "no terminal escapes in a log: {stderr:?}"
     );
 }
+
+#[test]
+fn the_sandbox_command_serves_the_api_for_a_real_run() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"))
+        .args(["sandbox", "--addr", "127.0.0.1:0", "--page-cap", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(sandbox.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        first.starts_with("sandbox listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let out = assert_cmd::Command::cargo_bin("bbinvite")
+        .unwrap()
+        .current_dir(dir.path())
+        .env_clear()
+        .env("BILLINGBOOTH_API_KEY", API_KEY)
+        .env("BILLINGBOOTH_BASE_URL", &url)
+        .args([
+            "run",
+            samples("invitees.csv").to_str().unwrap(),
+            "--rate",
+            "500",
+            "--json",
+        ])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Three customers a page: the directory was paged to its end, whatever was asked.
+    assert_eq!(summary["statuses"]["invited"], 27, "{summary}");
+    assert_eq!(summary["statuses"]["unresolved"], 3, "{summary}");
+}
