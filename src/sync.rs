@@ -57,6 +57,8 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         Reach::sending(&settings, &a.send, stop.clone()),
     )
     .await?;
+    // Before any request: this ledger may belong to another API.
+    ledger.check_same_api(&api.base_url)?;
     api.client.authenticate().await.map_err(app::api_abort)?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();

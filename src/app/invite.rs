@@ -23,6 +23,8 @@ pub(crate) async fn invite_rows(
         Reach::sending(&settings, &send, stop.clone()),
     )
     .await?;
+    // Before any request: this ledger may belong to another API.
+    ledger.check_same_api(&api.base_url)?;
     api.client.authenticate().await.map_err(api_abort)?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
@@ -102,6 +104,8 @@ pub(crate) async fn retry(
         Reach::sending(&settings, &send, stop.clone()),
     )
     .await?;
+    // Before any request: this ledger may belong to another API.
+    ledger.check_same_api(&api.base_url)?;
     api.client.authenticate().await.map_err(api_abort)?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;

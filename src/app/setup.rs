@@ -6,9 +6,14 @@ use super::*;
 // ---------------------------------------------------------------------------------
 // Setting up: the API, the ledger, the inputs, the directory.
 
+/// How the ledger names the built-in sandbox of `--sandbox`.
+pub(crate) const BUILTIN_SANDBOX: &str = "the built-in sandbox";
+
 /// The API to talk to, with the limiter every request waits on.
 pub(crate) struct Api {
     pub(crate) client: Arc<Client>,
+    /// Which API this is, as the ledger records it: the base URL, or one name for every
+    /// built-in sandbox (whose port changes from run to run).
     pub(crate) base_url: String,
     /// Tries for read-only calls made outside the send stage.
     pub(crate) max_attempts: u32,
@@ -87,6 +92,11 @@ pub(crate) async fn connect(
     })
     .map_err(|e| anyhow!("{e}"))?
     .with_gate(limiter);
+    let base_url = if sandbox.is_some() {
+        BUILTIN_SANDBOX.to_string()
+    } else {
+        base_url
+    };
     Ok(Api {
         client: Arc::new(client),
         base_url,

@@ -61,6 +61,15 @@ pub enum Error {
     /// Writing what was read from the ledger failed (export, results).
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
+    /// The ledger belongs to another API.
+    #[error(
+        "the ledger {path} records invitations sent to {recorded}, not {now}; customer ids of two APIs are not the same customers, so use another --ledger for {now}"
+    )]
+    OtherApi {
+        path: PathBuf,
+        recorded: String,
+        now: String,
+    },
     /// The file was written by a newer bbinvite.
     #[error(
         "the ledger {path} has schema version {found}, newer than this bbinvite knows ({known}); upgrade bbinvite"
@@ -412,6 +421,30 @@ impl Ledger {
     /// Abandons the group transaction after a failed commit.
     pub fn rollback_group(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    /// Refuses an API other than the one this ledger's invitations were sent to: keys
+    /// are customer ids, and customer 42 of one account is not customer 42 of another,
+    /// so mixing them would skip invitations as already done.
+    pub fn check_same_api(&mut self, api: &str) -> Result<()> {
+        let recorded: Option<String> = self.sql(|c| {
+            c.query_row(
+                "SELECT base_url FROM runs WHERE command IN ('run', 'retry', 'sync')
+                 AND EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+                 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        match recorded {
+            Some(recorded) if recorded != api => Err(Error::OtherApi {
+                path: self.path.clone(),
+                recorded,
+                now: api.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Starts a run and returns its id.

@@ -421,3 +421,36 @@ fn the_sandbox_command_serves_the_api_for_a_real_run() {
     assert_eq!(summary["statuses"]["invited"], 27, "{summary}");
     assert_eq!(summary["statuses"]["unresolved"], 3, "{summary}");
 }
+
+#[test]
+fn a_ledger_refuses_an_api_other_than_its_own() {
+    let w = World::new();
+    let other = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 3));
+    assert_eq!(
+        code(&w.run(&["run", file.to_str().unwrap(), "--rate", "500"])),
+        0
+    );
+    // The same ledger, another API (another account's customer 101 is another customer).
+    let out = assert_cmd::Command::cargo_bin("bbinvite")
+        .unwrap()
+        .env_clear()
+        .env("BILLINGBOOTH_API_KEY", API_KEY)
+        .args(["run", file.to_str().unwrap(), "--ledger"])
+        .arg(w.ledger())
+        .arg("--base-url")
+        .arg(other.sandbox.base_url())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("use another --ledger"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        other.truth().requests_total,
+        0,
+        "nothing sent to the other API"
+    );
+}
