@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -794,13 +794,8 @@ fn finish(
     sender: &Sender,
     applied: anyhow::Result<()>,
 ) -> anyhow::Result<Exit> {
-    let written = writer.check();
-    drop(writer);
-    let mut ledger = thread
-        .join()
-        .ok_or_else(|| anyhow!("the ledger thread failed"))?;
     progress.finish();
-    written?;
+    let mut ledger = writer.close(thread)?;
     let run = ended.run;
     let abort = sender.abort_reason();
     let counts = ledger.status_counts(Some(run))?;

@@ -317,13 +317,8 @@ pub(crate) fn finish(
     pipeline: anyhow::Result<()>,
     results: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let written = writer.check();
-    drop(writer);
-    let mut ledger = thread
-        .join()
-        .ok_or_else(|| anyhow!("the ledger thread failed"))?;
     progress.finish();
-    written?;
+    let mut ledger = writer.close(thread)?;
     let abort = sender.abort_reason();
     let counts = ledger.status_counts(Some(run))?;
     let problems = counts

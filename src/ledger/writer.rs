@@ -93,6 +93,18 @@ impl Writer {
             .map_err(|_| anyhow::anyhow!("the ledger thread stopped"))
     }
 
+    /// Ends the run's writing: waits for every queued command, then gives the ledger
+    /// back, or the first write that failed. Every other clone must be dropped first.
+    pub fn close(self, thread: WriterThread) -> anyhow::Result<Ledger> {
+        let written = self.check();
+        drop(self);
+        let ledger = thread
+            .join()
+            .ok_or_else(|| anyhow::anyhow!("the ledger thread failed"))?;
+        written?;
+        Ok(ledger)
+    }
+
     /// The first write that failed, if any.
     pub fn check(&self) -> anyhow::Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
