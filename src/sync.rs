@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::AccessUser;
 use crate::api::{Client, Error as ApiError};
-use crate::app::{self, Aborted, Api, Exit, Reach, Resolver};
+use crate::app::{self, Aborted, Api, Exit, Resolver};
 use crate::cli::{self, Global, SyncArgs};
 use crate::input::{Columns, Field, Reader};
 use crate::ledger::{
@@ -51,15 +51,15 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     let path = app::ledger_path(global, a.input.sandbox);
     let (_lock, mut ledger) = app::open_ledger(&path)?;
     let settings = cli::send_settings(&a.send);
-    let api = app::connect(
+    let api = app::connect_to_send(
         global,
         a.input.sandbox,
-        Reach::sending(&settings, &a.send, stop.clone()),
+        &settings,
+        &a.send,
+        &mut ledger,
+        &stop,
     )
     .await?;
-    // Before any request: this ledger may belong to another API.
-    ledger.check_same_api(&api.base_url)?;
-    api.client.authenticate().await.map_err(app::api_abort)?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;

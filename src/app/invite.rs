@@ -17,15 +17,7 @@ pub(crate) async fn invite_rows(
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let api = connect(
-        global,
-        a.sandbox,
-        Reach::sending(&settings, &send, stop.clone()),
-    )
-    .await?;
-    // Before any request: this ledger may belong to another API.
-    ledger.check_same_api(&api.base_url)?;
-    api.client.authenticate().await.map_err(api_abort)?;
+    let api = connect_to_send(global, a.sandbox, &settings, &send, &mut ledger, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
@@ -98,15 +90,7 @@ pub(crate) async fn retry(
     }
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let api = connect(
-        global,
-        false,
-        Reach::sending(&settings, &send, stop.clone()),
-    )
-    .await?;
-    // Before any request: this ledger may belong to another API.
-    ledger.check_same_api(&api.base_url)?;
-    api.client.authenticate().await.map_err(api_abort)?;
+    let api = connect_to_send(global, false, &settings, &send, &mut ledger, &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
@@ -190,13 +174,20 @@ pub(crate) async fn feed_rows(
                 email,
                 verdict: verdict(record, resolver).await,
             });
-            origins.push(format!("{}:{}", record.file, record.line));
+            // Where a row came from is printed only with -v: no string per row otherwise.
+            origins.push(if verbose {
+                format!("{}:{}", record.file, record.line)
+            } else {
+                String::new()
+            });
         }
         let verdicts: Vec<Option<String>> = rows
             .iter()
             .map(|r| match &r.verdict {
-                Verdict::Invalid(m) | Verdict::Unresolved { reason: m, .. } => Some(m.clone()),
-                Verdict::Invite { .. } => None,
+                Verdict::Invalid(m) | Verdict::Unresolved { reason: m, .. } if verbose => {
+                    Some(m.clone())
+                }
+                _ => None,
             })
             .collect();
         let admitted = writer.call(move |l| l.admit(run, &rows, opts)).await?;

@@ -106,6 +106,27 @@ pub(crate) async fn connect(
     })
 }
 
+/// Connects for a command that sends: checks first that the ledger belongs to this API
+/// (before any request), then logs in, so wrong credentials stop it before any row.
+pub(crate) async fn connect_to_send(
+    global: &Global,
+    use_sandbox: bool,
+    settings: &crate::send::Settings,
+    send: &SendArgs,
+    ledger: &mut Ledger,
+    stop: &CancellationToken,
+) -> anyhow::Result<Api> {
+    let api = connect(
+        global,
+        use_sandbox,
+        Reach::sending(settings, send, stop.clone()),
+    )
+    .await?;
+    ledger.check_same_api(&api.base_url)?;
+    api.client.authenticate().await.map_err(api_abort)?;
+    Ok(api)
+}
+
 pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
     global.ledger.clone().unwrap_or_else(|| {
         PathBuf::from(if sandbox {

@@ -1,27 +1,10 @@
 //! Exactly once under faults: errors, drops, 429s, expiring tokens, kills, signals, locks.
 
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Child, Command as StdCommand};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 use bbinvite::sandbox::Faults;
-
-/// Starts `bbinvite ARGS` in the background (for kills and signals).
-fn spawn(w: &World, args: &[&str]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("bbinvite"))
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(w.ledger())
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Waits for a child, killing it if it outlives `limit` (a bound, not a timing assertion).
 fn wait_bounded(child: &mut Child, limit: Duration) -> i32 {
@@ -98,12 +81,12 @@ fn sigkill_at_any_moment_then_rerun_invites_each_key_exactly_once() {
     ];
     // Kill points spread over the run; fixed so the test is repeatable.
     for kill_after_ms in [150u64, 400, 90, 700] {
-        let mut child = spawn(&w, &args);
+        let mut child = spawn_background(&w, &args);
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
-    let mut child = spawn(&w, &args);
+    let mut child = spawn_background(&w, &args);
     let code = wait_bounded(&mut child, Duration::from_secs(120));
     assert_eq!(code, 0);
     let t = w.truth();
@@ -120,7 +103,7 @@ fn sigterm_stops_with_exit_3_and_the_rerun_completes() {
         ..w.sandbox.faults()
     });
     let file = w.write("in.csv", &invitees_csv(0, 400));
-    let mut child = spawn(
+    let mut child = spawn_background(
         &w,
         &[
             "run",
@@ -257,7 +240,7 @@ fn a_run_against_a_down_api_aborts_in_bounded_time_then_a_healthy_rerun_complete
         ..w.sandbox.faults()
     });
     let file = w.write("in.csv", &invitees_csv_ids(0, 50));
-    let mut child = spawn(&w, &["run", file.to_str().unwrap(), "--rate", "1000"]);
+    let mut child = spawn_background(&w, &["run", file.to_str().unwrap(), "--rate", "1000"]);
     assert_eq!(wait_bounded(&mut child, Duration::from_secs(90)), 3);
     w.faults(Faults {
         down: false,
@@ -276,7 +259,7 @@ fn two_concurrent_runs_the_second_exits_4() {
         ..w.sandbox.faults()
     });
     let file = w.write("in.csv", &invitees_csv(0, 200));
-    let mut first = spawn(
+    let mut first = spawn_background(
         &w,
         &[
             "run",
@@ -352,7 +335,7 @@ fn a_stopping_run_lets_no_waiting_request_through_the_limiter() {
     let w = World::new();
     let file = w.write("in.csv", &invitees_csv_ids(0, 100));
     // Two requests a second, eight workers: most of them wait on the limiter.
-    let mut child = spawn(
+    let mut child = spawn_background(
         &w,
         &[
             "run",
