@@ -49,17 +49,12 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     let started = Instant::now();
     let readers = app::open_inputs(&a.input)?;
     let path = app::ledger_path(global, a.input.sandbox);
+    // A plan writes no results, so only a sync that applies needs a place for them.
+    let results = a.send.results.as_deref().filter(|_| !a.plan);
+    let endpoint = app::before_sending(global, &path, a.input.sandbox, results)?;
     let (_lock, mut ledger) = app::open_ledger(&path)?;
     let settings = cli::send_settings(&a.send);
-    let api = app::connect_to_send(
-        global,
-        a.input.sandbox,
-        &settings,
-        &a.send,
-        &mut ledger,
-        &stop,
-    )
-    .await?;
+    let api = app::connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;
@@ -795,10 +790,10 @@ fn finish(
     applied: anyhow::Result<()>,
 ) -> anyhow::Result<Exit> {
     progress.finish();
-    let mut ledger = writer.close(thread)?;
+    let mut ledger = writer.close(thread).map_err(app::after_start)?;
     let run = ended.run;
     let abort = sender.abort_reason();
-    let counts = ledger.status_counts(Some(run))?;
+    let counts = ledger.status_counts(Some(run)).map_err(app::after_start)?;
     let row_problems = counts
         .rows
         .iter()
@@ -809,18 +804,24 @@ fn finish(
             .is_some_and(|n| *n > 0)
     });
     let refused = ended.plan.refusals().next().is_some();
-    let (exit, outcome) = match (&applied, &abort) {
-        (Err(e), _) => (app::exit_for(e), format!("error: {e:#}")),
+    let (mut exit, mut outcome) = match (&applied, &abort) {
+        (Err(e), _) => (app::late_exit(e), format!("error: {}", app::error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
         (Ok(()), None) if row_problems || failed_actions || refused => {
             (Exit::Problems, "completed with problems".to_string())
         }
         (Ok(()), None) => (Exit::Ok, "completed".to_string()),
     };
-    ledger.finish_run(run, &outcome, exit as i32)?;
-    if let Some(path) = ended.results {
-        app::write_export(&mut ledger, Some(run), &[], Some(path))?;
+    let unwritten = ended
+        .results
+        .and_then(|path| app::write_results(&mut ledger, run, path).err());
+    if let Some(e) = &unwritten {
+        exit = app::late_exit(e);
+        outcome = format!("{outcome}; {}", app::error_line(e));
     }
+    ledger
+        .finish_run(run, &outcome, exit as i32)
+        .map_err(app::after_start)?;
     let summary = Summary {
         command: "sync",
         run,
@@ -846,8 +847,12 @@ fn finish(
             .collect(),
     };
     report::print_summary(global, &summary, ended.plan, &counts.top_errors)
-        .or_else(report::broken_pipe_is_fine)?;
-    applied?;
+        .or_else(report::broken_pipe_is_fine)
+        .map_err(app::after_start)?;
+    applied.map_err(app::after_start)?;
+    if let Some(e) = unwritten {
+        return Err(e);
+    }
     if let Some(reason) = abort {
         return Err(anyhow::Error::new(Aborted(reason.to_string())));
     }
