@@ -83,6 +83,9 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         });
     }
     let run = ledger.begin_run("sync", &api.base_url, &files, false)?;
+    // Under the lock, a resend still `sending` was cut off by a sync that died: say so
+    // once, here; it is not sent again in its period.
+    let interrupted = ledger.settle_interrupted_resends(report::UNCONFIRMED_RESEND)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "sync");
     progress.seen(sheet.rows.len() as u64);
     progress.reading_done();
@@ -110,6 +113,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         customers: customers.len(),
         plan: &plan,
         results: a.send.results.as_deref(),
+        interrupted,
     };
     finish(global, ended, writer, thread, &progress, &sender, applied)
 }
@@ -777,6 +781,8 @@ struct Ended<'a> {
     customers: usize,
     plan: &'a Plan,
     results: Option<&'a Path>,
+    /// Resends of earlier syncs found cut off in flight, told in this summary.
+    interrupted: u64,
 }
 
 /// Commits, closes the run, writes `--results`, prints the summary, picks the exit code.
@@ -834,6 +840,7 @@ fn finish(
         statuses: counts.rows.clone(),
         actions: counts.actions.clone(),
         prune_waiting_for_yes: ended.plan.waiting_for_yes(),
+        resends_unconfirmed: ended.interrupted,
         prune_refused: ended
             .plan
             .refusals()
