@@ -518,7 +518,15 @@ mod tests {
     fn numbers_are_held_to_sane_bounds() {
         assert_eq!(parse_rate("500").unwrap().get(), 500);
         assert_eq!(parse_rate("1000000").unwrap().get(), 1_000_000);
-        for bad in ["0", "1000001", "4294967295", "99999999999", "-1", "1.5", "x"] {
+        for bad in [
+            "0",
+            "1000001",
+            "4294967295",
+            "99999999999",
+            "-1",
+            "1.5",
+            "x",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
         assert!(parse_concurrency("1024").is_ok() && parse_concurrency("1025").is_err());
