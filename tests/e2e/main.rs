@@ -8,6 +8,7 @@
 
 mod faults;
 mod pipeline;
+mod preflight;
 mod spreadsheets;
 mod sync;
 mod util;
