@@ -113,16 +113,16 @@ pub struct InputArgs {
 #[derive(Debug, ClapArgs, Clone)]
 pub struct SendArgs {
     /// Requests per second, all requests counted
-    #[arg(long, default_value = "5")]
+    #[arg(long, default_value = "5", value_parser = parse_rate)]
     pub rate: NonZeroU32,
     /// Requests that may leave at once above the rate (default: a tenth of the rate, at least 1)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     pub burst: Option<NonZeroU32>,
     /// Requests in flight at most
-    #[arg(long, default_value = "4")]
+    #[arg(long, default_value = "4", value_parser = parse_concurrency)]
     pub concurrency: NonZeroU32,
     /// Tries per invitation before it is recorded failed
-    #[arg(long, default_value = "5")]
+    #[arg(long, default_value = "5", value_parser = parse_attempts)]
     pub max_attempts: NonZeroU32,
     /// Seconds to wait for an answer
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
@@ -151,7 +151,7 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
     /// Requests per second for the reads validation needs (the directory, references)
-    #[arg(long, default_value_t = DEFAULT_CHECK_RATE)]
+    #[arg(long, default_value_t = DEFAULT_CHECK_RATE, value_parser = parse_rate)]
     pub rate: NonZeroU32,
 }
 
@@ -164,7 +164,7 @@ pub struct RetryArgs {
 #[derive(Debug, ClapArgs)]
 pub struct StatusArgs {
     /// The run to count (default: the last)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_run)]
     pub run: Option<i64>,
 }
 
@@ -207,7 +207,7 @@ pub struct ExportArgs {
     #[arg(long = "status", value_parser = parse_status)]
     pub statuses: Vec<RowStatus>,
     /// The run to export (default: the last)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_run)]
     pub run: Option<i64>,
     /// Write here instead of standard output
     #[arg(long, short)]
@@ -226,7 +226,7 @@ pub struct CustomersArgs {
     #[arg(long)]
     pub search: Option<String>,
     /// Requests per second while fetching the directory
-    #[arg(long, default_value_t = DEFAULT_CHECK_RATE)]
+    #[arg(long, default_value_t = DEFAULT_CHECK_RATE, value_parser = parse_rate)]
     pub rate: NonZeroU32,
     /// Reuse the ledger's copy while younger than this
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -258,19 +258,76 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+/// The most `--rate` and `--burst` take: a million requests a second is no limit at all.
+const MAX_RATE: u32 = 1_000_000;
+/// The most requests in flight: far past what any API lets one client keep open.
+const MAX_CONCURRENCY: u32 = 1024;
+/// The most tries per request: past this a retry only delays the verdict.
+const MAX_ATTEMPTS: u32 = 100;
+/// `--timeout` bounds, in seconds: below a tenth no answer arrives; above an hour a hung
+/// connection holds the run for good.
+const TIMEOUT_SECS: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
+/// The longest `--customers-ttl`: a year-old directory is a stale directory.
+const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
+
+/// A whole number from 1 to `max`.
+fn parse_bounded(s: &str, max: u32) -> Result<NonZeroU32, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number from 1 to {max}, got \"{s}\""))?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= max)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("must be from 1 to {max}"))
+}
+
+fn parse_rate(s: &str) -> Result<NonZeroU32, String> {
+    parse_bounded(s, MAX_RATE)
+}
+
+fn parse_concurrency(s: &str) -> Result<NonZeroU32, String> {
+    parse_bounded(s, MAX_CONCURRENCY)
+}
+
+fn parse_attempts(s: &str) -> Result<NonZeroU32, String> {
+    parse_bounded(s, MAX_ATTEMPTS)
+}
+
+fn parse_run(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a run number (1 or more, as `bbinvite status` shows), got \"{s}\""
+        )),
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 30m, 1h, 3600)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (e.g. 30m, 1h, 3600)"))?
+        }
+    };
+    if d > MAX_TTL {
+        return Err("must be at most 366 days".into());
+    }
+    Ok(d)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
+        .trim()
         .parse()
         .map_err(|_| format!("expected seconds, got \"{s}\""))?;
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err("must be more than 0".into());
+    if !(secs.is_finite() && TIMEOUT_SECS.contains(&secs)) {
+        return Err(format!(
+            "must be from {} to {} seconds",
+            TIMEOUT_SECS.start(),
+            TIMEOUT_SECS.end()
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -371,29 +428,33 @@ pub fn base_url(global: &Global) -> anyhow::Result<String> {
 
 /// Credentials from the environment: an API key, or e-mail with password (or a file
 /// holding it). Never from the command line, where `ps` and shell history would show them.
+/// A value with a control character in it is refused, naming the variable, never the value.
 pub fn credentials_from_env() -> anyhow::Result<Credentials> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     if let Some(key) = var("BILLINGBOOTH_API_KEY") {
-        return Ok(Credentials::ApiKey(Secret::new(key.trim())));
+        let key = no_control("BILLINGBOOTH_API_KEY", key.trim())?;
+        return Ok(Credentials::ApiKey(Secret::new(key)));
     }
     let Some(email) = var("BILLINGBOOTH_EMAIL") else {
         bail!(
             "no credentials: set BILLINGBOOTH_API_KEY, or BILLINGBOOTH_EMAIL with BILLINGBOOTH_PASSWORD (or BILLINGBOOTH_PASSWORD_FILE); or try --sandbox"
         );
     };
+    let email = no_control("BILLINGBOOTH_EMAIL", email.trim())?;
     let password = match (
         var("BILLINGBOOTH_PASSWORD"),
         var("BILLINGBOOTH_PASSWORD_FILE"),
     ) {
-        (Some(p), _) => p,
+        (Some(p), _) => no_control("BILLINGBOOTH_PASSWORD", end_of_line_trimmed(&p))?,
         (None, Some(file)) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read BILLINGBOOTH_PASSWORD_FILE {file}"))?;
-            let p = text.trim_end_matches(['\n', '\r']).to_string();
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                anyhow!("cannot read BILLINGBOOTH_PASSWORD_FILE {file}: {e}; check the path and its permissions")
+            })?;
+            let p = end_of_line_trimmed(&text);
             if p.is_empty() {
                 bail!("BILLINGBOOTH_PASSWORD_FILE {file} is empty");
             }
-            p
+            no_control("BILLINGBOOTH_PASSWORD_FILE", p)?
         }
         (None, None) => {
             return Err(anyhow!(
@@ -402,9 +463,25 @@ pub fn credentials_from_env() -> anyhow::Result<Credentials> {
         }
     };
     Ok(Credentials::Password {
-        email: email.trim().to_string(),
+        email,
         password: Secret::new(password),
     })
+}
+
+/// A password as a file or `echo` leaves it: without the line's end.
+fn end_of_line_trimmed(text: &str) -> &str {
+    text.trim_end_matches(['\n', '\r'])
+}
+
+/// The value, unless a control character is in it: then an error naming the variable
+/// (never the value: it is a secret, or half of one).
+fn no_control(variable: &str, value: &str) -> anyhow::Result<String> {
+    if value.chars().any(char::is_control) {
+        bail!(
+            "{variable} contains a control character (a stray newline from `echo`?); set it again without one"
+        );
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]
@@ -435,6 +512,47 @@ mod tests {
             (Field::Email, "E-mail Address".into())
         );
         assert!(parse_map("nope").is_err());
+    }
+
+    #[test]
+    fn numbers_are_held_to_sane_bounds() {
+        assert_eq!(parse_rate("500").unwrap().get(), 500);
+        assert_eq!(parse_rate("1000000").unwrap().get(), 1_000_000);
+        for bad in [
+            "0",
+            "1000001",
+            "4294967295",
+            "99999999999",
+            "-1",
+            "1.5",
+            "x",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_concurrency("1024").is_ok() && parse_concurrency("1025").is_err());
+        assert!(parse_attempts("100").is_ok() && parse_attempts("101").is_err());
+        assert_eq!(parse_secs("2.5").unwrap(), Duration::from_millis(2500));
+        for bad in ["1e300", "inf", "NaN", "0", "0.01", "3601", "-5"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("366days").is_ok());
+        assert!(parse_duration("367days").is_err());
+        assert!(parse_duration("500000000years").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
+        assert_eq!(parse_run("3").unwrap(), 3);
+        assert!(parse_run("0").is_err() && parse_run("-2").is_err());
+    }
+
+    #[test]
+    fn a_credential_with_a_control_character_is_named_not_shown() {
+        assert_eq!(no_control("V", "abc").unwrap(), "abc");
+        let e = no_control("BILLINGBOOTH_API_KEY", "sk\nhidden")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("BILLINGBOOTH_API_KEY contains a control character"));
+        assert!(!e.contains("hidden"));
+        assert_eq!(end_of_line_trimmed("pw\r\n"), "pw");
+        assert_eq!(end_of_line_trimmed("pw \n"), "pw ");
     }
 
     #[test]

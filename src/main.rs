@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             Err(e) => {
                 let exit = app::exit_for(&e);
                 if !is_broken_pipe(&e) {
-                    eprintln!("bbinvite: {e:#}");
+                    eprintln!("bbinvite: {}", app::error_line(&e));
                 }
                 exit
             }

@@ -49,17 +49,12 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     let started = Instant::now();
     let readers = app::open_inputs(&a.input)?;
     let path = app::ledger_path(global, a.input.sandbox);
+    // A plan writes no results, so only a sync that applies needs a place for them.
+    let results = a.send.results.as_deref().filter(|_| !a.plan);
+    let endpoint = app::before_sending(global, &path, a.input.sandbox, results)?;
     let (_lock, mut ledger) = app::open_ledger(&path)?;
     let settings = cli::send_settings(&a.send);
-    let api = app::connect_to_send(
-        global,
-        a.input.sandbox,
-        &settings,
-        &a.send,
-        &mut ledger,
-        &stop,
-    )
-    .await?;
+    let api = app::connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;
@@ -88,6 +83,9 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         });
     }
     let run = ledger.begin_run("sync", &api.base_url, &files, false)?;
+    // Under the lock, a resend still `sending` was cut off by a sync that died: say so
+    // once, here; it is not sent again in its period.
+    let interrupted = ledger.settle_interrupted_resends(report::UNCONFIRMED_RESEND)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "sync");
     progress.seen(sheet.rows.len() as u64);
     progress.reading_done();
@@ -115,6 +113,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         customers: customers.len(),
         plan: &plan,
         results: a.send.results.as_deref(),
+        interrupted,
     };
     finish(global, ended, writer, thread, &progress, &sender, applied)
 }
@@ -782,6 +781,8 @@ struct Ended<'a> {
     customers: usize,
     plan: &'a Plan,
     results: Option<&'a Path>,
+    /// Resends of earlier syncs found cut off in flight, told in this summary.
+    interrupted: u64,
 }
 
 /// Commits, closes the run, writes `--results`, prints the summary, picks the exit code.
@@ -795,10 +796,10 @@ fn finish(
     applied: anyhow::Result<()>,
 ) -> anyhow::Result<Exit> {
     progress.finish();
-    let mut ledger = writer.close(thread)?;
+    let mut ledger = writer.close(thread).map_err(app::after_start)?;
     let run = ended.run;
     let abort = sender.abort_reason();
-    let counts = ledger.status_counts(Some(run))?;
+    let counts = ledger.status_counts(Some(run)).map_err(app::after_start)?;
     let row_problems = counts
         .rows
         .iter()
@@ -809,18 +810,24 @@ fn finish(
             .is_some_and(|n| *n > 0)
     });
     let refused = ended.plan.refusals().next().is_some();
-    let (exit, outcome) = match (&applied, &abort) {
-        (Err(e), _) => (app::exit_for(e), format!("error: {e:#}")),
+    let (mut exit, mut outcome) = match (&applied, &abort) {
+        (Err(e), _) => (app::late_exit(e), format!("error: {}", app::error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
         (Ok(()), None) if row_problems || failed_actions || refused => {
             (Exit::Problems, "completed with problems".to_string())
         }
         (Ok(()), None) => (Exit::Ok, "completed".to_string()),
     };
-    ledger.finish_run(run, &outcome, exit as i32)?;
-    if let Some(path) = ended.results {
-        app::write_export(&mut ledger, Some(run), &[], Some(path))?;
+    let unwritten = ended
+        .results
+        .and_then(|path| app::write_results(&mut ledger, run, path).err());
+    if let Some(e) = &unwritten {
+        exit = app::late_exit(e);
+        outcome = format!("{outcome}; {}", app::error_line(e));
     }
+    ledger
+        .finish_run(run, &outcome, exit as i32)
+        .map_err(app::after_start)?;
     let summary = Summary {
         command: "sync",
         run,
@@ -833,6 +840,7 @@ fn finish(
         statuses: counts.rows.clone(),
         actions: counts.actions.clone(),
         prune_waiting_for_yes: ended.plan.waiting_for_yes(),
+        resends_unconfirmed: ended.interrupted,
         prune_refused: ended
             .plan
             .refusals()
@@ -846,8 +854,12 @@ fn finish(
             .collect(),
     };
     report::print_summary(global, &summary, ended.plan, &counts.top_errors)
-        .or_else(report::broken_pipe_is_fine)?;
-    applied?;
+        .or_else(report::broken_pipe_is_fine)
+        .map_err(app::after_start)?;
+    applied.map_err(app::after_start)?;
+    if let Some(e) = unwritten {
+        return Err(e);
+    }
     if let Some(reason) = abort {
         return Err(anyhow::Error::new(Aborted(reason.to_string())));
     }

@@ -42,13 +42,33 @@ pub(crate) async fn check_files(
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
     let path = ledger_path(global, a.sandbox);
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    ledger_folder(&path)?;
     // Only the directory and references need the API. Without credentials, a fresh
-    // copy of the directory in the ledger is enough to check names.
-    let mut resolver = match connect(global, a.sandbox, Reach::reading(rate, stop.clone())).await {
-        Ok(api) => resolver(&mut ledger, &api, a, &readers).await?,
-        Err(e) => offline_resolver(global, &mut ledger, a, e, stop)?,
+    // copy of the directory in the ledger is enough to check names; with no ledger
+    // there is no copy, and none is created just to find that out.
+    let endpoint = match endpoint(global, a.sandbox) {
+        Err(no_api) if !path.exists() => return Err(no_api),
+        other => other,
     };
+    let (_lock, mut ledger) = open_ledger(&path)?;
+    let resolver = match endpoint {
+        Ok(endpoint) => {
+            let api = connect(endpoint, Reach::reading(rate, stop.clone())).await?;
+            resolver(&mut ledger, &api, a, &readers).await?
+        }
+        Err(no_api) => offline_resolver(global, &mut ledger, a, no_api, stop)?,
+    };
+    check_rows(global, readers, resolver, &mut ledger, mode).await
+}
+
+/// Reads and resolves every row, says what is wrong with each and what would happen.
+async fn check_rows(
+    global: &Global,
+    readers: Vec<Reader>,
+    mut resolver: Resolver,
+    ledger: &mut Ledger,
+    mode: Check,
+) -> anyhow::Result<Exit> {
     let dry = matches!(mode, Check::DryRun { .. });
     let opts = AdmitOptions {
         retry_rejected: matches!(
@@ -120,15 +140,7 @@ pub(crate) async fn check_files(
                     continue;
                 }
             };
-            let customer_col = record
-                .columns
-                .name_of(Field::Customer)
-                .or(record.columns.name_of(Field::CustomerReference));
-            let customer_val = who
-                .customer
-                .as_deref()
-                .or(who.customer_reference.as_deref())
-                .unwrap_or("");
+            let (customer_col, customer_val) = customer_cell(&record, who, resolver.is_fixed());
             let resolved = match resolver.resolve(who).await {
                 Ok(r) => r,
                 Err(u) => {
@@ -227,6 +239,32 @@ pub(crate) async fn check_files(
             Exit::Ok
         },
     )
+}
+
+/// The column and value a row's customer is taken from, in the order the resolver
+/// tries them: `--customer` (no column), the id, a reference, the name.
+fn customer_cell<'a>(
+    record: &'a Record,
+    who: &'a Invitee,
+    fixed: bool,
+) -> (Option<&'a str>, &'a str) {
+    let cell = |field: Field, value: &'a str| (record.columns.name_of(field), value);
+    if fixed {
+        (None, "")
+    } else if who.customer_id.is_some() {
+        cell(
+            Field::CustomerId,
+            record.get(Field::CustomerId).unwrap_or("").trim(),
+        )
+    } else if let Some(reference) = who
+        .customer_reference
+        .as_deref()
+        .filter(|r| !r.trim().is_empty())
+    {
+        cell(Field::CustomerReference, reference)
+    } else {
+        cell(Field::Customer, who.customer.as_deref().unwrap_or(""))
+    }
 }
 
 /// A hasher for keys that are already uniformly random hashes: it passes them through.

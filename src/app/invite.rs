@@ -15,9 +15,10 @@ pub(crate) async fn invite_rows(
     let started = Instant::now();
     let readers = open_inputs(&a)?;
     let path = ledger_path(global, a.sandbox);
+    let endpoint = before_sending(global, &path, a.sandbox, send.results.as_deref())?;
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let api = connect_to_send(global, a.sandbox, &settings, &send, &mut ledger, &stop).await?;
+    let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
@@ -88,9 +89,10 @@ pub(crate) async fn retry(
             path.display()
         );
     }
+    let endpoint = before_sending(global, &path, false, send.results.as_deref())?;
     let (_lock, mut ledger) = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
-    let api = connect_to_send(global, false, &settings, &send, &mut ledger, &stop).await?;
+    let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
@@ -295,6 +297,8 @@ pub(crate) fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// The end of a sending command: commit, close the run, write results, summarise.
+/// The run has begun, so requests may have gone out: whatever fails from here on (or
+/// failed on the way) exits 3, never 2, and the counts are printed when they can be.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finish(
     global: &Global,
@@ -309,23 +313,27 @@ pub(crate) fn finish(
     results: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     progress.finish();
-    let mut ledger = writer.close(thread)?;
+    let mut ledger = writer.close(thread).map_err(after_start)?;
     let abort = sender.abort_reason();
-    let counts = ledger.status_counts(Some(run))?;
+    let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
     let problems = counts
         .rows
         .iter()
         .any(|(s, n)| *n > 0 && RowStatus::parse(s).is_some_and(RowStatus::is_problem));
-    let (exit, outcome) = match (&pipeline, &abort) {
-        (Err(e), _) => (exit_for(e), format!("error: {e:#}")),
+    let (mut exit, mut outcome) = match (&pipeline, &abort) {
+        (Err(e), _) => (late_exit(e), format!("error: {}", error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
         (Ok(()), None) if problems => (Exit::Problems, "completed with problems".to_string()),
         (Ok(()), None) => (Exit::Ok, "completed".to_string()),
     };
-    ledger.finish_run(run, &outcome, exit as i32)?;
-    if let Some(path) = results {
-        write_export(&mut ledger, Some(run), &[], Some(path))?;
+    let unwritten = results.and_then(|path| write_results(&mut ledger, run, path).err());
+    if let Some(e) = &unwritten {
+        exit = late_exit(e);
+        outcome = format!("{outcome}; {}", error_line(e));
     }
+    ledger
+        .finish_run(run, &outcome, exit as i32)
+        .map_err(after_start)?;
     let elapsed = started.elapsed();
     let summary = Summary {
         command: command.to_string(),
@@ -338,12 +346,56 @@ pub(crate) fn finish(
         statuses: counts.rows.clone(),
         rows_per_sec: counts.rows.values().sum::<u64>() as f64 / elapsed.as_secs_f64().max(0.001),
     };
-    print_summary(global, &summary, &counts.top_errors)?;
-    pipeline?;
+    if let Err(e) = print_summary(global, &summary, &counts.top_errors)
+        && !is_broken_pipe(&e)
+    {
+        return Err(after_start(e));
+    }
+    pipeline.map_err(after_start)?;
+    if let Some(e) = unwritten {
+        return Err(e);
+    }
     if let Some(reason) = abort {
         return Err(anyhow::Error::new(Aborted(reason.to_string())));
     }
     Ok(exit)
+}
+
+/// Writes `--results`; a failure says how to get them from the ledger instead.
+pub(crate) fn write_results(ledger: &mut Ledger, run: RunId, path: &Path) -> anyhow::Result<()> {
+    write_export(ledger, Some(run), &[], Some(path)).map_err(|e| {
+        anyhow::Error::new(Aborted(format!(
+            "the results were not written to {} ({}); every outcome is in the ledger: bbinvite export --run {run} --output FILE --ledger {}",
+            path.display(),
+            error_line(&e),
+            ledger.path().display()
+        )))
+    })
+}
+
+/// The exit code of a failure once a run has begun: as [`exit_for`] says, but never 2,
+/// since 2 promises that nothing was sent.
+pub(crate) fn late_exit(e: &anyhow::Error) -> Exit {
+    match exit_for(e) {
+        Exit::Usage => Exit::Aborted,
+        other => other,
+    }
+}
+
+/// A failure once a run has begun, as an error whose exit code is [`late_exit`]'s.
+pub(crate) fn after_start(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    match exit_for(&e) {
+        Exit::Usage => anyhow::Error::new(Aborted(error_line(&e))),
+        _ => e,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[derive(Debug, Serialize)]

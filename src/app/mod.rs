@@ -6,12 +6,15 @@
 //! decides the exit code. Errors that stop a command are `anyhow` errors whose kind
 //! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`.
 //!
-//! `setup.rs` opens what every command needs (the API, the ledger, the inputs, the
-//! resolver); `invite.rs` is `run` and `retry`; `check.rs` is `validate` and
-//! `run --dry-run`; `report.rs` is `status`, `export` and `customers`.
+//! `preflight.rs` checks what can be checked before the first request; `setup.rs` opens
+//! what every command needs (the API, the ledger, the inputs, the resolver); `invite.rs`
+//! is `run` and `retry`; `check.rs` is `validate` and `run --dry-run`; `report.rs` is
+//! `status`, `export` and `customers`; `message.rs` says a failure in one line.
 
 mod check;
 mod invite;
+mod message;
+mod preflight;
 mod report;
 mod setup;
 
@@ -45,6 +48,8 @@ use crate::send::{Job, Limiter, Sender, with_retries};
 
 pub(crate) use check::*;
 pub(crate) use invite::*;
+pub use message::error_line;
+pub(crate) use preflight::*;
 pub use report::spreadsheet_safe;
 pub(crate) use report::*;
 pub(crate) use setup::*;

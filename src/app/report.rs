@@ -18,6 +18,15 @@ pub(crate) fn open_existing(global: &Global) -> anyhow::Result<Ledger> {
     Ok(Ledger::open(&path)?)
 }
 
+/// `status --json`: the counts, and what the ledger cannot confirm.
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    #[serde(flatten)]
+    counts: &'a ledger::StatusCounts,
+    /// Resends of any sync whose delivery is unknown; none is sent again in its period.
+    resends_unconfirmed: u64,
+}
+
 pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     let counts = ledger.status_counts(run)?;
@@ -28,9 +37,14 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
             ledger.path().display()
         );
     }
+    let resends_unconfirmed = ledger.unconfirmed_resends()?;
     let mut out = std::io::stdout().lock();
     if global.json {
-        serde_json::to_writer_pretty(&mut out, &counts)?;
+        let report = StatusReport {
+            counts: &counts,
+            resends_unconfirmed,
+        };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
@@ -71,6 +85,12 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
     )?;
     for (state, n) in &counts.ledger {
         writeln!(out, "  {state:<11} {n}")?;
+    }
+    if resends_unconfirmed > 0 {
+        writeln!(
+            out,
+            "  {resends_unconfirmed} sync resends unconfirmed (cut off in flight, or no answer came): not sent again in their period"
+        )?;
     }
     if !counts.top_errors.is_empty() {
         writeln!(
@@ -186,8 +206,10 @@ pub(crate) async fn customers(
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let path = ledger_path(global, false);
+    ledger_folder(&path)?;
+    let endpoint = endpoint(global, false)?;
     let (_lock, mut ledger) = open_ledger(&path)?;
-    let api = connect(global, false, Reach::reading(a.rate, stop)).await?;
+    let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {
         Some(t) => dir.search(t),

@@ -18,8 +18,8 @@ pub(crate) struct Api {
     /// Tries for read-only calls made outside the send stage.
     pub(crate) max_attempts: u32,
     pub(crate) stop: CancellationToken,
-    /// Keeps an in-process sandbox alive for the command's length.
-    _sandbox: Option<sandbox::Sandbox>,
+    /// Keeps an in-process sandbox alive while the API or a resolver asking it is in use.
+    sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 /// How an [`Api`] is reached and how hard it is tried.
@@ -58,11 +58,8 @@ impl Reach {
     }
 }
 
-pub(crate) async fn connect(
-    global: &Global,
-    use_sandbox: bool,
-    reach: Reach,
-) -> anyhow::Result<Api> {
+/// Starts the client (and the built-in sandbox, when asked). No request is made.
+pub(crate) async fn connect(endpoint: Endpoint, reach: Reach) -> anyhow::Result<Api> {
     let Reach {
         limiter,
         timeout,
@@ -70,19 +67,23 @@ pub(crate) async fn connect(
         max_attempts,
         stop,
     } = reach;
-    let (base_url, credentials, sandbox) = if use_sandbox {
-        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let sb = sandbox::Sandbox::start(addr, sandbox::Config::samples())
-            .await
-            .context("cannot start the built-in sandbox")?;
-        // The sandbox accepts any bearer token; no real credential is ever involved.
-        (
-            sb.base_url(),
-            Credentials::ApiKey(Secret::new("sandbox")),
-            Some(sb),
-        )
-    } else {
-        (cli::base_url(global)?, cli::credentials_from_env()?, None)
+    let (base_url, credentials, sandbox) = match endpoint {
+        Endpoint::BuiltinSandbox => {
+            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let sb = sandbox::Sandbox::start(addr, sandbox::Config::samples())
+                .await
+                .context("cannot start the built-in sandbox")?;
+            // The sandbox accepts any bearer token; no real credential is ever involved.
+            (
+                sb.base_url(),
+                Credentials::ApiKey(Secret::new("sandbox")),
+                Some(Arc::new(sb)),
+            )
+        }
+        Endpoint::Remote {
+            base_url,
+            credentials,
+        } => (base_url, credentials, None),
     };
     let client = Client::new(ClientConfig {
         base_url: base_url.clone(),
@@ -102,26 +103,20 @@ pub(crate) async fn connect(
         base_url,
         max_attempts,
         stop,
-        _sandbox: sandbox,
+        sandbox,
     })
 }
 
 /// Connects for a command that sends: checks first that the ledger belongs to this API
 /// (before any request), then logs in, so wrong credentials stop it before any row.
 pub(crate) async fn connect_to_send(
-    global: &Global,
-    use_sandbox: bool,
+    endpoint: Endpoint,
     settings: &crate::send::Settings,
     send: &SendArgs,
     ledger: &mut Ledger,
     stop: &CancellationToken,
 ) -> anyhow::Result<Api> {
-    let api = connect(
-        global,
-        use_sandbox,
-        Reach::sending(settings, send, stop.clone()),
-    )
-    .await?;
+    let api = connect(endpoint, Reach::sending(settings, send, stop.clone())).await?;
     ledger.check_same_api(&api.base_url)?;
     api.client.authenticate().await.map_err(api_abort)?;
     Ok(api)
@@ -149,7 +144,7 @@ pub(crate) fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
     let opts = cli::input_options(a);
     let mut readers = Vec::with_capacity(a.files.len());
     for file in &a.files {
-        let reader = input::open(file, &opts)?;
+        let reader = input::open(file, &opts).map_err(with_hint)?;
         let cols = reader.columns();
         let names_customer = cols.has(Field::Customer)
             || cols.has(Field::CustomerId)
@@ -164,6 +159,16 @@ pub(crate) fn open_inputs(a: &InputArgs) -> anyhow::Result<Vec<Reader>> {
         readers.push(reader);
     }
     Ok(readers)
+}
+
+/// An input that cannot be opened, with what to do about it.
+fn with_hint(e: input::Error) -> anyhow::Error {
+    match e {
+        input::Error::Open { .. } => {
+            anyhow!("{e}; check the file name, and that you may read it (`-` reads standard input)")
+        }
+        other => anyhow::Error::new(other),
+    }
 }
 
 /// The customer directory: the ledger's copy while fresh, else every page from the API
@@ -205,6 +210,9 @@ pub(crate) struct Resolver {
     /// and folding Unicode per row is the costliest part of resolving.
     names: HashMap<String, Result<Resolved, Unresolved>>,
     client: Option<Arc<Client>>,
+    /// The built-in sandbox `client` talks to, kept alive as long as this resolver: a
+    /// reference is looked up row by row, after the [`Api`] itself may be gone.
+    _sandbox: Option<Arc<sandbox::Sandbox>>,
     max_attempts: u32,
     stop: CancellationToken,
 }
@@ -214,6 +222,11 @@ pub(crate) struct Resolver {
 pub(crate) const NAME_MEMO: usize = 100_000;
 
 impl Resolver {
+    /// Whether `--customer` sends every row to one customer.
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
     pub(crate) async fn resolve(&mut self, who: &Invitee) -> Result<Resolved, Unresolved> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
@@ -307,6 +320,7 @@ pub(crate) async fn resolver(
         references: ReferenceCache::default(),
         names: HashMap::new(),
         client: Some(api.client.clone()),
+        _sandbox: api.sandbox.clone(),
         max_attempts: api.max_attempts,
         stop: api.stop.clone(),
     })
@@ -346,6 +360,7 @@ pub(crate) fn offline_resolver(
         references: ReferenceCache::default(),
         names: HashMap::new(),
         client: None,
+        _sandbox: None,
         max_attempts: 1,
         stop,
     })

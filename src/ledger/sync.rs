@@ -351,6 +351,36 @@ impl Ledger {
         })
     }
 
+    /// Resends left `sending` by a sync that stopped while they were in flight: whether
+    /// they reached the user is unknown, so they become failed and unsure (as a resend
+    /// whose answer was lost) and still count as sent in their period. Returns how many.
+    /// Only a holder of the run lock may call this: then no other process is sending.
+    pub fn settle_interrupted_resends(&mut self, error: &str) -> Result<u64> {
+        let now = now_text();
+        self.sql(|c| {
+            c.execute(
+                "UPDATE actions SET state = 'failed', unsure = 1, last_error = ?1, updated_at = ?2
+                 WHERE kind = 'resend' AND state = 'sending'",
+                params![error, now],
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    /// Resends over the whole ledger whose delivery is unknown: left `sending`, or failed
+    /// after the server may have acted on them. None of them is sent again in its period.
+    pub fn unconfirmed_resends(&mut self) -> Result<u64> {
+        self.sql(|c| {
+            c.query_row(
+                "SELECT count(*) FROM actions
+                 WHERE kind = 'resend' AND (state = 'sending' OR (state = 'failed' AND unsure = 1))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
     /// A run's actions counted per kind, then per state.
     pub fn action_counts(&mut self, run: RunId) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
         self.sql(|c| {

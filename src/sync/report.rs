@@ -200,6 +200,25 @@ pub(super) struct Summary {
     pub(super) actions: BTreeMap<String, BTreeMap<String, u64>>,
     pub(super) prune_waiting_for_yes: usize,
     pub(super) prune_refused: Vec<RefusedLine>,
+    /// Resends of earlier syncs that were cut off in flight, found by this one.
+    pub(super) resends_unconfirmed: u64,
+}
+
+/// What the ledger says of a resend cut off in flight.
+pub(super) const UNCONFIRMED_RESEND: &str =
+    "unconfirmed: the process stopped while it was in flight; it is not sent again this period";
+
+/// The line that tells of resends whose delivery is unknown.
+pub(crate) fn unconfirmed_text(n: u64) -> String {
+    let (resends, they) = if n == 1 {
+        ("resend", "it is")
+    } else {
+        ("resends", "they are")
+    };
+    format!(
+        "{n} {resends} unconfirmed: the process stopped while {} in flight; {they} not sent again",
+        if n == 1 { "it was" } else { "they were" }
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -236,6 +255,9 @@ pub(super) fn print_summary(
         }
     }
     write_action_counts(&mut out, &s.actions)?;
+    if s.resends_unconfirmed > 0 {
+        writeln!(out, "{}", unconfirmed_text(s.resends_unconfirmed))?;
+    }
     let gone = plan.counts().get(&Action::Gone).copied().unwrap_or(0);
     if gone > 0 {
         writeln!(

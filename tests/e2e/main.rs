@@ -9,6 +9,7 @@
 mod faults;
 mod ledger_fixture;
 mod pipeline;
+mod preflight;
 mod spreadsheets;
 mod sync;
 mod util;
