@@ -325,6 +325,10 @@ fn a_huge_success_body_is_cut_and_the_row_is_confirmed_through_the_list() {
     let st = w.status();
     assert_eq!(row_count(&st, "invited"), 2, "{st}");
     assert_eq!(doubled(&w.truth()), 0);
+    // Each answer was cut (a decode error), then the user confirmed through the list.
+    let cut = ledger_rows(&w, "SELECT error FROM attempts WHERE class = 'decode'");
+    assert_eq!(cut.len(), 2, "{cut:?}");
+    assert!(cut.iter().all(|e| e.contains("over 1024 KiB")), "{cut:?}");
 }
 
 #[test]
@@ -357,4 +361,22 @@ fn an_access_user_with_an_unknown_status_does_not_spoil_the_list() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn a_422_saying_the_email_is_taken_is_exists_once_the_list_shows_the_user() {
+    let w = World::new();
+    w.faults(Faults {
+        duplicate_status: 422,
+        ..w.sandbox.faults()
+    });
+    // Jane already has access to Acme (101) in the samples.
+    let file = w.write(
+        "in.csv",
+        "email,name,customer_id\njane.doe@acmetelecom.example,Jane Doe,101\n",
+    );
+    let out = w.run(&["run", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let st = w.status();
+    assert_eq!(row_count(&st, "exists"), 1, "{st}");
 }
