@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::api::{Credentials, Secret};
@@ -127,6 +127,10 @@ pub struct SendArgs {
     /// Seconds to wait for an answer
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// Longest wait a server's Retry-After may impose; asked for more, the run stops
+    /// (exit 3) and leaves the rows pending for the next run
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+    pub max_retry_wait: Duration,
     /// Send `rejected` rows again even when unchanged
     #[arg(long)]
     pub retry_rejected: bool,
@@ -372,6 +376,7 @@ pub fn send_settings(a: &SendArgs) -> crate::send::Settings {
         burst,
         concurrency: a.concurrency.get() as usize,
         max_attempts: a.max_attempts.get(),
+        max_retry_wait: a.max_retry_wait,
     }
 }
 
@@ -389,8 +394,14 @@ pub fn input_options(a: &InputArgs) -> InputOptions {
 /// Where to send, checked: https, or plain http only to this machine.
 pub fn check_base_url(url: &str) -> anyhow::Result<String> {
     let url = url.trim().trim_end_matches('/');
-    let parsed =
-        reqwest::Url::parse(url).with_context(|| format!("the base URL \"{url}\" is not a URL"))?;
+    let shown = crate::api::redact::strip_url_credentials(url);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow!("the base URL \"{shown}\" is not a URL ({e})"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!(
+            "the base URL \"{shown}\" carries a user name or password; remove them and give the credentials in BILLINGBOOTH_API_KEY, or BILLINGBOOTH_EMAIL with BILLINGBOOTH_PASSWORD"
+        );
+    }
     match parsed.scheme() {
         "https" => {}
         "http" => {
@@ -447,12 +458,15 @@ pub fn credentials_from_env() -> anyhow::Result<Credentials> {
     ) {
         (Some(p), _) => no_control("BILLINGBOOTH_PASSWORD", end_of_line_trimmed(&p))?,
         (None, Some(file)) => {
+            // The path is not shown: a password given by mistake in its place would be.
             let text = std::fs::read_to_string(&file).map_err(|e| {
-                anyhow!("cannot read BILLINGBOOTH_PASSWORD_FILE {file}: {e}; check the path and its permissions")
+                anyhow!(
+                    "cannot read the file BILLINGBOOTH_PASSWORD_FILE names ({e}); it must hold the path of a file containing the password, not the password"
+                )
             })?;
             let p = end_of_line_trimmed(&text);
             if p.is_empty() {
-                bail!("BILLINGBOOTH_PASSWORD_FILE {file} is empty");
+                bail!("the file BILLINGBOOTH_PASSWORD_FILE names is empty; put the password in it");
             }
             no_control("BILLINGBOOTH_PASSWORD_FILE", p)?
         }
@@ -498,6 +512,14 @@ mod tests {
         assert!(check_base_url("http://api.billingbooth.app").is_err());
         assert!(check_base_url("http://10.0.0.1").is_err());
         assert!(check_base_url("ftp://x").is_err());
+        let e = check_base_url("https://ops:s3cret@api.billingbooth.app")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("user name or password") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]

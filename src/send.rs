@@ -27,6 +27,10 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// This many consecutive calls failing the same way means the API, not the rows, is
 /// broken: stop sending. High enough that a 15% error rate never trips it by chance.
 pub const BREAKER_THRESHOLD: u32 = 12;
+/// The longest a server may make us wait (`Retry-After`) unless `--max-retry-wait` says
+/// otherwise: a run asked to wait longer stops, its rows pending, rather than hold the
+/// ledger's lock for hours while later runs are turned away.
+pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(10 * 60);
 /// When many tasks wait on the limiter at once, spread their wake-ups over this much so
 /// they do not all retry on the same tick.
 const LIMITER_JITTER: Duration = Duration::from_millis(2);
@@ -69,6 +73,8 @@ pub struct Settings {
     pub burst: NonZeroU32,
     pub concurrency: usize,
     pub max_attempts: u32,
+    /// A `Retry-After` longer than this stops the run (see [`DEFAULT_MAX_RETRY_WAIT`]).
+    pub max_retry_wait: Duration,
 }
 
 /// Why a run stopped before its end.
@@ -78,6 +84,8 @@ pub enum Abort {
     Auth(String),
     /// Too many consecutive failures of one kind.
     Breaker(String),
+    /// The API asked us to wait longer than `--max-retry-wait`.
+    Throttled(String),
     /// SIGINT or SIGTERM.
     Signal,
 }
@@ -86,7 +94,7 @@ impl std::fmt::Display for Abort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Abort::Auth(m) => write!(f, "authentication failed: {m}"),
-            Abort::Breaker(m) => write!(f, "stopped sending: {m}"),
+            Abort::Breaker(m) | Abort::Throttled(m) => write!(f, "stopped sending: {m}"),
             Abort::Signal => f.write_str("interrupted by a signal"),
         }
     }
@@ -97,6 +105,8 @@ impl std::fmt::Display for Abort {
 pub struct Limiter {
     quota: DefaultDirectRateLimiter,
     paused_until: Mutex<Option<Instant>>,
+    /// No pause is longer than this, whatever a `Retry-After` asked.
+    max_pause: Duration,
     /// Once cancelled, no waiting request is let through: a stopping run sends nothing new.
     stop: CancellationToken,
 }
@@ -110,8 +120,15 @@ impl Limiter {
         Limiter {
             quota,
             paused_until: Mutex::new(None),
+            max_pause: DEFAULT_MAX_RETRY_WAIT,
             stop,
         }
+    }
+
+    /// Caps every pause a `429` imposes at `max` (`--max-retry-wait`).
+    pub fn with_max_pause(mut self, max: Duration) -> Limiter {
+        self.max_pause = max;
+        self
     }
 
     fn pause_left(&self) -> Option<Duration> {
@@ -152,7 +169,8 @@ impl Gate for Limiter {
     }
 
     fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let until = now.checked_add(wait.min(self.max_pause)).unwrap_or(now);
         let mut slot = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none_or(|u| u < until) {
             *slot = Some(until);
@@ -163,7 +181,8 @@ impl Gate for Limiter {
 /// What to do with one failed call: the one place where statuses become decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// The user is already there (409, or a 422 that says so).
+    /// The answer says the user is already there (409, or a 422 that speaks of it):
+    /// true only once the access list confirms it.
     Exists,
     /// The API refused the row itself; retrying will not help.
     Reject(String),
@@ -204,6 +223,8 @@ pub fn disposition(err: &ApiError) -> Disposition {
         ApiError::Http {
             status, message, ..
         } => Disposition::Reject(format!("HTTP {status}: {message}")),
+        // Reading the list again would page the same way.
+        ApiError::List(_) => Disposition::Reject(err.to_string()),
         ApiError::Timeout(_)
         | ApiError::Connect(_)
         | ApiError::Transport(_)
@@ -316,6 +337,22 @@ impl Sender {
         if let Some(reason) = self.breaker.failure(err) {
             self.abort(Abort::Breaker(reason));
         }
+        self.check_wait(err);
+    }
+
+    /// Stops the run when `err` asks for a wait longer than `--max-retry-wait`: nothing
+    /// can be sent meanwhile, and the ledger's lock would keep every later run out.
+    /// True when it did.
+    fn check_wait(&self, err: &ApiError) -> bool {
+        let Some(wait) = too_long_wait(err, self.settings.max_retry_wait) else {
+            return false;
+        };
+        self.abort(Abort::Throttled(format!(
+            "the API asked us to wait {} before sending again (Retry-After), more than --max-retry-wait {}; the rows not sent stay pending for the next run",
+            human(wait),
+            human(self.settings.max_retry_wait)
+        )));
+        true
     }
 
     /// Sends one job to its end: invited, exists, rejected, failed, or (when the run
@@ -383,7 +420,7 @@ impl Sender {
                     match disposition(&e) {
                         Disposition::Exists => {
                             self.breaker.success();
-                            return self.confirm_exists(&mut run).await;
+                            return self.confirm_exists(&mut run, e).await;
                         }
                         Disposition::Reject(message) => {
                             if let Some(reason) = self.breaker.failure(&e) {
@@ -431,6 +468,12 @@ impl Sender {
             self.abort(Abort::Auth(message.clone()));
             run.last = Some(e);
             return Some(run.finish(State::Pending, None, Some(message)));
+        }
+        if self.check_wait(&e) {
+            // Turned away before anything was done: the row waits for the next run.
+            let message = self.abort_reason().map(|r| r.to_string());
+            run.last = Some(e);
+            return Some(run.finish(State::Pending, None, message));
         }
         if let Some(reason) = self.breaker.failure(&e) {
             self.abort(Abort::Breaker(reason));
@@ -484,6 +527,9 @@ impl Sender {
                 Disposition::Retry { after } => after,
                 _ => return Err(e),
             };
+            if self.check_wait(&e) {
+                return Err(e);
+            }
             if let Some(reason) = self.breaker.failure(&e) {
                 self.abort(Abort::Breaker(reason));
             }
@@ -499,49 +545,63 @@ impl Sender {
         }
     }
 
-    /// After a 409: find the user to record its id. The API said it exists, so a user we
-    /// cannot find is still `exists`, with a note.
-    async fn confirm_exists(&self, run: &mut JobRun<'_>) -> Outcome {
+    /// After a 409, or a 422 that speaks of existence: the answer alone proves nothing
+    /// (a 422 "The selected customer does not exist." says it too), so only the access
+    /// list decides. Found: `exists` (or `invited` when an unanswered POST of ours may
+    /// have made it). Not found: see [`unconfirmed`].
+    async fn confirm_exists(&self, run: &mut JobRun<'_>, answer: ApiError) -> Outcome {
         let created_by_us = run.unsure;
-        for _ in 0..self.settings.max_attempts.max(1) {
-            if self.stop.is_cancelled() {
-                break;
+        let looked = self.confirm(run).await;
+        let found = match looked {
+            Ok(found) => found,
+            Err(e) => {
+                let message = format!(
+                    "the API answered {answer}, but the access list could not be read to confirm the user is there: {}",
+                    explain(&e)
+                );
+                if matches!(disposition(&e), Disposition::Abort(_)) {
+                    self.abort(Abort::Auth(e.to_string()));
+                }
+                run.last = Some(e);
+                return run.finish(State::Failed, None, Some(message));
             }
-            match self.confirm(run).await {
-                Ok(Some(user)) => {
-                    // A 409 after an unanswered POST of ours: that POST created it.
-                    let state = if created_by_us {
-                        State::Invited
-                    } else {
-                        State::Exists
-                    };
-                    return run.finish(state, Some(user.id), None);
-                }
-                Ok(None) => {
-                    return run.finish(
-                        State::Exists,
-                        None,
-                        Some("the API says the user exists, but it is not in the customer's access list".into()),
-                    );
-                }
-                Err(e) => {
-                    if matches!(disposition(&e), Disposition::Abort(_)) {
-                        break;
-                    }
-                    tokio::time::sleep(backoff(1)).await;
-                }
-            }
-        }
-        let state = if created_by_us {
-            State::Invited
-        } else {
-            State::Exists
         };
-        run.finish(
-            state,
-            None,
-            Some("the API says the user exists; its id could not be read".into()),
-        )
+        if let Some(user) = found {
+            let state = if created_by_us {
+                State::Invited
+            } else {
+                State::Exists
+            };
+            return run.finish(state, Some(user.id), None);
+        }
+        let (state, message) = unconfirmed(&answer);
+        run.last = Some(answer);
+        run.finish(state, None, Some(message))
+    }
+}
+
+/// An answer that says the user exists, while the access list shows no such user.
+///
+/// A `422` is a validation error about the row ("The selected customer does not
+/// exist.", "The email has already been taken." by a user of another customer): sending
+/// it again unchanged gets the same answer, so it is `rejected` with the API's words, like
+/// any other 422. A `409` is the API's own word for "already there"; a list that
+/// disagrees may lag behind it, so the row is `failed`: the next run sends it again, and
+/// confirms it then.
+pub fn unconfirmed(answer: &ApiError) -> (State, String) {
+    let said = match answer {
+        ApiError::Http {
+            status, message, ..
+        } => format!("HTTP {status}: {message}"),
+        other => other.to_string(),
+    };
+    if answer.status() == Some(409) {
+        let message = format!(
+            "the API says the user exists ({said}), but the customer's access list does not show them; retry later with `bbinvite retry`, and if it persists check the user in the portal"
+        );
+        (State::Failed, message)
+    } else {
+        (State::Rejected, said)
     }
 }
 
@@ -635,7 +695,10 @@ where
                     Disposition::Retry { after } => after,
                     _ => return Err(e),
                 };
-                if attempt >= max_attempts || stop.is_cancelled() {
+                if attempt >= max_attempts
+                    || stop.is_cancelled()
+                    || too_long_wait(&e, DEFAULT_MAX_RETRY_WAIT).is_some()
+                {
                     return Err(e);
                 }
                 let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
@@ -647,6 +710,22 @@ where
             }
         }
     }
+}
+
+/// The wait `err` asks for (`Retry-After`), when it is longer than `max`.
+fn too_long_wait(err: &ApiError, max: Duration) -> Option<Duration> {
+    match err {
+        ApiError::Http {
+            retry_after: Some(wait),
+            ..
+        } if *wait > max => Some(*wait),
+        _ => None,
+    }
+}
+
+/// A wait in words: `10m`, `3years 2months …`, seconds cut off.
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 
 /// Full-jitter exponential backoff: a random wait up to `base * 2^(attempt-1)`, capped.
@@ -661,6 +740,14 @@ pub fn backoff(attempt: u32) -> Duration {
 /// An API error in words a person can act on.
 pub fn explain(e: &ApiError) -> String {
     match e {
+        ApiError::Http {
+            status,
+            retry_after: Some(wait),
+            ..
+        } if *wait > DEFAULT_MAX_RETRY_WAIT => format!(
+            "the API asked us to wait {} before trying again (HTTP {status} with Retry-After); try later",
+            human(*wait)
+        ),
         ApiError::Http { status: 429, .. } => {
             "the API kept asking us to slow down (HTTP 429); lower --rate".into()
         }
@@ -734,6 +821,19 @@ mod tests {
             disposition(&ApiError::Timeout(Duration::from_secs(1))),
             Disposition::Retry { .. }
         ));
+    }
+
+    #[test]
+    fn an_existence_answer_the_list_does_not_confirm_is_not_exists() {
+        let (state, message) = unconfirmed(&http(
+            422,
+            "The given data was invalid.; The selected customer does not exist.",
+        ));
+        assert_eq!(state, State::Rejected);
+        assert!(message.contains("The selected customer does not exist."));
+        let (state, message) = unconfirmed(&http(409, "User already exists"));
+        assert_eq!(state, State::Failed);
+        assert!(message.contains("bbinvite retry"), "{message}");
     }
 
     #[test]

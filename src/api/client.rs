@@ -3,7 +3,9 @@
 //! It knows the API and nothing of rows, ledgers or retries: each method makes one
 //! logical call (paging aside) and returns the answer or an [`Error`]. The only retry
 //! here is the single re-login after a `401`, shared by every task that holds the
-//! client (single flight). Secrets live in [`Secret`] and are never formatted.
+//! client (single flight). Secrets live in [`Secret`] and are never formatted; every
+//! message an answer or the network gives passes the [`Redactor`] before it leaves. An
+//! answer's body is read up to a cap, never whole whatever its size.
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +20,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, RwLock};
 
 use super::error::{Error, message_from_body, parse_retry_after};
-use super::types::{AccessUser, Customer, NewAccessUser, Page, TokenRequest, TokenResponse};
+use super::redact::Redactor;
+use super::types::{AccessUser, Customer, Keyed, NewAccessUser, Page, TokenRequest, TokenResponse};
 
 /// Rows asked for per page. The server may serve fewer; paging never assumes it did not.
 pub const PAGE_SIZE: u64 = 100;
@@ -26,8 +29,17 @@ pub const PAGE_SIZE: u64 = 100;
 const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(55 * 60);
 /// A call that keeps getting `401` with fresh tokens is refused for good after this many logins.
 const MAX_RELOGINS_PER_CALL: u32 = 2;
-/// Guards against a server that ignores `offset` and serves the same page forever.
+/// A last guard against a list that never ends; a page that repeats the one before it,
+/// or rows past the envelope's count, stop it long before.
 const MAX_PAGES: u64 = 1_000_000;
+/// Most bytes read of an error answer: its message is cut to 300 characters anyway, and
+/// any JSON error envelope fits many times over; the rest of an HTML page is dropped.
+const ERROR_BODY_CAP: usize = 64 * 1024;
+/// Most bytes read of one object (an invited user, a customer, a token): a few hundred
+/// bytes on the wire, so a megabyte is room for any extra fields the API adds.
+const OBJECT_BODY_CAP: usize = 1024 * 1024;
+/// Most bytes read of a list page: `PAGE_SIZE` rows, each allowed 160 KiB.
+const PAGE_BODY_CAP: usize = 16 * 1024 * 1024;
 
 /// A string that must never be printed: its `Debug` and `Display` show stars.
 #[derive(Clone, PartialEq, Eq)]
@@ -102,6 +114,8 @@ pub struct Client {
     login_gate: Mutex<()>,
     timeout: Duration,
     gate: Option<Arc<dyn Gate>>,
+    /// Knows every secret this client holds, tokens included.
+    redactor: Redactor,
 }
 
 /// Without a `Retry-After`, a `429` pauses everyone this long.
@@ -131,6 +145,14 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Connect(format!("cannot build the HTTP client: {e}")))?;
+        let redactor = Redactor::default();
+        match &config.credentials {
+            Credentials::ApiKey(key) => redactor.add(key.expose()),
+            Credentials::Password { password, .. } => redactor.add(password.expose()),
+        }
+        if let Ok(url) = reqwest::Url::parse(&config.base_url) {
+            redactor.add(url.password().unwrap_or_default());
+        }
         Ok(Client {
             http,
             base: config.base_url.trim_end_matches('/').to_string(),
@@ -139,6 +161,7 @@ impl Client {
             login_gate: Mutex::new(()),
             timeout: config.timeout,
             gate: None,
+            redactor,
         })
     }
 
@@ -171,9 +194,18 @@ impl Client {
     /// before anything is sent. With an API key there is nothing to check up front.
     pub async fn authenticate(&self) -> Result<(), Error> {
         if matches!(self.credentials, Credentials::Password { .. }) {
-            self.current_token().await?;
+            self.current_token().await.map_err(|e| self.redacted(e))?;
         }
         Ok(())
+    }
+
+    /// `e` without any secret this client knows: how every error leaves it.
+    fn redacted(&self, e: Error) -> Error {
+        e.redacted(|text| self.redactor.redact(text))
+    }
+
+    fn message(&self, body: &[u8]) -> String {
+        message_from_body(body, |text| self.redactor.redact(text))
     }
 
     /// `GET /customer`, every page.
@@ -185,7 +217,7 @@ impl Client {
     pub async fn customer_by_reference(&self, reference: &str) -> Result<Option<Customer>, Error> {
         let path = format!("/customer/reference/{}", encode_segment(reference));
         match self
-            .call::<(), Customer>(Method::GET, &path, &[], None)
+            .call::<(), Customer>(Method::GET, &path, &[], None, OBJECT_BODY_CAP)
             .await
         {
             Ok(a) => Ok(Some(a.body)),
@@ -201,7 +233,8 @@ impl Client {
         user: &NewAccessUser,
     ) -> Result<Answer<AccessUser>, Error> {
         let path = format!("/customer/{customer_id}/access");
-        self.call(Method::POST, &path, &[], Some(user)).await
+        self.call(Method::POST, &path, &[], Some(user), OBJECT_BODY_CAP)
+            .await
     }
 
     /// `GET /customer/{id}/access` with a search, one page.
@@ -217,8 +250,9 @@ impl Client {
             ("search", search.to_string()),
             ("sort", "email".to_string()),
         ];
-        let page: Answer<Page<AccessUser>> =
-            self.call::<(), _>(Method::GET, &path, &query, None).await?;
+        let page: Answer<Page<AccessUser>> = self
+            .call::<(), _>(Method::GET, &path, &query, None, PAGE_BODY_CAP)
+            .await?;
         Ok(page.body.data)
     }
 
@@ -263,8 +297,9 @@ impl Client {
     /// `POST /customer/{id}/access/{uid}/resend`.
     pub async fn resend(&self, customer_id: i64, user_id: i64) -> Result<u16, Error> {
         let path = format!("/customer/{customer_id}/access/{user_id}/resend");
-        let a: Answer<serde_json::Value> =
-            self.call::<(), _>(Method::POST, &path, &[], None).await?;
+        let a: Answer<serde_json::Value> = self
+            .call::<(), _>(Method::POST, &path, &[], None, OBJECT_BODY_CAP)
+            .await?;
         Ok(a.status)
     }
 
@@ -277,36 +312,59 @@ impl Client {
     ) -> Result<u16, Error> {
         let verb = if suspend { "suspend" } else { "reactivate" };
         let path = format!("/customer/{customer_id}/access/{user_id}/{verb}");
-        let a: Answer<serde_json::Value> =
-            self.call::<(), _>(Method::PUT, &path, &[], None).await?;
+        let a: Answer<serde_json::Value> = self
+            .call::<(), _>(Method::PUT, &path, &[], None, OBJECT_BODY_CAP)
+            .await?;
         Ok(a.status)
     }
 
-    async fn all_pages<T: DeserializeOwned>(
+    /// Every page of a list. Stops with [`Error::List`] when a page repeats the one
+    /// before it (a server that ignores `offset` would serve it forever) or when the rows
+    /// outnumber the envelope's `count`, once that count shows itself a total.
+    async fn all_pages<T: DeserializeOwned + Keyed>(
         &self,
         path: &str,
         extra: &[(&str, String)],
     ) -> Result<Vec<T>, Error> {
-        let mut out = Vec::new();
+        let mut out: Vec<T> = Vec::new();
         let mut offset: u64 = 0;
+        let mut previous: Vec<i64> = Vec::new();
+        let mut total: Option<u64> = None;
         for _ in 0..MAX_PAGES {
             let mut query = vec![
                 ("limit", PAGE_SIZE.to_string()),
                 ("offset", offset.to_string()),
             ];
             query.extend(extra.iter().cloned());
-            let page: Answer<Page<T>> = self.call::<(), _>(Method::GET, path, &query, None).await?;
+            let page: Answer<Page<T>> = self
+                .call::<(), _>(Method::GET, path, &query, None, PAGE_BODY_CAP)
+                .await?;
             let page = page.body;
             let served = page.data.len() as u64;
             // What the server says it served, not what we asked for.
             let limit = page.limit.filter(|l| *l > 0).unwrap_or(PAGE_SIZE);
+            let ids: Vec<i64> = page.data.iter().map(Keyed::key).collect();
+            if served > 0 && ids == previous {
+                return Err(Error::List(format!(
+                    "{path}: the page at offset {offset} repeats the one before it; the server seems to ignore `offset`"
+                )));
+            }
+            // A count above what a page served is the list's total.
+            total = total.or(page.count.filter(|c| *c > served));
             out.extend(page.data);
+            if let Some(total) = total.filter(|t| out.len() as u64 > *t) {
+                return Err(Error::List(format!(
+                    "{path}: {} rows read past the {total} the server counts; the server seems to ignore `offset`",
+                    out.len()
+                )));
+            }
             if served == 0 || served < limit {
                 return Ok(out);
             }
+            previous = ids;
             offset += served;
         }
-        Err(Error::Decode(format!(
+        Err(Error::List(format!(
             "{path}: the list did not end after {MAX_PAGES} pages"
         )))
     }
@@ -319,12 +377,26 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         body: Option<&B>,
+        cap: usize,
+    ) -> Result<Answer<T>, Error> {
+        self.call_relogging(method, path, query, body, cap)
+            .await
+            .map_err(|e| self.redacted(e))
+    }
+
+    async fn call_relogging<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        cap: usize,
     ) -> Result<Answer<T>, Error> {
         let mut relogins = 0;
         loop {
             let (token, generation) = self.current_token().await?;
             let result = self
-                .call_once(method.clone(), path, query, body, &token)
+                .call_once(method.clone(), path, query, body, &token, cap)
                 .await;
             match result {
                 Err(Error::Http {
@@ -357,6 +429,7 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&B>,
         token: &Secret,
+        cap: usize,
     ) -> Result<Answer<T>, Error> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
@@ -371,11 +444,11 @@ impl Client {
         }
         self.wait_turn().await?;
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
-        let (status, retry_after, bytes) = self.read_answer(resp).await?;
+        let (status, retry_after, bytes) = self.read_answer(resp, cap).await?;
         if !status.is_success() {
             return Err(Error::Http {
                 status: status.as_u16(),
-                message: message_from_body(&bytes),
+                message: self.message(&bytes),
                 retry_after,
             });
         }
@@ -386,11 +459,14 @@ impl Client {
         })
     }
 
-    /// Reads an answer whole: its status, its `Retry-After` (a `429` also pauses the
-    /// gate for everyone), and its body.
+    /// Reads an answer: its status, its `Retry-After` (a `429` also pauses the gate for
+    /// everyone), and at most `cap` bytes of a success's body ([`ERROR_BODY_CAP`] of an
+    /// error's). A success whose body is longer is a [`Error::Decode`]: the server may have
+    /// acted, but its answer is not read; an error's body is simply cut.
     async fn read_answer(
         &self,
-        resp: reqwest::Response,
+        mut resp: reqwest::Response,
+        cap: usize,
     ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Error> {
         let status = resp.status();
         let retry_after = resp
@@ -399,8 +475,33 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         self.saw_status(status, retry_after);
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
-        Ok((status, retry_after, bytes.to_vec()))
+        let cap = if status.is_success() {
+            cap
+        } else {
+            ERROR_BODY_CAP
+        };
+        let too_long = || {
+            Error::Decode(format!(
+                "HTTP {} with a body over {} KiB; it was not read",
+                status.as_u16(),
+                cap / 1024
+            ))
+        };
+        if status.is_success() && resp.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(too_long());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(e))? {
+            let room = cap - bytes.len();
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.len() > room {
+                if status.is_success() {
+                    return Err(too_long());
+                }
+                break;
+            }
+        }
+        Ok((status, retry_after, bytes))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> Error {
@@ -469,7 +570,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
-        let (status, retry_after, bytes) = self.read_answer(resp).await?;
+        let (status, retry_after, bytes) = self.read_answer(resp, OBJECT_BODY_CAP).await?;
         if status == StatusCode::UNAUTHORIZED
             || status == StatusCode::FORBIDDEN
             || status == StatusCode::BAD_REQUEST
@@ -477,13 +578,13 @@ impl Client {
             return Err(Error::Unauthorized(format!(
                 "login refused for {email} (HTTP {}: {}); check BILLINGBOOTH_EMAIL and the password",
                 status.as_u16(),
-                message_from_body(&bytes)
+                self.message(&bytes)
             )));
         }
         if !status.is_success() {
             return Err(Error::Http {
                 status: status.as_u16(),
-                message: format!("login failed: {}", message_from_body(&bytes)),
+                message: format!("login failed: {}", self.message(&bytes)),
                 retry_after,
             });
         }
@@ -491,6 +592,7 @@ impl Client {
         if token.token.is_empty() {
             return Err(Error::Decode("login answered an empty token".into()));
         }
+        self.redactor.add(&token.token);
         let mut state = self.token.write().await;
         state.token = Some(Arc::new(Secret::new(token.token)));
         state.generation += 1;

@@ -30,6 +30,10 @@ pub enum Error {
     /// A 2xx answer whose body was not what the API documents.
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// A list whose pages do not add up (a server that ignores `offset`, or serves more
+    /// rows than it counts): reading on would never end or lie.
+    #[error("the API's list cannot be read to its end: {0}")]
+    List(String),
     /// The request was never sent: the run stopped while it waited for its turn.
     #[error("not sent: the run is stopping")]
     NotSent,
@@ -79,7 +83,7 @@ impl Error {
             Error::Http { .. } => ErrorClass::ClientError,
             Error::Timeout(_) => ErrorClass::Timeout,
             Error::Connect(_) | Error::Transport(_) => ErrorClass::Transport,
-            Error::Decode(_) => ErrorClass::Decode,
+            Error::Decode(_) | Error::List(_) => ErrorClass::Decode,
             Error::NotSent => ErrorClass::NotSent,
         }
     }
@@ -92,22 +96,49 @@ impl Error {
             // 429 and 503 say the request was turned away; other 5xx may come from a
             // proxy after the application acted.
             Error::Http { status, .. } => *status >= 500 && *status != 503,
-            Error::Connect(_) | Error::Unauthorized(_) | Error::NotSent => false,
+            Error::Connect(_) | Error::Unauthorized(_) | Error::List(_) | Error::NotSent => false,
+        }
+    }
+}
+
+impl Error {
+    /// The same error with every message passed through `redact`: the one way an
+    /// error's text leaves the client.
+    pub fn redacted(self, redact: impl Fn(&str) -> String) -> Error {
+        match self {
+            Error::Http {
+                status,
+                message,
+                retry_after,
+            } => Error::Http {
+                status,
+                message: redact(&message),
+                retry_after,
+            },
+            Error::Connect(m) => Error::Connect(redact(&m)),
+            Error::Transport(m) => Error::Transport(redact(&m)),
+            Error::Unauthorized(m) => Error::Unauthorized(redact(&m)),
+            Error::Decode(m) => Error::Decode(redact(&m)),
+            Error::List(m) => Error::List(redact(&m)),
+            e @ (Error::Timeout(_) | Error::NotSent) => e,
         }
     }
 }
 
 /// Pulls a person-readable message out of an error body: JSON with a message somewhere,
-/// or plain text. Bounded, so a megabyte of HTML does not end up in the ledger.
-pub fn message_from_body(body: &[u8]) -> String {
+/// or plain text. `redact` runs on the whole text, then on what was picked out (the
+/// JSON's strings unescaped), and only then is the message cut, so a cut never leaves
+/// the start of a secret behind. Bounded, so a megabyte of HTML does not end up in the
+/// ledger.
+pub fn message_from_body(body: &[u8], redact: impl Fn(&str) -> String) -> String {
     const MAX: usize = 300;
-    let text = String::from_utf8_lossy(body);
+    let text = redact(&String::from_utf8_lossy(body));
     let text = text.trim();
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
         let mut parts = Vec::new();
         collect_messages(&json, &mut parts);
         if !parts.is_empty() {
-            return truncate(&parts.join("; "), MAX);
+            return truncate(&redact(&parts.join("; ")), MAX);
         }
     }
     if text.is_empty() {
@@ -171,7 +202,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         && secs.is_finite()
         && secs >= 0.0
     {
-        return Some(Duration::from_secs_f64(secs));
+        // Past what a Duration holds is "forever": the longest there is, not a panic.
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -183,6 +215,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message_from_body(body: &[u8]) -> String {
+        super::message_from_body(body, str::to_string)
+    }
+
+    #[test]
+    fn a_secret_is_redacted_before_the_message_is_cut() {
+        let body = format!("{}s3cret-password-here", "x".repeat(290));
+        let m = super::message_from_body(body.as_bytes(), |t| {
+            t.replace("s3cret-password-here", "[redacted]")
+        });
+        assert!(!m.contains("s3cret"), "{m}");
+    }
 
     #[test]
     fn messages_from_json_shapes() {
@@ -209,6 +254,11 @@ mod tests {
         let past = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH);
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("1e30"), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("100000000"),
+            Some(Duration::from_secs(100_000_000))
+        );
     }
 
     #[test]

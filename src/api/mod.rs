@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod error;
+pub mod redact;
 pub mod types;
 
 pub use client::{Client, ClientConfig, Credentials, Gate, Secret};

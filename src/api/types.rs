@@ -3,7 +3,9 @@
 //! Shared by the client and the sandbox so both speak the same JSON. Knows nothing of
 //! the pipeline. Unknown fields are ignored on read: the real API carries many more.
 
-use serde::{Deserialize, Serialize};
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What the API calls a customer (section 1 of the spec); only the fields we use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,17 +23,17 @@ pub struct Customer {
     pub status: CustomerStatus,
 }
 
-/// A customer's standing. Anything unknown reads as `Other` rather than failing the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A customer's standing. Anything unknown is kept as its text (`Other`) rather than
+/// failing the page: the API may add a standing tomorrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CustomerStatus {
     #[default]
     Active,
     Suspended,
     Cancelled,
     Deleted,
-    #[serde(other)]
-    Other,
+    /// A standing this tool does not know, as the API spelled it.
+    Other(&'static str),
 }
 
 impl CustomerStatus {
@@ -41,7 +43,7 @@ impl CustomerStatus {
             CustomerStatus::Suspended => "suspended",
             CustomerStatus::Cancelled => "cancelled",
             CustomerStatus::Deleted => "deleted",
-            CustomerStatus::Other => "other",
+            CustomerStatus::Other(text) => text,
         }
     }
 
@@ -51,20 +53,20 @@ impl CustomerStatus {
             "suspended" => CustomerStatus::Suspended,
             "cancelled" => CustomerStatus::Cancelled,
             "deleted" => CustomerStatus::Deleted,
-            _ => CustomerStatus::Other,
+            _ => CustomerStatus::Other(intern(s)),
         }
     }
 }
 
 /// The status of a portal user, as the API and the input sheet spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AccessStatus {
-    #[serde(rename = "active")]
     Active,
-    #[serde(rename = "suspended")]
     Suspended,
-    #[serde(rename = "awaitingActivation")]
     AwaitingActivation,
+    /// A status the API sent that this tool does not know, as it spelled it (the input
+    /// sheet never yields one: [`AccessStatus::parse_loose`] refuses unknown text).
+    Other(&'static str),
 }
 
 impl AccessStatus {
@@ -73,6 +75,17 @@ impl AccessStatus {
             AccessStatus::Active => "active",
             AccessStatus::Suspended => "suspended",
             AccessStatus::AwaitingActivation => "awaitingActivation",
+            AccessStatus::Other(text) => text,
+        }
+    }
+
+    /// Reads a status exactly as the API spells it; anything else is kept as `Other`.
+    pub fn parse(s: &str) -> AccessStatus {
+        match s {
+            "active" => AccessStatus::Active,
+            "suspended" => AccessStatus::Suspended,
+            "awaitingActivation" => AccessStatus::AwaitingActivation,
+            _ => AccessStatus::Other(intern(s)),
         }
     }
 
@@ -90,6 +103,51 @@ impl AccessStatus {
             _ => None,
         }
     }
+}
+
+/// Both statuses travel as plain strings; an unknown one is kept, never a decode error.
+macro_rules! status_as_string {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                Ok(<$ty>::parse(&text))
+            }
+        }
+    };
+}
+status_as_string!(CustomerStatus);
+status_as_string!(AccessStatus);
+
+/// Distinct unknown status texts kept; past this many (a server gone wrong), the rest
+/// read as `other`. Bounds what [`intern`] may ever hold.
+const MAX_UNKNOWN_STATUSES: usize = 64;
+/// An unknown status longer than this is cut: it is a label, not a document.
+const MAX_STATUS_LEN: usize = 40;
+
+/// A `'static` copy of an unknown status text, so the status types stay `Copy`. Each
+/// distinct text is stored once, and at most [`MAX_UNKNOWN_STATUSES`] of them.
+fn intern(text: &str) -> &'static str {
+    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let text: String = text.trim().chars().take(MAX_STATUS_LEN).collect();
+    if text.is_empty() {
+        return "other";
+    }
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = seen.iter().find(|s| **s == text) {
+        return known;
+    }
+    if seen.len() >= MAX_UNKNOWN_STATUSES {
+        return "other";
+    }
+    let kept: &'static str = Box::leak(text.into_boxed_str());
+    seen.push(kept);
+    kept
 }
 
 /// A user with access to a customer's portal.
@@ -118,6 +176,23 @@ pub struct NewAccessUser {
     pub status: Option<AccessStatus>,
 }
 
+/// What a list row is known by: how paging tells one page from the next.
+pub trait Keyed {
+    fn key(&self) -> i64;
+}
+
+impl Keyed for Customer {
+    fn key(&self) -> i64 {
+        self.id
+    }
+}
+
+impl Keyed for AccessUser {
+    fn key(&self) -> i64 {
+        self.id
+    }
+}
+
 /// The envelope of every list call. `limit` and `count` say what the server served,
 /// which need not be what was asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,4 +219,26 @@ pub struct TokenRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_statuses_are_kept_as_text_not_refused() {
+        let page: Page<AccessUser> = serde_json::from_str(
+            r#"{"data":[{"id":1,"email":"a@b.c","status":"deleted"},{"id":2,"status":"active"}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.data[0].status, Some(AccessStatus::Other("deleted")));
+        assert_eq!(page.data[1].status, Some(AccessStatus::Active));
+        let back = serde_json::to_string(&page.data[0]).unwrap_or_default();
+        assert!(back.contains(r#""status":"deleted""#), "{back}");
+        let c: Customer = serde_json::from_str(r#"{"id":3,"status":"archived"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.status, CustomerStatus::Other("archived"));
+        assert_eq!(CustomerStatus::parse(c.status.as_str()), c.status);
+        assert_eq!(AccessStatus::parse_loose("deleted"), None);
+    }
 }

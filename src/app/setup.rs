@@ -49,7 +49,10 @@ impl Reach {
         stop: CancellationToken,
     ) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(settings.rate, settings.burst, stop.clone())),
+            limiter: Arc::new(
+                Limiter::new(settings.rate, settings.burst, stop.clone())
+                    .with_max_pause(settings.max_retry_wait),
+            ),
             timeout: send.timeout,
             pool: settings.concurrency,
             max_attempts: settings.max_attempts,

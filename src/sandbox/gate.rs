@@ -226,6 +226,11 @@ impl Gate {
         token
     }
 
+    /// Logins that succeeded so far.
+    pub fn logins(&self) -> u64 {
+        self.tokens.len() as u64
+    }
+
     pub fn counters(&self) -> Counters {
         Counters {
             requests_total: self.requests_total,

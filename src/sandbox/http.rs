@@ -9,11 +9,11 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::handler::Handler;
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,9 @@ use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::api::types::{AccessUser, Customer, NewAccessUser, Page, TokenRequest, TokenResponse};
+use crate::api::types::{
+    AccessStatus, AccessUser, Customer, NewAccessUser, Page, TokenRequest, TokenResponse,
+};
 
 use super::gate::{Admitted, Gate, Refused, Route};
 use super::server::Hangup;
@@ -32,6 +34,10 @@ use super::{Config, Faults, Login, Truth};
 const DEFAULT_PAGE: u64 = 25;
 /// Rows a page serves at most, whatever was asked or capped.
 const MAX_PAGE: u64 = 100;
+/// The farthest a `Retry-After` date goes: a thousand years, well inside an HTTP date.
+const MAX_DATE_AHEAD: u64 = 1000 * 365 * 86_400;
+/// The pieces a huge body is streamed in.
+const HUGE_BODY_CHUNK: usize = 64 * 1024;
 
 /// The state every handler shares. Two locks, each held for one short call: the gate
 /// (faults and counters) and the store (customers and users).
@@ -169,7 +175,9 @@ fn retry_after(secs: u64, as_date: bool) -> HeaderValue {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let whole = now.as_secs() + u64::from(now.subsec_nanos() > 0) + secs;
+    // An HTTP date has four digits of year: keep far dates this side of 9999.
+    let whole = (now.as_secs() + u64::from(now.subsec_nanos() > 0))
+        .saturating_add(secs.min(MAX_DATE_AHEAD));
     let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(whole));
     // An HTTP date is plain ASCII.
     HeaderValue::from_str(&date).unwrap_or_else(|_| HeaderValue::from(secs))
@@ -197,7 +205,10 @@ impl ApiError {
         match refused {
             Refused::Down => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable."),
             Refused::Limited { retry_after_secs } => ApiError {
-                retry_after: Some(retry_after(retry_after_secs, faults.retry_after_date)),
+                retry_after: Some(retry_after(
+                    faults.retry_after_secs.unwrap_or(retry_after_secs),
+                    faults.retry_after_date,
+                )),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests.")
             },
             Refused::Unauthorized(message) => ApiError::new(StatusCode::UNAUTHORIZED, message),
@@ -267,7 +278,12 @@ type Answer<T> = Result<T, ApiError>;
 fn window(offset: Option<u64>, limit: Option<u64>, faults: &Faults) -> (u64, u64) {
     let asked = limit.filter(|&l| l > 0).unwrap_or(DEFAULT_PAGE);
     let cap = faults.page_cap.unwrap_or(MAX_PAGE).max(1);
-    (offset.unwrap_or(0), asked.min(MAX_PAGE).min(cap))
+    let offset = if faults.ignore_offset {
+        0
+    } else {
+        offset.unwrap_or(0)
+    };
+    (offset, asked.min(MAX_PAGE).min(cap))
 }
 
 fn page<T>(offset: u64, limit: u64, data: Vec<T>) -> Json<Page<T>> {
@@ -280,8 +296,51 @@ fn page<T>(offset: u64, limit: u64, data: Vec<T>) -> Json<Page<T>> {
 }
 
 /// `POST /token`.
-async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Answer<Json<TokenResponse>> {
-    let login: TokenRequest = serde_json::from_slice(&body).map_err(|_| {
+async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let echo_after = shared.gate().faults().token_echo_after;
+    if echo_after.is_some_and(|n| shared.gate().logins() >= n) {
+        return echo(&body);
+    }
+    match login(&shared, &body) {
+        Ok(token) => Json(TokenResponse { token }).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A 500 that repeats the request in a plain-text body, form-encoded and as sent.
+fn echo(body: &[u8]) -> Response {
+    let sent = String::from_utf8_lossy(body);
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).unwrap_or_default();
+    let form: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", form_encode(v.as_str().unwrap_or_default())))
+        .collect();
+    let text = format!(
+        "Internal error handling POST /token?{} with body {sent}",
+        form.join("&")
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
+}
+
+/// `application/x-www-form-urlencoded`, as a server log line would show a field.
+fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char);
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Checks a login and issues a token.
+fn login(shared: &Shared, body: &[u8]) -> Answer<String> {
+    let login: TokenRequest = serde_json::from_slice(body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "The email, password and grant_type fields are required.",
@@ -301,8 +360,7 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Answer<Json<To
             "Invalid credentials.",
         ));
     }
-    let token = shared.gate().issue_token();
-    Ok(Json(TokenResponse { token }))
+    Ok(shared.gate().issue_token())
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,8 +450,11 @@ async fn invite(
     Extension(faults): Extension<Faults>,
     id: Result<Path<i64>, PathRejection>,
     body: Bytes,
-) -> Answer<(StatusCode, Json<AccessUser>)> {
+) -> Answer<Response> {
     let Path(id) = id?;
+    if faults.customer_gone {
+        return Ok(customer_gone());
+    }
     let new = new_access_user(&body);
     let created_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let outcome = {
@@ -408,7 +469,44 @@ async fn invite(
             }),
         }
     };
-    outcome.map(|user| (StatusCode::CREATED, Json(user)))
+    let user = outcome?;
+    Ok(match faults.huge_body {
+        Some(size) => huge_answer(&user, size),
+        None => (StatusCode::CREATED, Json(user)).into_response(),
+    })
+}
+
+/// The validation error a Laravel API gives for a customer id that names nothing.
+fn customer_gone() -> Response {
+    let body = serde_json::json!({
+        "message": "The given data was invalid.",
+        "errors": {"customer": ["The selected customer does not exist."]},
+    });
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// A 201 whose JSON is the user padded to `size` bytes, made as it is sent: the
+/// sandbox never holds more than a chunk of it.
+fn huge_answer(user: &AccessUser, size: u64) -> Response {
+    let head = serde_json::to_string(user).unwrap_or_else(|_| "{}".into());
+    let head = format!("{},\"pad\":\"", head.trim_end_matches('}'));
+    let tail = "\"}";
+    let pad = size.saturating_sub((head.len() + tail.len()) as u64);
+    let chunk = Bytes::from(vec![b'x'; HUGE_BODY_CHUNK]);
+    let pieces = (pad / HUGE_BODY_CHUNK as u64) as usize;
+    let rest = chunk.slice(..(pad % HUGE_BODY_CHUNK as u64) as usize);
+    let body = futures::stream::iter(
+        std::iter::once(Bytes::from(head))
+            .chain(std::iter::repeat_n(chunk, pieces))
+            .chain([rest, Bytes::from_static(tail.as_bytes())])
+            .map(Ok::<Bytes, std::convert::Infallible>),
+    );
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::CREATED;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Reads an invitation body, naming the first field that is missing or wrong.
@@ -423,12 +521,20 @@ fn new_access_user(body: &[u8]) -> Answer<NewAccessUser> {
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message));
         }
     }
-    serde_json::from_value(value).map_err(|err| {
+    let new: NewAccessUser = serde_json::from_value(value).map_err(|err| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("The given data was invalid: {err}"),
         )
-    })
+    })?;
+    // A client reads any status, but may set only the ones the API knows.
+    if let Some(AccessStatus::Other(_)) = new.status {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The selected status is invalid.",
+        ));
+    }
+    Ok(new)
 }
 
 type UserPath = Result<Path<(i64, i64)>, PathRejection>;

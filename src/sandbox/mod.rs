@@ -79,6 +79,21 @@ pub struct Args {
     /// The only login /token accepts, as EMAIL:PASSWORD
     #[arg(long, value_name = "EMAIL:PASSWORD")]
     pub login: Option<String>,
+    /// Answer every invitation 422 "The selected customer does not exist."
+    #[arg(long)]
+    pub customer_gone: bool,
+    /// After N logins, answer /token with a 500 that echoes the request, password included
+    #[arg(long, value_name = "N")]
+    pub token_echo_after: Option<u64>,
+    /// Retry-After of every 429, in seconds, whatever the window says
+    #[arg(long, value_name = "SECS")]
+    pub retry_after_secs: Option<u64>,
+    /// Serve every list page from the start, whatever the offset
+    #[arg(long)]
+    pub ignore_offset: bool,
+    /// Answer invitations with a 201 body of this many bytes, streamed
+    #[arg(long, value_name = "BYTES")]
+    pub huge_body: Option<u64>,
     /// JSON array of customers [default: samples/customers.json, else the built-in samples]
     #[arg(long, value_name = "FILE")]
     pub customers: Option<PathBuf>,
@@ -121,6 +136,11 @@ impl Args {
             page_cap: self.page_cap,
             search_matches: self.search_matches,
             duplicate_status: self.duplicate_status,
+            customer_gone: self.customer_gone,
+            token_echo_after: self.token_echo_after,
+            retry_after_secs: self.retry_after_secs,
+            ignore_offset: self.ignore_offset,
+            huge_body: self.huge_body,
         };
         faults.validate()?;
         let login = match &self.login {
@@ -240,6 +260,19 @@ pub struct Faults {
     pub search_matches: SearchMatches,
     /// The status of a second invitation of one e-mail: 409 or 422.
     pub duplicate_status: u16,
+    /// Every invitation answers 422 "The selected customer does not exist.", as if the
+    /// customer went away after the directory was read.
+    pub customer_gone: bool,
+    /// After this many logins succeeded, `/token` answers 500 with the request echoed
+    /// (the password in it, JSON-escaped and URL-encoded), as a careless server would.
+    pub token_echo_after: Option<u64>,
+    /// The `Retry-After` every 429 carries, in seconds (or as a date that far ahead),
+    /// instead of the time until the window frees.
+    pub retry_after_secs: Option<u64>,
+    /// List pages ignore `offset`: every page is the first.
+    pub ignore_offset: bool,
+    /// Invitations answer 201 with a body this many bytes long, streamed.
+    pub huge_body: Option<u64>,
 }
 
 impl Default for Faults {
@@ -256,6 +289,11 @@ impl Default for Faults {
             page_cap: None,
             search_matches: SearchMatches::Name,
             duplicate_status: 409,
+            customer_gone: false,
+            token_echo_after: None,
+            retry_after_secs: None,
+            ignore_offset: false,
+            huge_body: None,
         }
     }
 }

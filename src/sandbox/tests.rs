@@ -756,7 +756,7 @@ async fn generated_customers_carry_their_users() {
             reference: None,
             email: None,
             kind: None,
-            status: crate::api::types::CustomerStatus::Other,
+            status: crate::api::types::CustomerStatus::Other("none"),
         });
     assert_eq!(customer.id, 0, "only 30 were generated");
     let customers: Page<Customer> = get(&sandbox, "/customer?offset=25")

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_answers;
 mod faults;
 mod ledger_fixture;
 mod pipeline;
