@@ -49,7 +49,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     let started = Instant::now();
     let readers = app::open_inputs(&a.input)?;
     let path = app::ledger_path(global, a.input.sandbox);
-    let (_lock, mut ledger) = app::open_ledger(&path)?;
+    let mut ledger = app::open_ledger(&path)?;
     let settings = cli::send_settings(&a.send);
     let api = app::connect_to_send(
         global,

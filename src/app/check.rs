@@ -42,7 +42,7 @@ pub(crate) async fn check_files(
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
     let path = ledger_path(global, a.sandbox);
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     // Only the directory and references need the API. Without credentials, a fresh
     // copy of the directory in the ledger is enough to check names.
     let mut resolver = match connect(global, a.sandbox, Reach::reading(rate, stop.clone())).await {

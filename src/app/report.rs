@@ -186,7 +186,7 @@ pub(crate) async fn customers(
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let path = ledger_path(global, false);
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     let api = connect(global, false, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {
