@@ -112,7 +112,8 @@ impl Progress {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn summary_counts(&self) -> String {
+    /// The counts so far, as `invited 120, exists 2`.
+    pub fn summary_counts(&self) -> String {
         RowStatus::ALL
             .iter()
             .filter_map(|s| {

@@ -52,7 +52,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     // A plan writes no results, so only a sync that applies needs a place for them.
     let results = a.send.results.as_deref().filter(|_| !a.plan);
     let endpoint = app::before_sending(global, &path, a.input.sandbox, results)?;
-    let (_lock, mut ledger) = app::open_ledger(&path)?;
+    let mut ledger = app::open_ledger(&path)?;
     let settings = cli::send_settings(&a.send);
     let api = app::connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;

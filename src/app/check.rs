@@ -50,7 +50,7 @@ pub(crate) async fn check_files(
         Err(no_api) if !path.exists() => return Err(no_api),
         other => other,
     };
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     let resolver = match endpoint {
         Ok(endpoint) => {
             let api = connect(endpoint, Reach::reading(rate, stop.clone())).await?;

@@ -16,7 +16,7 @@ pub(crate) async fn invite_rows(
     let readers = open_inputs(&a)?;
     let path = ledger_path(global, a.sandbox);
     let endpoint = before_sending(global, &path, a.sandbox, send.results.as_deref())?;
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
     let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
@@ -90,7 +90,7 @@ pub(crate) async fn retry(
         );
     }
     let endpoint = before_sending(global, &path, false, send.results.as_deref())?;
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     let settings = cli::send_settings(&send);
     let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
@@ -313,7 +313,9 @@ pub(crate) fn finish(
     results: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     progress.finish();
-    let mut ledger = writer.close(thread).map_err(after_start)?;
+    let mut ledger = writer
+        .close(thread)
+        .map_err(|e| after_start(stopped_by_ledger(e, progress)))?;
     let abort = sender.abort_reason();
     let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
     let problems = counts
@@ -333,7 +335,7 @@ pub(crate) fn finish(
     }
     ledger
         .finish_run(run, &outcome, exit as i32)
-        .map_err(after_start)?;
+        .map_err(|e| after_start(stopped_by_ledger(e.into(), progress)))?;
     let elapsed = started.elapsed();
     let summary = Summary {
         command: command.to_string(),
@@ -396,6 +398,38 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// A run the ledger failed under (a full disk, the file deleted or replaced): exit 3,
+/// in one line saying what happened, what was done, and what to do.
+fn stopped_by_ledger(err: anyhow::Error, progress: &Progress) -> anyhow::Error {
+    let cause = err.chain().find_map(|c| c.downcast_ref::<ledger::Error>());
+    let what_now = match cause {
+        Some(ledger::Error::Gone { .. }) => {
+            "put the ledger file back before running again, or the next run sends those invitations again"
+        }
+        Some(ledger::Error::Sql { .. } | ledger::Error::Unwritable { .. }) => {
+            "free some space (or fix the disk), then run the same command again: the invitations in flight are checked before any is sent again"
+        }
+        _ => return err,
+    };
+    let done = match progress.summary_counts() {
+        c if c.is_empty() => "no row".to_string(),
+        c => c,
+    };
+    let msg = match cause {
+        Some(ledger::Error::Sql { path, source }) => {
+            format!(
+                "the ledger {} could not be written ({source})",
+                path.display()
+            )
+        }
+        Some(known) => known.to_string(),
+        None => err.to_string(),
+    };
+    anyhow::Error::new(Aborted(format!(
+        "{msg}; the run stopped sending after these rows: {done}; {what_now}"
+    )))
 }
 
 #[derive(Debug, Serialize)]

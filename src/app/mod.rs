@@ -38,8 +38,7 @@ use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
 use crate::cli::{self, Args, Command, Global, InputArgs, SendArgs};
 use crate::input::{self, Field, Invitee, Reader, Record};
 use crate::ledger::{
-    self, Admission, AdmitOptions, Decision, Ledger, LedgerLock, NewRow, RowStatus, RunId, Verdict,
-    Writer,
+    self, Admission, AdmitOptions, Decision, Ledger, NewRow, RowStatus, RunId, Verdict, Writer,
 };
 use crate::progress::{Mode, Progress};
 use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
@@ -87,8 +86,13 @@ pub struct Aborted(pub String);
 /// The exit code an error means.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if let Some(ledger::Error::Busy { .. }) = cause.downcast_ref::<ledger::Error>() {
-            return Exit::Busy;
+        match cause.downcast_ref::<ledger::Error>() {
+            Some(ledger::Error::Busy { .. }) => return Exit::Busy,
+            // The ledger failed under a run, after requests may have left.
+            Some(ledger::Error::Unwritable { .. } | ledger::Error::Gone { .. }) => {
+                return Exit::Aborted;
+            }
+            _ => {}
         }
         if cause.downcast_ref::<Aborted>().is_some() {
             return Exit::Aborted;
@@ -145,6 +149,13 @@ mod tests {
             exit_for(&anyhow::Error::new(busy).context("opening")),
             Exit::Busy
         );
+        let full = ledger::Error::Unwritable {
+            path: "x".into(),
+            reason: "database or disk is full".into(),
+        };
+        assert_eq!(exit_for(&anyhow::Error::new(full)), Exit::Aborted);
+        let gone = ledger::Error::Gone { path: "x".into() };
+        assert_eq!(exit_for(&anyhow::Error::new(gone)), Exit::Aborted);
         assert_eq!(exit_for(&anyhow!("bad file")), Exit::Usage);
     }
 }

@@ -208,7 +208,7 @@ pub(crate) async fn customers(
     let path = ledger_path(global, false);
     ledger_folder(&path)?;
     let endpoint = endpoint(global, false)?;
-    let (_lock, mut ledger) = open_ledger(&path)?;
+    let mut ledger = open_ledger(&path)?;
     let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {

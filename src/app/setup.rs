@@ -135,11 +135,10 @@ pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
     })
 }
 
-/// Locks, then opens, the ledger: a second run on it exits 4 at once.
-pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<(LedgerLock, Ledger)> {
-    let lock = LedgerLock::acquire(path)?;
-    let ledger = Ledger::open(path)?;
-    Ok((lock, ledger))
+/// Locks, then opens, the ledger: a second run on it, by whatever path, exits 4 at once.
+/// The lock lives in the ledger and goes with it.
+pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<Ledger> {
+    Ok(Ledger::open_locked(path)?)
 }
 
 /// Opens every input before anything is sent, so an unreadable one stops the command.

@@ -6,6 +6,7 @@
 //! This module decides nothing about HTTP: it stores what the send stage reports and
 //! hands back the work that is not done.
 
+mod checkpoint;
 mod lock;
 mod query;
 mod sync;
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::api::types::{AccessStatus, Customer, CustomerStatus, NewAccessUser};
 use crate::send::{Job, Outcome};
 
+pub use checkpoint::Checkpointer;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
 pub use sync::{ActionKind, ActionOutcome, ActionRow, ActionState, KeyView, NewAction, Present};
@@ -37,8 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
 
 /// SQLite's page cache, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;
-/// WAL pages between automatic checkpoints (4 KiB pages: 32 MiB of WAL).
-const CHECKPOINT_PAGES: i64 = 8192;
+/// WAL pages between automatic checkpoints when no run is writing (4 KiB pages: 16 MiB).
+const CHECKPOINT_PAGES: i64 = 4096;
+/// The size a WAL file is cut back to when it starts over: it never stays bigger.
+const WAL_KEEP_BYTES: i64 = 16 * 1024 * 1024;
 
 /// Errors of the ledger. Each says which file, so a person knows where to look.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,17 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The ledger's folder does not exist.
+    #[error(
+        "cannot create the ledger {path}: its folder does not exist; create the folder or choose another --ledger"
+    )]
+    NoFolder { path: PathBuf },
+    /// A write failed during a run (a full disk, an I/O error): the run stops.
+    #[error("the ledger {path} could not be written ({reason})")]
+    Unwritable { path: PathBuf, reason: String },
+    /// The file at the ledger's path is no longer the one the run opened.
+    #[error("the ledger {path} was deleted or replaced while this run was writing it")]
+    Gone { path: PathBuf },
     /// SQLite refused something.
     #[error("ledger {path}: {source}")]
     Sql {
@@ -311,6 +326,9 @@ pub struct Ledger {
     /// The invitations the current run's input has named so far: a second row with
     /// the same key is a duplicate. In memory (8 bytes a key), not a write per row.
     seen: (RunId, HashSet<i64>),
+    /// The run lock, for a ledger opened to write. Declared last: it must be released
+    /// after the connection is closed (see [`LedgerLock`]).
+    lock: Option<LedgerLock>,
 }
 
 fn now_text() -> String {
@@ -342,6 +360,25 @@ impl Ledger {
         Ledger::setup(conn, path.to_path_buf())
     }
 
+    /// Locks the ledger file for this process (creating it with mode 0600), then opens
+    /// and migrates it: a second writer fails at once with [`Error::Busy`].
+    pub fn open_locked(path: &Path) -> Result<Ledger> {
+        let lock = LedgerLock::acquire(path)?;
+        let mut ledger = Ledger::open(path)?;
+        ledger.lock = Some(lock);
+        ledger.check_still_there()?;
+        Ok(ledger)
+    }
+
+    /// Fails with [`Error::Gone`] when the ledger's path no longer names the file this
+    /// run locked and writes. Always fine for a ledger opened without the lock.
+    pub fn check_still_there(&self) -> Result<()> {
+        match &self.lock {
+            Some(lock) => lock.check_still_at(&self.path),
+            None => Ok(()),
+        }
+    }
+
     /// A ledger in memory, for tests.
     pub fn open_in_memory() -> Result<Ledger> {
         let path = PathBuf::from(":memory:");
@@ -357,6 +394,7 @@ impl Ledger {
             conn,
             path,
             seen: (0, HashSet::new()),
+            lock: None,
         };
         ledger.sql(|c| {
             c.busy_timeout(Duration::from_secs(5))?;
@@ -366,6 +404,7 @@ impl Ledger {
             // invitation index all over, and each checkpoint ends in an fsync.
             c.pragma_update(None, "cache_size", -CACHE_KIB)?;
             c.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+            c.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
             // Savepoints inside a group keep their undo pages here, not in temp files.
             c.pragma_update(None, "temp_store", "MEMORY")?;
             c.pragma_update(None, "foreign_keys", "ON")?;
@@ -846,82 +885,6 @@ impl Ledger {
             )?;
             tx.commit()
         })
-    }
-}
-
-/// Checkpoints the WAL from a connection and thread of its own while a run writes, so
-/// the writer never stops to copy pages and fsync. Dropping it stops the thread.
-pub struct Checkpointer {
-    /// Dropping it wakes the thread at once and tells it to end.
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-/// How often the background checkpointer runs.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Ledger {
-    /// Moves checkpointing off this connection for the length of a run. `None` (and
-    /// checkpoints as usual) for an in-memory ledger or when a second connection fails.
-    pub fn background_checkpoints(&mut self) -> Option<Checkpointer> {
-        if self.path.as_os_str() == ":memory:" {
-            return None;
-        }
-        let other = Connection::open(&self.path).ok()?;
-        other.busy_timeout(Duration::from_secs(5)).ok()?;
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .ok()?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let mut wal = self.path.as_os_str().to_owned();
-        wal.push("-wal");
-        let handle = std::thread::Builder::new()
-            .name("checkpoint".into())
-            .spawn(move || {
-                let checkpoint = || {
-                    let _ = other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                };
-                // As often as SQLite would on its own, by WAL size: each checkpoint
-                // ends in an fsync, so many small ones cost more than a few large.
-                let wal_big = || {
-                    std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_PAGES as u64 * 4096)
-                };
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if wal_big() {
-                        checkpoint();
-                    }
-                }
-                // The last checkpoint is SQLite's own, when the ledger is closed.
-            })
-            .ok();
-        if handle.is_none() {
-            let _ = self
-                .conn
-                .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
-            return None;
-        }
-        Some(Checkpointer {
-            stop: Some(stop),
-            handle,
-        })
-    }
-
-    /// Checkpoints on this connection again, after a run.
-    pub fn foreground_checkpoints(&mut self) {
-        let _ = self
-            .conn
-            .pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
     }
 }
 

@@ -3,10 +3,12 @@
 //! Async stages send it closures to run ([`Writer::call`]) and outcomes to record
 //! ([`Writer::record`]). It commits by group: whatever is queued when it wakes (an
 //! admitted batch, `sending` marks, hundreds of outcomes) runs in one transaction and
-//! one WAL write, and only after that commit are the callers answered, so a mark is
-//! durable before its request can leave. A failed write stops the run: the error is
-//! kept and every later call reports it.
+//! one WAL write, and only after that commit, and a look that the ledger's path still
+//! names the file written, are the callers answered, so a mark is durable before its
+//! request can leave. A failed write or a ledger deleted or replaced stops the run: the
+//! reason is kept, nothing more is written, and every later call reports it.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -33,7 +35,39 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Cmd>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<Stopped>>>,
+}
+
+/// Why the ledger thread stopped writing: kept to answer every later call.
+#[derive(Debug, Clone)]
+enum Stopped {
+    /// A write failed; the reason as SQLite or the OS gave it.
+    Unwritable { path: PathBuf, reason: String },
+    /// The path no longer names the file the run opened.
+    Gone { path: PathBuf },
+}
+
+impl Stopped {
+    fn from_error(e: Error, path: &Path) -> Stopped {
+        match e {
+            Error::Gone { path } => Stopped::Gone { path },
+            Error::Sql { source, .. } => Stopped::Unwritable {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            },
+            other => Stopped::Unwritable {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self.clone() {
+            Stopped::Unwritable { path, reason } => Error::Unwritable { path, reason },
+            Stopped::Gone { path } => Error::Gone { path },
+        }
+    }
 }
 
 /// Joins the ledger thread and gives the ledger back.
@@ -94,40 +128,43 @@ impl Writer {
     }
 
     /// Ends the run's writing: waits for every queued command, then gives the ledger
-    /// back, or the first write that failed. Every other clone must be dropped first.
+    /// back, or why the ledger stopped writing. Every other clone must be dropped first.
     pub fn close(self, thread: WriterThread) -> anyhow::Result<Ledger> {
-        let written = self.check();
-        drop(self);
+        drop(self.tx);
         let ledger = thread
             .join()
             .ok_or_else(|| anyhow::anyhow!("the ledger thread failed"))?;
-        written?;
-        Ok(ledger)
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(stopped) => Err(stopped.error().into()),
+            None => Ok(ledger),
+        }
     }
 
-    /// The first write that failed, if any.
+    /// Why the ledger stopped writing, if it did: [`Error::Unwritable`] or [`Error::Gone`].
     pub fn check(&self) -> anyhow::Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(anyhow::anyhow!("writing the ledger failed: {e}")),
+            Some(stopped) => Err(stopped.error().into()),
             None => Ok(()),
         }
     }
 }
 
-/// The thread's loop: take what is queued, run it in one transaction, commit, answer.
+/// The thread's loop: take what is queued, run it in one transaction, commit, check the
+/// file is still the ledger's, answer. After the first failure it runs nothing more and
+/// answers no one, so no request leaves on a mark that may not be kept.
 fn serve(
     mut ledger: Ledger,
     run: RunId,
     mut rx: mpsc::Receiver<Cmd>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<Stopped>>>,
 ) -> Ledger {
+    let path = ledger.path().to_path_buf();
     let fail = |e: Error| {
         let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert_with(|| e.to_string());
+        slot.get_or_insert_with(|| Stopped::from_error(e, &path));
     };
+    let has_failed = || failed.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     let checkpointer = ledger.background_checkpoints();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut replies: Vec<Reply> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -136,41 +173,13 @@ fn serve(
                 Err(_) => break,
             }
         }
-        if let Err(e) = ledger.begin_group() {
-            fail(e);
-            // Answer no one: nothing of this group can be made durable.
+        if has_failed() {
+            // Dropped unanswered: every caller learns why from `check`.
             continue;
         }
-        for cmd in group {
-            match cmd {
-                Cmd::Record(o) => outcomes.push(o),
-                Cmd::Call(job) => {
-                    // Outcomes queued before a call are written before it runs.
-                    if !outcomes.is_empty() {
-                        if let Err(e) = ledger.record(run, &outcomes) {
-                            fail(e);
-                        }
-                        outcomes.clear();
-                    }
-                    replies.push(job(&mut ledger));
-                }
-            }
-        }
-        if !outcomes.is_empty() {
-            if let Err(e) = ledger.record(run, &outcomes) {
-                fail(e);
-            }
-            outcomes.clear();
-        }
-        match ledger.commit_group() {
-            Ok(()) => replies.drain(..).for_each(|reply| reply()),
-            Err(e) => {
-                // Nothing of the group is durable: answer no one, so no request
-                // leaves on a mark that was not written.
-                ledger.rollback_group();
-                fail(e);
-                replies.clear();
-            }
+        match write_group(&mut ledger, run, group) {
+            Ok(replies) => replies.into_iter().for_each(|reply| reply()),
+            Err(e) => fail(e),
         }
     }
     if checkpointer.is_some() {
@@ -178,6 +187,39 @@ fn serve(
         ledger.foreground_checkpoints();
     }
     ledger
+}
+
+/// Runs one group in one transaction and commits it; gives back the answers to send
+/// once it is durable, or the first failure (and then nothing of it is answered).
+fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<Reply>, Error> {
+    ledger.begin_group()?;
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut replies: Vec<Reply> = Vec::new();
+    let mut written = Ok(());
+    for cmd in group {
+        match cmd {
+            Cmd::Record(o) => outcomes.push(o),
+            Cmd::Call(job) => {
+                // Outcomes queued before a call are written before it runs.
+                if !outcomes.is_empty() {
+                    written = written.and(ledger.record(run, &outcomes));
+                    outcomes.clear();
+                }
+                replies.push(job(ledger));
+            }
+        }
+    }
+    if !outcomes.is_empty() {
+        written = written.and(ledger.record(run, &outcomes));
+    }
+    if let Err(e) = written.and_then(|()| ledger.commit_group()) {
+        ledger.rollback_group();
+        return Err(e);
+    }
+    // Committed to the file at the path? If it was deleted or replaced, what was just
+    // written is lost with it: nothing is answered, so nothing more is sent.
+    ledger.check_still_there()?;
+    Ok(replies)
 }
 
 #[cfg(test)]

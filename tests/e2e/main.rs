@@ -9,6 +9,7 @@
 mod api_answers;
 mod faults;
 mod ledger_fixture;
+mod ledger_safety;
 mod pipeline;
 mod preflight;
 mod spreadsheets;
