@@ -41,6 +41,7 @@ pub(crate) async fn check_files(
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
+    let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let path = ledger_path(global, a.sandbox);
     let (_lock, mut ledger) = open_ledger(&path)?;
     // Only the directory and references need the API. Without credentials, a fresh
@@ -120,6 +121,20 @@ pub(crate) async fn check_files(
                     continue;
                 }
             };
+            for w in &record.warnings {
+                summary.warnings += 1;
+                emit(
+                    &mut out,
+                    Finding {
+                        file: &record.file,
+                        line: record.line,
+                        severity: "warning",
+                        column: w.column.as_deref(),
+                        value: &w.value,
+                        message: w.message.clone(),
+                    },
+                )?;
+            }
             let customer_col = record
                 .columns
                 .name_of(Field::Customer)
@@ -195,8 +210,12 @@ pub(crate) async fn check_files(
             }
         }
     }
+    let notes_said: Vec<String> = notes.iter().flat_map(|n| n.lines()).collect();
+    let no_rows = notes.iter().any(|n| n.no_rows());
     if global.json {
-        write!(out, "],\"summary\":")?;
+        write!(out, "],\"notes\":")?;
+        serde_json::to_writer(&mut out, &notes_said)?;
+        write!(out, ",\"summary\":")?;
         serde_json::to_writer(&mut out, &summary)?;
         writeln!(out, "}}")?;
     } else if !global.quiet {
@@ -218,10 +237,13 @@ pub(crate) async fn check_files(
                 summary.already_done, summary.still_rejected
             )?;
         }
+        for note in &notes_said {
+            writeln!(out, "Note: {note}")?;
+        }
     }
     out.flush()?;
     Ok(
-        if summary.invalid + summary.unresolved + summary.still_rejected > 0 {
+        if no_rows || summary.invalid + summary.unresolved + summary.still_rejected > 0 {
             Exit::Problems
         } else {
             Exit::Ok

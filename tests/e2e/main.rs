@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+mod input_truth;
 mod pipeline;
 mod spreadsheets;
 mod sync;
