@@ -553,8 +553,9 @@ impl Notes {
         }
         let mixed = self.mixed_scripts.load(Ordering::Relaxed);
         if mixed > 0 {
+            let rows = if mixed == 1 { "row has" } else { "rows have" };
             out.push(format!(
-                "{file}: {mixed} rows have an e-mail address that mixes scripts (e.g. a \
+                "{file}: {mixed} {rows} an e-mail address that mixes scripts (e.g. a \
                  Cyrillic letter among Latin ones); see them with bbinvite validate"
             ));
         }

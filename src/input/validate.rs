@@ -141,9 +141,24 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         Field::FirstName,
         Field::LastName,
         Field::Customer,
+        Field::CustomerReference,
     ] {
         let value = cell(field);
-        if value.contains('\u{FFFD}') {
+        let control = value
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+        if let Some(c) = control
+            && !problems.iter().any(|p| p.column == column(field))
+        {
+            problems.push(Problem {
+                column: column(field),
+                value: value.to_string(),
+                message: format!(
+                    "holds the control character U+{:04X}: delete it and save the file",
+                    u32::from(c)
+                ),
+            });
+        } else if value.contains('\u{FFFD}') {
             problems.push(Problem {
                 column: column(field),
                 value: value.to_string(),
@@ -508,6 +523,15 @@ mod tests {
             assert_eq!(m.len(), 1, "{m:?}");
             assert!(m[0].contains(named), "{m:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_make_a_row_invalid() {
+        let c = columns(&["Email", "Name", "Company"]);
+        let m = messages(validate(&c, &row(&["a@b.co", "Ann", "Acme\u{1b}[31m"])));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("U+001B"), "{m:?}");
+        assert!(validate(&c, &row(&["a@b.co", "Ann\nLee", "Acme"])).is_ok());
     }
 
     #[test]
