@@ -95,6 +95,10 @@ pub struct InputArgs {
     /// The XLSX/ODS sheet to read (default: the first)
     #[arg(long)]
     pub sheet: Option<String>,
+    /// Accept quoted CSV cells that run over many lines (by default such a file is
+    /// refused: a missing closing quote would merge the rows below it into one cell)
+    #[arg(long)]
+    pub allow_multiline_fields: bool,
     /// Send every row to this customer, whatever the file says
     #[arg(long, value_name = "NAME")]
     pub customer: Option<String>,
@@ -388,6 +392,7 @@ pub fn input_options(a: &InputArgs) -> InputOptions {
         sheet: a.sheet.clone(),
         format: None,
         map: a.map.clone(),
+        allow_multiline: a.allow_multiline_fields,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Resolving: a row's customer (name, id or reference) becomes a customer id, or the
 //! reason it cannot.
 //!
-//! Names match after Unicode NFKC, case folding and whitespace folding. Several
+//! Names match after Unicode NFKC, full case folding (`Straße` is `STRASSE`) and
+//! whitespace folding. Several
 //! customers with one name: an active one wins over suspended, cancelled or deleted
 //! ones; several active ones are ambiguous. No match: the closest names are suggested.
 //! This module makes no HTTP calls itself: references are looked up by the caller,
@@ -9,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use caseless::Caseless;
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
@@ -19,23 +21,18 @@ const SUGGESTIONS: usize = 3;
 /// Names less similar than this (Jaro-Winkler on normalised names) are not suggested.
 const SUGGESTION_FLOOR: f64 = 0.75;
 
-/// Folds a name for matching: NFKC, lower case, one space between words, trimmed.
+/// Folds a name for matching: NFKC, full Unicode case folding (then NFKC again, as
+/// folding may undo it), one space between words, trimmed.
 ///
 /// ```
 /// use bbinvite::resolve::normalize;
 /// assert_eq!(normalize("  ACME\u{00A0}Telecom   Ltd "), "acme telecom ltd");
 /// assert_eq!(normalize("Cafe\u{0301} Société"), normalize("Café SOCIÉTÉ"));
+/// assert_eq!(normalize("Straße"), normalize("STRASSE"));
 /// ```
 pub fn normalize(name: &str) -> String {
-    let nfkc: String = name.nfkc().collect();
-    let mut out = String::with_capacity(nfkc.len());
-    for word in nfkc.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().flat_map(char::to_lowercase));
-    }
-    out
+    let folded: String = name.nfkc().default_case_fold().nfkc().collect();
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Why a row has no customer.
@@ -318,6 +315,26 @@ mod tests {
         assert_eq!(normalize("ＡＣＭＥ"), "acme");
         assert_eq!(dir().by_name("acme telecom LTD").unwrap().id, 1);
         assert_eq!(dir().by_name("Cafe\u{0301} Société").unwrap().id, 6);
+    }
+
+    #[test]
+    fn names_fold_letters_whose_capital_is_two_letters() {
+        assert_eq!(normalize("Straße Telecom"), normalize("STRASSE TELECOM"));
+        assert_eq!(normalize("ǅemal"), normalize("DŽEMAL"));
+        let dir = Directory::new(vec![
+            c(1, "Straße Telecom", CustomerStatus::Active),
+            c(2, "Weiss Networks", CustomerStatus::Active),
+            c(3, "WEISS NETWORKS", CustomerStatus::Active),
+        ]);
+        assert_eq!(dir.by_name("STRASSE telecom").unwrap().id, 1);
+        assert_eq!(
+            dir.namesakes(&c(9, "Weiß Networks", CustomerStatus::Active)),
+            2
+        );
+        assert!(matches!(
+            dir.by_name("Weiß Networks"),
+            Err(Unresolved::Ambiguous { .. })
+        ));
     }
 
     #[test]

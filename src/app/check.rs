@@ -69,6 +69,7 @@ async fn check_rows(
     ledger: &mut Ledger,
     mode: Check,
 ) -> anyhow::Result<Exit> {
+    let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let dry = matches!(mode, Check::DryRun { .. });
     let opts = AdmitOptions {
         retry_rejected: matches!(
@@ -140,6 +141,20 @@ async fn check_rows(
                     continue;
                 }
             };
+            for w in &record.warnings {
+                summary.warnings += 1;
+                emit(
+                    &mut out,
+                    Finding {
+                        file: &record.file,
+                        line: record.line,
+                        severity: "warning",
+                        column: w.column.as_deref(),
+                        value: &w.value,
+                        message: w.message.clone(),
+                    },
+                )?;
+            }
             let (customer_col, customer_val) = customer_cell(&record, who, resolver.is_fixed());
             let resolved = match resolver.resolve(who).await {
                 Ok(r) => r,
@@ -207,8 +222,12 @@ async fn check_rows(
             }
         }
     }
+    let notes_said: Vec<String> = notes.iter().flat_map(|n| n.lines()).collect();
+    let no_rows = notes.iter().any(|n| n.no_rows());
     if global.json {
-        write!(out, "],\"summary\":")?;
+        write!(out, "],\"notes\":")?;
+        serde_json::to_writer(&mut out, &notes_said)?;
+        write!(out, ",\"summary\":")?;
         serde_json::to_writer(&mut out, &summary)?;
         writeln!(out, "}}")?;
     } else if !global.quiet {
@@ -230,10 +249,13 @@ async fn check_rows(
                 summary.already_done, summary.still_rejected
             )?;
         }
+        for note in &notes_said {
+            writeln!(out, "Note: {note}")?;
+        }
     }
     out.flush()?;
     Ok(
-        if summary.invalid + summary.unresolved + summary.still_rejected > 0 {
+        if no_rows || summary.invalid + summary.unresolved + summary.still_rejected > 0 {
             Exit::Problems
         } else {
             Exit::Ok

@@ -21,6 +21,7 @@ pub(crate) async fn invite_rows(
     let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
+    let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "run");
     let (writer, thread) = Writer::spawn(ledger, run)?;
@@ -73,6 +74,7 @@ pub(crate) async fn invite_rows(
         &sender,
         fed.and(sent),
         send.results.as_deref(),
+        &notes,
     )
 }
 
@@ -126,6 +128,7 @@ pub(crate) async fn retry(
         &sender,
         fed.and(sent),
         send.results.as_deref(),
+        &[],
     )
 }
 
@@ -311,6 +314,7 @@ pub(crate) fn finish(
     sender: &Sender,
     pipeline: anyhow::Result<()>,
     results: Option<&Path>,
+    notes: &[Arc<input::Notes>],
 ) -> anyhow::Result<Exit> {
     progress.finish();
     let mut ledger = writer
@@ -318,10 +322,12 @@ pub(crate) fn finish(
         .map_err(|e| after_start(stopped_by_ledger(e, progress)))?;
     let abort = sender.abort_reason();
     let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
-    let problems = counts
-        .rows
-        .iter()
-        .any(|(s, n)| *n > 0 && RowStatus::parse(s).is_some_and(RowStatus::is_problem));
+    // A file with a header and no rows is a problem: in cron, a truncated export.
+    let problems = notes.iter().any(|n| n.no_rows())
+        || counts
+            .rows
+            .iter()
+            .any(|(s, n)| *n > 0 && RowStatus::parse(s).is_some_and(RowStatus::is_problem));
     let (mut exit, mut outcome) = match (&pipeline, &abort) {
         (Err(e), _) => (late_exit(e), format!("error: {}", error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
@@ -347,6 +353,7 @@ pub(crate) fn finish(
         rows: counts.rows.values().sum(),
         statuses: counts.rows.clone(),
         rows_per_sec: counts.rows.values().sum::<u64>() as f64 / elapsed.as_secs_f64().max(0.001),
+        notes: notes.iter().flat_map(|n| n.lines()).collect(),
     };
     if let Err(e) = print_summary(global, &summary, &counts.top_errors)
         && !is_broken_pipe(&e)
@@ -443,6 +450,8 @@ pub(crate) struct Summary {
     rows: u64,
     statuses: std::collections::BTreeMap<String, u64>,
     rows_per_sec: f64,
+    /// What the operator should know about the inputs as a whole.
+    notes: Vec<String>,
 }
 
 pub(crate) fn print_summary(
@@ -468,6 +477,9 @@ pub(crate) fn print_summary(
         if let Some(n) = s.statuses.get(status.as_str()) {
             writeln!(out, "  {:<11} {n}", status.as_str())?;
         }
+    }
+    for note in &s.notes {
+        writeln!(out, "Note: {note}")?;
     }
     let problems: Vec<&str> = RowStatus::ALL
         .iter()

@@ -122,9 +122,7 @@ pub(crate) fn write_export(
     path: Option<&Path>,
 ) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        ),
+        Some(p) => Box::new(create_private(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let csv = std::cell::RefCell::new(csv::Writer::from_writer(std::io::BufWriter::new(sink)));
@@ -176,7 +174,31 @@ pub(crate) fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> 
     }
 }
 
-/// Escapes a cell that a spreadsheet would run as a formula.
+/// Creates (or truncates) an output file readable by its owner only, as the ledger
+/// is: a results sheet or an export holds names and e-mail addresses.
+pub(crate) fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // An existing file keeps its mode on open: narrow it too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// Escapes a cell that a spreadsheet would run as a formula (and one that starts with
+/// the escape, `'`, so that reading the sheet back gives the cell again).
 ///
 /// ```
 /// use bbinvite::app::spreadsheet_safe;
@@ -184,10 +206,7 @@ pub(crate) fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> 
 /// assert_eq!(spreadsheet_safe("Acme"), "Acme");
 /// ```
 pub fn spreadsheet_safe(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_string(),
-    }
+    input::escape_cell(cell)
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +287,7 @@ mod tests {
         assert_eq!(spreadsheet_safe("@x"), "'@x");
         assert_eq!(spreadsheet_safe("\tx"), "'\tx");
         assert_eq!(spreadsheet_safe("plain"), "plain");
+        assert_eq!(spreadsheet_safe("'=1"), "''=1");
         assert_eq!(spreadsheet_safe(""), "");
     }
 }

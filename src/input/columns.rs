@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::results;
+
 /// A field the pipeline understands. Every other column is carried through untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
@@ -164,40 +166,16 @@ pub fn normalize_header(s: &str) -> String {
     out
 }
 
-/// The columns bbinvite appends to the input's own in `--results` and `export`.
-pub const RESULTS_COLUMNS: [&str; 6] = [
-    "status",
-    "error",
-    "customer_id",
-    "access_user_id",
-    "attempts",
-    "updated_at",
-];
-
-/// Positions of a trailing block of [`RESULTS_COLUMNS`] (with or without
-/// `updated_at`), when the header ends with one.
-fn results_tail(names: &[String]) -> std::ops::Range<usize> {
-    for len in [RESULTS_COLUMNS.len(), RESULTS_COLUMNS.len() - 1] {
-        if names.len() > len {
-            let start = names.len() - len;
-            if names[start..]
-                .iter()
-                .zip(&RESULTS_COLUMNS[..len])
-                .all(|(n, r)| n == r)
-            {
-                return start..names.len();
-            }
-        }
-    }
-    0..0
-}
-
 /// The header of an input, and which of its columns holds each [`Field`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Columns {
-    /// The header as in the file, in order.
+    /// The header as in the file, in order; for a results sheet of bbinvite's, its
+    /// input's own columns only, unescaped.
     pub names: Vec<String>,
     index: [Option<usize>; Field::ALL.len()],
+    /// How many outcome columns of a results sheet followed `names` in the file (0 for
+    /// any other input); their cells are dropped from every row.
+    pub(crate) outcome: usize,
 }
 
 impl Columns {
@@ -205,17 +183,22 @@ impl Columns {
     /// column order wins and a column serves one field at most.
     ///
     /// Returns the columns and the first `--map` entry whose column is not in `names`.
-    pub(crate) fn assign(names: Vec<String>, map: &[(Field, String)]) -> (Columns, Option<usize>) {
+    pub(crate) fn assign(
+        mut names: Vec<String>,
+        map: &[(Field, String)],
+    ) -> (Columns, Option<usize>) {
+        // A results sheet (`--results`, `export`) fed back in: its trailing outcome
+        // columns describe the last run, not the invitee, so they are dropped, and its
+        // cells are unescaped to what the user typed.
+        let outcome = results::outcome_block(&names);
+        if outcome > 0 {
+            names.truncate(names.len() - outcome);
+            names.iter_mut().for_each(results::unescape);
+        }
         let normalized: Vec<String> = names.iter().map(|n| normalize_header(n)).collect();
         let mut index = [None; Field::ALL.len()];
         let mut claimed = vec![false; names.len()];
         let mut missing = None;
-        // A results sheet (`--results`, `export`) fed back in: its trailing outcome
-        // columns describe the last run, not the invitee, so no alias may take them;
-        // the row is resolved again from the input's own columns.
-        for col in results_tail(&names) {
-            claimed[col] = true;
-        }
 
         for (i, (field, column)) in map.iter().enumerate() {
             let wanted = normalize_header(column);
@@ -255,7 +238,14 @@ impl Columns {
             }
         }
 
-        (Columns { names, index }, missing)
+        (
+            Columns {
+                names,
+                index,
+                outcome,
+            },
+            missing,
+        )
     }
 
     /// Whether some column holds `f`.
@@ -268,6 +258,11 @@ impl Columns {
         self.index_of(f)
             .and_then(|i| self.names.get(i))
             .map(String::as_str)
+    }
+
+    /// Whether the column at `index` holds one of the fields (rather than being carried).
+    pub(crate) fn is_field(&self, index: usize) -> bool {
+        self.index.contains(&Some(index))
     }
 
     /// The position of the column that holds `f`.
@@ -299,6 +294,7 @@ impl Columns {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::results::RESULTS_COLUMNS;
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -358,6 +354,8 @@ mod tests {
         let mut header = names(&["E-mail", "Full Name", "Company"]);
         header.extend(RESULTS_COLUMNS.iter().map(|s| s.to_string()));
         let (c, _) = Columns::assign(header, &[]);
+        assert_eq!(c.names, ["E-mail", "Full Name", "Company"]);
+        assert_eq!(c.outcome, RESULTS_COLUMNS.len());
         assert_eq!(c.name_of(Field::Email), Some("E-mail"));
         assert_eq!(c.name_of(Field::Customer), Some("Company"));
         assert!(

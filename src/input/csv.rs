@@ -15,9 +15,13 @@ use std::io::{self, Cursor, Read};
 use std::sync::Arc;
 
 use ::csv::{ByteRecord, ErrorKind, ReaderBuilder};
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 
 use super::source::{self, SNIFF_BYTES, Source};
-use super::{Columns, Error, Options, Reader, Record, Rows, build_record, resolve_columns};
+use super::{
+    Columns, Error, MAX_CELL_BYTES, MULTILINE_LINES, Options, Problem, Reader, Record, Rows,
+    build_record, resolve_columns,
+};
 
 /// The rows after the header.
 pub(crate) struct CsvRows {
@@ -25,28 +29,69 @@ pub(crate) struct CsvRows {
     columns: Arc<Columns>,
     reader: CsvReader,
     record: ByteRecord,
+    /// The input is UTF-8 read as bytes: each row is checked and a bad byte named.
+    raw_utf8: bool,
+    allow_multiline: bool,
 }
 
 type CsvReader = ::csv::Reader<LineTracker<Box<dyn Read + Send>>>;
 
-/// Detects the encoding and delimiter, reads the header and checks it.
-pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Reader, Error> {
-    let encoding = source::encoding(&source.prefix, opts.encoding.as_deref(), &file)?;
-    let mut decoded = source.decode(encoding);
-    let head = source::read_up_to(&mut decoded, SNIFF_BYTES).map_err(|source| Error::Open {
-        file: file.clone(),
-        source,
-    })?;
-    let layout = source::sniff_layout(&head);
-    let stream: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(decoded));
-    let mut reader = ReaderBuilder::new()
+/// An input's text, ready for the csv crate.
+struct Text {
+    reader: CsvReader,
+    /// The first line is Excel's `sep=` hint.
+    sep_line: bool,
+    raw_utf8: bool,
+    /// The legacy encoding the text was guessed to be in.
+    legacy: Option<&'static str>,
+}
+
+/// Works out the encoding and the delimiter and sets the csv crate on the text. UTF-8
+/// is not decoded but read as bytes (a BOM dropped), so a stray byte can be named.
+fn text(mut source: Source, file: &Arc<str>, opts: &Options) -> Result<Text, Error> {
+    let encoding = source::encoding(&source.prefix, opts.encoding.as_deref(), file)?;
+    let bom = Encoding::for_bom(&source.prefix);
+    let raw_utf8 = encoding == UTF_8 && bom.is_none_or(|(enc, _)| enc == UTF_8);
+    let legacy = (opts.encoding.is_none() && bom.is_none() && encoding == WINDOWS_1252)
+        .then_some("Windows-1252");
+    let (layout, stream): (_, Box<dyn Read + Send>) = if raw_utf8 {
+        if let Some((_, len)) = bom {
+            source.prefix.drain(..len);
+        }
+        let layout = source::sniff_layout(&source.prefix);
+        (layout, Box::new(source.into_reader()))
+    } else {
+        let mut decoded = source.decode(encoding);
+        let head = source::read_up_to(&mut decoded, SNIFF_BYTES).map_err(|source| Error::Open {
+            file: file.clone(),
+            source,
+        })?;
+        let layout = source::sniff_layout(&head);
+        (layout, Box::new(Cursor::new(head).chain(decoded)))
+    };
+    let reader = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(opts.delimiter.unwrap_or(layout.delimiter))
-        .from_reader(LineTracker::new(stream));
+        .from_reader(LineTracker::new(stream, raw_utf8));
+    Ok(Text {
+        reader,
+        sep_line: layout.sep_line,
+        raw_utf8,
+        legacy,
+    })
+}
 
+/// Detects the encoding and delimiter, reads the header and checks it.
+pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Reader, Error> {
+    let Text {
+        mut reader,
+        sep_line,
+        raw_utf8,
+        legacy,
+    } = text(source, &file, opts)?;
     let mut record = ByteRecord::new();
-    if layout.sep_line {
+    if sep_line {
         read(&mut reader, &mut record, &file)?;
     }
     let header = loop {
@@ -64,13 +109,69 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
         columns: columns.clone(),
         reader,
         record,
+        raw_utf8,
+        allow_multiline: opts.allow_multiline,
     };
-    Ok(Reader {
-        file,
-        columns,
-        rows: Rows::Csv(rows),
-        done: false,
-    })
+    let reader = Reader::new(file, columns, Rows::Csv(rows));
+    if let Some(encoding) = legacy {
+        reader.notes.set_legacy(encoding);
+    }
+    Ok(reader)
+}
+
+/// Reads a CSV file through once, before any row is used, and refuses it when a quoted
+/// cell runs over many lines (see [`multiline_span`]) unless `opts` allows that. A file
+/// that cannot be read here is left for the real read to report.
+pub(crate) fn check_multiline(path: &str, file: &Arc<str>, opts: &Options) -> Result<(), Error> {
+    if opts.allow_multiline {
+        return Ok(());
+    }
+    let Ok(source) = Source::open(path, file) else {
+        return Ok(());
+    };
+    let mut reader = text(source, file, opts)?.reader;
+    let mut record = ByteRecord::new();
+    while let Ok(Some(line)) = read(&mut reader, &mut record, file) {
+        if let Some((_, first, last, bytes)) = multiline_span(&record, line) {
+            return Err(Error::MultilineField {
+                file: file.clone(),
+                first,
+                last,
+                bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The first cell of a record that runs over more than [`MULTILINE_LINES`] lines, or
+/// over more than one line and [`MAX_CELL_BYTES`] bytes: (position, first line, last
+/// line, bytes). `line` is the line the record starts on.
+fn multiline_span(record: &ByteRecord, line: u64) -> Option<(usize, u64, u64, usize)> {
+    let mut first = line;
+    for (i, cell) in record.iter().enumerate() {
+        let body = cell
+            .iter()
+            .rposition(|b| *b != b'\n' && *b != b'\r')
+            .map_or(&cell[..0], |end| &cell[..=end]);
+        let breaks = line_breaks(body);
+        if breaks > 0 && (breaks + 1 > MULTILINE_LINES || cell.len() > MAX_CELL_BYTES) {
+            return Some((i, first, first + breaks, cell.len()));
+        }
+        first += line_breaks(cell);
+    }
+    None
+}
+
+/// Line breaks as the reader counts them: `\r\n`, `\n`, or a lone `\r`.
+fn line_breaks(bytes: &[u8]) -> u64 {
+    let lone_cr = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+        .count();
+    let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+    (newlines + lone_cr) as u64
 }
 
 impl CsvRows {
@@ -81,12 +182,87 @@ impl CsvRows {
                 Ok(Some(line)) => line,
                 Err(e) => return Some(Err(e)),
             };
-            let values = cells(&self.record);
-            if let Some(record) = build_record(&self.file, line, &self.columns, values, Vec::new())
+            let span = multiline_span(&self.record, line);
+            if let Some((_, first, last, bytes)) = span
+                && !self.allow_multiline
             {
+                // A stream cannot be read twice: it stops here instead.
+                return Some(Err(Error::MultilineField {
+                    file: self.file.clone(),
+                    first,
+                    last,
+                    bytes,
+                }));
+            }
+            let values = cells(&self.record);
+            let mut problems: Vec<Problem> = self.bad_byte(line).into_iter().collect();
+            // Accepted long cells are notes: one that is sent (a name) makes the row invalid.
+            let width = self.columns.names.len();
+            let sent = span.is_some_and(|(cell, ..)| cell >= width || self.columns.is_field(cell));
+            let span = span.map(|(_, first, last, bytes)| Problem {
+                column: None,
+                value: String::new(),
+                message: format!(
+                    "a quoted cell runs over lines {first}-{last} ({bytes} bytes): a closing \
+                     quote is probably missing on line {first}"
+                ),
+            });
+            if sent && let Some(span) = &span {
+                problems.insert(0, span.clone());
+            }
+            if let Some(mut record) =
+                build_record(&self.file, line, &self.columns, values, problems)
+            {
+                if let (false, Some(span), Err(problems)) = (sent, span, &mut record.parsed) {
+                    problems.insert(0, span);
+                }
                 return Some(Ok(record));
             }
         }
+    }
+
+    /// For UTF-8 read as bytes: the first byte of the current record that is not UTF-8,
+    /// by line and column, as a problem of the cell it is in.
+    fn bad_byte(&self, line: u64) -> Option<Problem> {
+        if !self.raw_utf8 {
+            return None;
+        }
+        let cell = self
+            .record
+            .iter()
+            .position(|c| std::str::from_utf8(c).is_err())?;
+        let start = self.record.position().map_or(0, |p| p.byte());
+        let end = self.reader.position().byte();
+        let raw = self.reader.get_ref().kept(start, end);
+        // Blank lines csv skipped before the record are already counted in `line`.
+        let raw = match raw.iter().position(|b| *b != b'\n' && *b != b'\r') {
+            Some(i) => &raw[i..],
+            None => &raw[..],
+        };
+        let at = std::str::from_utf8(raw).err()?.valid_up_to();
+        let line_start = raw[..at]
+            .iter()
+            .rposition(|b| *b == b'\n' || *b == b'\r')
+            .map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&raw[line_start..at])
+            .chars()
+            .count()
+            + 1;
+        let bad_line = line + line_breaks(&raw[..line_start]);
+        let place = if bad_line == line {
+            String::new()
+        } else {
+            format!("on line {bad_line}, ")
+        };
+        Some(Problem {
+            column: self.columns.names.get(cell).cloned(),
+            value: String::new(),
+            message: format!(
+                "{place}byte 0x{:02X} at column {column} is not UTF-8: save the file as \
+                 UTF-8, or name its encoding with --encoding",
+                raw[at]
+            ),
+        })
     }
 }
 
@@ -132,21 +308,41 @@ struct LineTracker<R> {
     pending: VecDeque<(u64, u8)>,
     /// Line breaks wholly before `pending`.
     breaks_before: u64,
+    /// Whether the bytes themselves are kept (from the last offset asked about on).
+    keep: bool,
+    window: VecDeque<u8>,
+    /// The offset of `window[0]`.
+    window_start: u64,
 }
 
 impl<R> LineTracker<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, keep: bool) -> Self {
         LineTracker {
             inner,
             offset: 0,
             pending: VecDeque::new(),
             breaks_before: 0,
+            keep,
+            window: VecDeque::new(),
+            window_start: 0,
         }
+    }
+
+    /// The kept bytes from `start` to `end` (empty unless keeping).
+    fn kept(&self, start: u64, end: u64) -> Vec<u8> {
+        let from = start.saturating_sub(self.window_start) as usize;
+        let to = (end.saturating_sub(self.window_start) as usize).min(self.window.len());
+        self.window.range(from.min(to)..to).copied().collect()
     }
 
     /// The line of the first byte at or after `offset` that is not a line break (csv
     /// reports where a record's search began; blank lines may come before it).
     fn line_at(&mut self, offset: u64) -> u64 {
+        if self.keep {
+            let cut = (offset.saturating_sub(self.window_start) as usize).min(self.window.len());
+            self.window.drain(..cut);
+            self.window_start += cut as u64;
+        }
         while let Some(&(at, byte)) = self.pending.front()
             && at < offset
         {
@@ -177,6 +373,9 @@ impl<R> LineTracker<R> {
 impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if self.keep {
+            self.window.extend(&buf[..n]);
+        }
         for (i, &b) in buf.iter().take(n).enumerate() {
             if b == b'\n' || b == b'\r' {
                 self.pending.push_back((self.offset + i as u64, b));
@@ -213,7 +412,7 @@ fn header_names(mut names: Vec<String>) -> Vec<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{Field, Options, Problem};
+    use super::super::{Field, Options, Problem, open_stream};
     use super::*;
 
     fn opts() -> Options {
@@ -352,6 +551,73 @@ mod tests {
         let problems = last.parsed.as_ref().unwrap_err();
         assert!(problems[0].message.contains("--encoding"), "{problems:?}");
         assert!(recs[..recs.len() - 1].iter().all(|r| r.parsed.is_ok()));
+    }
+
+    #[test]
+    fn a_stray_byte_in_utf8_is_named_by_line_and_column() {
+        let bytes = b"Email,Name\nann@example.com,Zo\xC3\xAB\nb@example.com,\"Jos\xE9\nRuiz\"\n";
+        let (_d, reader) = open_bytes("s.csv", bytes, &opts());
+        let reader = reader.unwrap();
+        let notes = reader.notes();
+        let recs: Vec<Record> = reader.map(Result::unwrap).collect();
+        assert_eq!(recs[0].parsed.as_ref().unwrap().name, "Zoë");
+        let problems = recs[1].parsed.as_ref().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].column.as_deref(), Some("Name"));
+        assert!(
+            problems[0]
+                .message
+                .starts_with("byte 0xE9 at column 19 is not UTF-8"),
+            "{problems:?}"
+        );
+        assert!(notes.lines().is_empty(), "{:?}", notes.lines());
+    }
+
+    #[test]
+    fn a_legacy_file_says_what_it_was_read_as() {
+        let (_d, reader) = open_bytes("w.csv", CP1252, &opts());
+        let reader = reader.unwrap();
+        let notes = reader.notes();
+        assert_eq!(reader.count(), 1);
+        assert!(
+            notes.lines()[0].contains("read as Windows-1252"),
+            "{:?}",
+            notes.lines()
+        );
+    }
+
+    #[test]
+    fn a_cell_over_many_lines_refuses_the_file_unless_allowed() {
+        let mut text = String::from("Email,Name\na@example.com,\"Ann\n");
+        for i in 0..20 {
+            text.push_str(&format!("u{i}@example.com,U{i}\n"));
+        }
+        let (_d, reader) = open_bytes("m.csv", text.as_bytes(), &opts());
+        let err = reader.err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("m.csv:2-22: a quoted cell runs from line 2 to line 22"),
+            "{err}"
+        );
+        let allow = Options {
+            allow_multiline: true,
+            ..opts()
+        };
+        let recs = read_all("m.csv", text.as_bytes(), &allow);
+        assert_eq!(recs.len(), 1);
+        let problems = recs[0].parsed.as_ref().unwrap_err();
+        assert!(problems[0].message.contains("lines 2-22"), "{problems:?}");
+        // A stream cannot be read twice: it stops at the cell.
+        let stream = open_stream("<stdin>", io::Cursor::new(text.into_bytes()), &opts()).unwrap();
+        let last = stream.last().unwrap();
+        assert!(matches!(
+            last,
+            Err(Error::MultilineField {
+                first: 2,
+                last: 22,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -88,12 +88,7 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
         .map(|(i, k)| (k.clone(), i))
         .collect();
     rows.columns = Arc::new(resolve_columns(&file, first, &opts.map)?);
-    Ok(Reader {
-        file,
-        columns: rows.columns.clone(),
-        rows: Rows::Jsonl(rows),
-        done: false,
-    })
+    Ok(Reader::new(file, rows.columns.clone(), Rows::Jsonl(rows)))
 }
 
 fn not_jsonl(file: &Arc<str>, line: u64, parsed: &Parsed) -> Error {
@@ -169,6 +164,7 @@ impl JsonlRows {
             }
             Parsed::Broken(raw, why) => {
                 let shown: String = raw.chars().take(SHOWN_CHARS).collect();
+                let shown = super::printable(&shown).into_owned();
                 Some(Record {
                     file: self.file.clone(),
                     line,
@@ -182,6 +178,7 @@ impl JsonlRows {
                              \"name\": …}} object on each line"
                         ),
                     }]),
+                    warnings: Vec::new(),
                 })
             }
         }

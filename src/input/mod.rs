@@ -11,15 +11,20 @@
 mod columns;
 mod csv;
 mod jsonl;
+mod results;
 mod source;
 mod validate;
 mod xlsx;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use columns::{Columns, Field, RESULTS_COLUMNS, UnknownField, normalize_header};
+pub use columns::{Columns, Field, UnknownField, normalize_header};
+pub use results::{RESULTS_COLUMNS, escape as escape_cell};
 
 use crate::api::types::AccessStatus;
 use source::Source;
@@ -39,7 +44,18 @@ pub struct Options {
     pub format: Option<Format>,
     /// `--map field=Column` overrides; they win over the aliases.
     pub map: Vec<(Field, String)>,
+    /// Accept CSV cells that run over more than [`MULTILINE_LINES`] lines or
+    /// [`MAX_CELL_BYTES`] bytes; by default such a file is refused.
+    pub allow_multiline: bool,
 }
+
+/// The most bytes a cell may hold: past it the row is invalid. A real name or address
+/// is far shorter; a longer cell is usually rows swallowed by a missing quote.
+pub const MAX_CELL_BYTES: usize = 4 * 1024;
+
+/// The most lines a quoted CSV cell may run over before the file is refused (unless
+/// [`Options::allow_multiline`]): enough for an address or a note.
+pub const MULTILINE_LINES: u64 = 8;
 
 /// The kinds of input there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +83,8 @@ pub struct Record {
     pub values: Vec<String>,
     /// The invitee, or every reason the row cannot be one.
     pub parsed: Result<Invitee, Vec<Problem>>,
+    /// What is odd about a row that can still be sent (an address that mixes scripts).
+    pub warnings: Vec<Problem>,
 }
 
 impl Record {
@@ -127,6 +145,25 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The input is not a sheet at all: an image, an archive, binary data.
+    #[error(
+        "{file}: not a spreadsheet: it looks like {looks}; give a CSV, JSONL, XLSX or ODS file"
+    )]
+    NotASheet { file: Arc<str>, looks: String },
+    /// A quoted CSV cell runs over many lines: most likely a closing quote is missing
+    /// and the rows below were merged into it.
+    #[error(
+        "{file}:{first}-{last}: a quoted cell runs from line {first} to line {last} \
+         ({bytes} bytes), so those lines would be read as one row; a closing quote (\") \
+         is probably missing on line {first}: fix it, or pass --allow-multiline-fields \
+         if the cell is meant to be that long"
+    )]
+    MultilineField {
+        file: Arc<str>,
+        first: u64,
+        last: u64,
+        bytes: usize,
+    },
     /// The input holds nothing, or nothing but blank lines: there is no header.
     #[error("{file}: the file is empty: expected a header row and then one invitee a row")]
     Empty { file: Arc<str> },
@@ -154,7 +191,7 @@ pub enum Error {
     #[error(
         "{file}: no e-mail column among the columns found: {}; say which one it is, \
          e.g. --map email=\"{}\"",
-        quote_list(found), example.as_deref().unwrap_or("E-mail Address")
+        quote_list(found), printable(example.as_deref().unwrap_or("E-mail Address"))
     )]
     NoEmailColumn {
         file: Arc<str>,
@@ -167,7 +204,7 @@ pub enum Error {
         "{file}: no name column (nor first and last name columns) among the columns found: \
          {}; say which one it is, e.g. --map name=\"{}\", or --map first_name=… and \
          --map last_name=…",
-        quote_list(found), example.as_deref().unwrap_or("Full Name")
+        quote_list(found), printable(example.as_deref().unwrap_or("Full Name"))
     )]
     NoNameColumn {
         file: Arc<str>,
@@ -177,8 +214,9 @@ pub enum Error {
     },
     /// A `--map field=Column` names a column the header does not have.
     #[error(
-        "{file}: --map {field}=\"{column}\": there is no column \"{column}\"; the columns \
-         found are {}",
+        "{file}: --map {field}=\"{0}\": there is no column \"{0}\"; the columns \
+         found are {1}",
+        printable(column),
         quote_list(found)
     )]
     MissingMapColumn {
@@ -188,7 +226,10 @@ pub enum Error {
         found: Vec<String>,
     },
     /// A JSONL input whose first lines hold no JSON object to take the columns from.
-    #[error("{file}: line {line} is not a JSON object ({detail}); JSONL needs one object a line")]
+    #[error(
+        "{file}: line {line} is not a JSON object ({}); JSONL needs one object a line",
+        printable(detail)
+    )]
     NotJsonl {
         file: Arc<str>,
         line: u64,
@@ -215,12 +256,31 @@ fn quote_list(names: &[String]) -> String {
     let mut out: Vec<String> = names
         .iter()
         .take(LISTED_COLUMNS)
-        .map(|n| format!("\"{n}\""))
+        .map(|n| format!("\"{}\"", printable(n)))
         .collect();
     if names.len() > LISTED_COLUMNS {
         out.push(format!("and {} more", names.len() - LISTED_COLUMNS));
     }
     out.join(", ")
+}
+
+/// `text` with every control character written as an escape (`\u{1b}`), so that no
+/// message can move the cursor, ring the bell or recolour an operator's terminal.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Opens an input and checks its header; `-` is stdin. Every failure here means
@@ -235,6 +295,7 @@ pub fn open(path: &str, opts: &Options) -> Result<Reader, Error> {
         return xlsx::open_path(path, file, opts);
     }
     let source = Source::open(path, &file)?;
+    refuse_non_sheets(&source, &file)?;
     let format = match (opts.format, source::sniff_format(&source.prefix)) {
         (Some(format), _) => format,
         // A workbook saved under a text name still reads as a workbook.
@@ -242,9 +303,24 @@ pub fn open(path: &str, opts: &Options) -> Result<Reader, Error> {
         (None, sniffed) => named.unwrap_or(sniffed),
     };
     match format {
-        Format::Csv => csv::open(source, file, opts),
+        Format::Csv => {
+            let reader = csv::open(source, file.clone(), opts)?;
+            csv::check_multiline(path, &file, opts)?;
+            Ok(reader)
+        }
         Format::Jsonl => jsonl::open(source, file, opts),
         Format::Sheet => xlsx::open_path(path, file, opts),
+    }
+}
+
+/// Refuses an input that is no sheet at all (an image, an archive, binary data).
+fn refuse_non_sheets(source: &Source, file: &Arc<str>) -> Result<(), Error> {
+    match source::not_a_sheet(&source.prefix) {
+        Some(looks) => Err(Error::NotASheet {
+            file: file.clone(),
+            looks: looks.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -259,6 +335,7 @@ pub fn open_stream(
 ) -> Result<Reader, Error> {
     let file: Arc<str> = Arc::from(name);
     let source = Source::from_reader(Box::new(reader), &file)?;
+    refuse_non_sheets(&source, &file)?;
     match opts
         .format
         .unwrap_or_else(|| source::sniff_format(&source.prefix))
@@ -312,7 +389,8 @@ fn resolve_columns(
 /// cell is blank: such a row is not a record at all.
 ///
 /// Cells past the header are dropped when empty (spreadsheets pad rows); a row with
-/// fewer cells, or more non-empty ones, is ragged and reported as such.
+/// fewer cells, or more non-empty ones, is ragged and reported as such. The outcome
+/// cells of a results sheet are dropped and its other cells unescaped first.
 fn build_record(
     file: &Arc<str>,
     line: u64,
@@ -320,10 +398,17 @@ fn build_record(
     mut values: Vec<String>,
     mut problems: Vec<Problem>,
 ) -> Option<Record> {
+    let width = columns.names.len();
+    if columns.outcome > 0 {
+        if values.len() > width {
+            let end = values.len().min(width + columns.outcome);
+            values.drain(width..end);
+        }
+        values.iter_mut().for_each(results::unescape);
+    }
     if values.iter().all(|v| v.trim().is_empty()) {
         return None;
     }
-    let width = columns.names.len();
     let used = values
         .iter()
         .rposition(|v| !v.trim().is_empty())
@@ -331,6 +416,7 @@ fn build_record(
     if values.len() > width && used <= width {
         values.truncate(width);
     }
+    oversized_cells(columns, &values, &mut problems);
     let parsed = if values.len() != width {
         let have = if values.len() > width {
             used
@@ -361,13 +447,125 @@ fn build_record(
             }
         }
     };
+    let parsed = parsed.map_err(|mut problems| {
+        problems.iter_mut().for_each(Problem::make_printable);
+        problems
+    });
+    let mut warnings = parsed
+        .as_ref()
+        .map_or_else(|_| Vec::new(), |who| validate::warnings(columns, who));
+    warnings.iter_mut().for_each(Problem::make_printable);
     Some(Record {
         file: file.clone(),
         line,
         columns: columns.clone(),
         values,
         parsed,
+        warnings,
     })
+}
+
+/// A problem for every cell larger than [`MAX_CELL_BYTES`], naming its column and size.
+fn oversized_cells(columns: &Columns, values: &[String], problems: &mut Vec<Problem>) {
+    for (i, value) in values.iter().enumerate() {
+        if value.len() > MAX_CELL_BYTES {
+            let column = columns
+                .names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("column {}", i + 1));
+            problems.push(Problem {
+                column: Some(column),
+                value: String::new(),
+                message: format!(
+                    "the cell holds {} bytes, more than the {MAX_CELL_BYTES} a cell may \
+                     hold: a quote is probably missing, or the column is not one to import",
+                    value.len()
+                ),
+            });
+        }
+    }
+}
+
+impl Problem {
+    /// Escapes control characters in the value and the message (see [`printable`]).
+    fn make_printable(&mut self) {
+        if let Cow::Owned(v) = printable(&self.value) {
+            self.value = v;
+        }
+        if let Cow::Owned(m) = printable(&self.message) {
+            self.message = m;
+        }
+        if let Some(Cow::Owned(c)) = self.column.as_deref().map(printable) {
+            self.column = Some(c);
+        }
+    }
+}
+
+/// What a reader learned about its input as a whole, for the summary of a command:
+/// shared with the caller, who keeps it while the reader is consumed.
+#[derive(Debug, Default)]
+pub struct Notes {
+    file: Arc<str>,
+    /// The legacy encoding the file was read as, when it was not Unicode.
+    legacy: Mutex<Option<&'static str>>,
+    rows: AtomicU64,
+    mixed_scripts: AtomicU64,
+}
+
+impl Notes {
+    fn new(file: &Arc<str>) -> Notes {
+        Notes {
+            file: file.clone(),
+            ..Notes::default()
+        }
+    }
+
+    /// Records that the input was decoded as a legacy (non-Unicode) encoding.
+    fn set_legacy(&self, encoding: &'static str) {
+        if let Ok(mut legacy) = self.legacy.lock() {
+            *legacy = Some(encoding);
+        }
+    }
+
+    fn count(&self, record: &Record) {
+        self.rows.fetch_add(1, Ordering::Relaxed);
+        if !record.warnings.is_empty() {
+            self.mixed_scripts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the input ended with a header and not a single row (in cron, usually a
+    /// truncated export).
+    pub fn no_rows(&self) -> bool {
+        self.rows.load(Ordering::Relaxed) == 0
+    }
+
+    /// One line for each thing the operator should know about the input as a whole.
+    pub fn lines(&self) -> Vec<String> {
+        let file = &self.file;
+        let mut out = Vec::new();
+        if let Some(enc) = self.legacy.lock().ok().and_then(|l| *l) {
+            out.push(format!(
+                "{file}: read as {enc} (not UTF-8 and no byte-order mark); if the names look \
+                 wrong, name the encoding with --encoding"
+            ));
+        }
+        let mixed = self.mixed_scripts.load(Ordering::Relaxed);
+        if mixed > 0 {
+            let rows = if mixed == 1 { "row has" } else { "rows have" };
+            out.push(format!(
+                "{file}: {mixed} {rows} an e-mail address that mixes scripts (e.g. a \
+                 Cyrillic letter among Latin ones); see them with bbinvite validate"
+            ));
+        }
+        if self.no_rows() {
+            out.push(format!(
+                "{file}: a header and no rows: nothing to read (a truncated export?)"
+            ));
+        }
+        out
+    }
 }
 
 /// The rows of one opened input. Yields `Ok(Record)` for every non-blank row, good or
@@ -377,6 +575,7 @@ pub struct Reader {
     columns: Arc<Columns>,
     rows: Rows,
     done: bool,
+    notes: Arc<Notes>,
 }
 
 enum Rows {
@@ -386,6 +585,22 @@ enum Rows {
 }
 
 impl Reader {
+    fn new(file: Arc<str>, columns: Arc<Columns>, rows: Rows) -> Reader {
+        let notes = Arc::new(Notes::new(&file));
+        Reader {
+            file,
+            columns,
+            rows,
+            done: false,
+            notes,
+        }
+    }
+
+    /// What is learned about the input as it is read; complete once the reader is done.
+    pub fn notes(&self) -> Arc<Notes> {
+        self.notes.clone()
+    }
+
     /// Display name of the input (`<stdin>` for `-`).
     pub fn file(&self) -> &Arc<str> {
         &self.file
@@ -413,6 +628,7 @@ impl Iterator for Reader {
         match &next {
             None | Some(Err(_)) => self.done = true,
             Some(Ok(record)) => {
+                self.notes.count(record);
                 if !Arc::ptr_eq(&record.columns, &self.columns)
                     && record.columns.names.len() > self.columns.names.len()
                 {
@@ -814,6 +1030,33 @@ mod prop {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A results sheet as `--results` and `export` write it (each cell escaped,
+        /// the outcome block after the input's columns) reads back as its input.
+        #[test]
+        fn a_results_sheet_reads_back_as_its_input(
+            rows in table(),
+            outcome in proptest::collection::vec("[-=+@' a-z0-9]{0,6}", 6),
+        ) {
+            let mut writer = ::csv::Writer::from_writer(Vec::new());
+            let header = HEADER.iter().map(|c| escape_cell(c)).chain(RESULTS_COLUMNS.map(String::from));
+            writer.write_record(header).unwrap();
+            for row in &rows {
+                let cells = row.iter().chain(&outcome).map(|c| escape_cell(c));
+                writer.write_record(cells).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let records = read_all("results.csv", &bytes, &Options::default());
+            let expected: Vec<&Vec<String>> = rows
+                .iter()
+                .filter(|row| !row.iter().all(|c| c.trim().is_empty()))
+                .collect();
+            prop_assert_eq!(records.len(), expected.len());
+            for (record, row) in records.iter().zip(expected) {
+                prop_assert_eq!(&record.columns.names, &HEADER);
+                prop_assert_eq!(&record.values, row);
+            }
+        }
 
         #[test]
         fn jsonl_written_by_serde_json_reads_back(rows in table()) {

@@ -99,12 +99,76 @@ pub(crate) fn encoding(
     if let Some(enc) = bomless_utf16(prefix) {
         return Ok(enc);
     }
-    match std::str::from_utf8(prefix) {
-        Ok(_) => Ok(UTF_8),
-        // A character cut in two at the end of the sniffed bytes is still UTF-8.
-        Err(e) if e.error_len().is_none() => Ok(UTF_8),
-        Err(_) => Ok(WINDOWS_1252),
+    // Windows-1252 (what Excel writes as "CSV") only when nothing in the head reads as
+    // UTF-8 beyond ASCII: one stray byte in a UTF-8 file is that row's problem.
+    let (multibyte, invalid) = utf8_census(prefix);
+    if invalid > 0 && multibyte == 0 {
+        Ok(WINDOWS_1252)
+    } else {
+        Ok(UTF_8)
     }
+}
+
+/// How many valid UTF-8 characters beyond ASCII, and how many bytes that are not UTF-8,
+/// `bytes` holds. A character cut in two at the end counts as neither.
+fn utf8_census(mut bytes: &[u8]) -> (usize, usize) {
+    let leads = |valid: &[u8]| valid.iter().filter(|b| **b >= 0xC0).count();
+    let (mut multibyte, mut invalid) = (0, 0);
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(_) => return (multibyte + leads(bytes), invalid),
+            Err(e) => {
+                multibyte += leads(&bytes[..e.valid_up_to()]);
+                let Some(len) = e.error_len() else {
+                    return (multibyte, invalid);
+                };
+                invalid += 1;
+                bytes = &bytes[e.valid_up_to() + len..];
+            }
+        }
+    }
+}
+
+/// How many first bytes are looked at for NULs and control bytes.
+const BINARY_SNIFF_BYTES: usize = 8 * 1024;
+
+/// What an input that cannot be a sheet looks like ("a PNG image"); `None` when it may
+/// be one. Text in a BOM-marked or BOM-less UTF-16, and workbooks, may be.
+pub(crate) fn not_a_sheet(prefix: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 10] = [
+        (b"\x89PNG", "a PNG image"),
+        (b"\xFF\xD8\xFF", "a JPEG image"),
+        (b"GIF8", "a GIF image"),
+        (b"%PDF", "a PDF document"),
+        (b"\x1F\x8B", "a gzip archive"),
+        (b"\x7FELF", "a program (ELF binary)"),
+        (b"Rar!", "a RAR archive"),
+        (b"7z\xBC\xAF", "a 7-Zip archive"),
+        (b"SQLite format 3\0", "an SQLite database (a ledger?)"),
+        (b"BZh", "a bzip2 archive"),
+    ];
+    if let Some((_, looks)) = MAGIC.iter().find(|(magic, _)| prefix.starts_with(magic)) {
+        return Some(looks);
+    }
+    if prefix.starts_with(b"PK\x03\x04") {
+        const WORKBOOK: [&[u8]; 4] = [b"[Content_Types].xml", b"xl/", b"mimetype", b"content.xml"];
+        let workbook = WORKBOOK
+            .iter()
+            .any(|m| prefix.windows(m.len()).any(|w| w == *m));
+        return (!workbook).then_some("a zip archive that is not a workbook");
+    }
+    if prefix.starts_with(b"\xD0\xCF\x11\xE0")
+        || Encoding::for_bom(prefix).is_some()
+        || bomless_utf16(prefix).is_some()
+    {
+        return None;
+    }
+    let head = &prefix[..prefix.len().min(BINARY_SNIFF_BYTES)];
+    let control = head
+        .iter()
+        .filter(|b| (**b < 0x20 && !b"\t\n\r\x0C".contains(b)) || **b == 0x7F)
+        .count();
+    (head.contains(&0) || control * 10 > head.len()).then_some("binary data")
 }
 
 /// UTF-16 without a BOM betrays itself by a NUL in nearly every other byte.
@@ -295,6 +359,9 @@ mod tests {
         assert_eq!(enc(b"\xFE\xFF\0e\0m"), UTF_16BE);
         assert_eq!(enc("é€".as_bytes()), UTF_8);
         assert_eq!(enc(b"caf\xE9 \x80"), WINDOWS_1252);
+        // One stray byte among UTF-8 letters: UTF-8, the stray byte the row's problem.
+        assert_eq!(enc("Zoë Brontë\nJos\u{e9}".as_bytes()), UTF_8);
+        assert_eq!(enc(b"Zo\xC3\xAB\nJos\xE9"), UTF_8);
         // A multi-byte character cut at the end of the sniffed bytes.
         assert_eq!(enc(&"aé".as_bytes()[..2]), UTF_8);
         assert_eq!(enc(b"e\0m\0a\0i\0l\0"), UTF_16LE);
@@ -341,5 +408,31 @@ mod tests {
         let mut r = Trickle(b"abcdef".to_vec());
         assert_eq!(read_up_to(&mut r, 4).unwrap(), b"abcd");
         assert_eq!(read_up_to(&mut r, 4).unwrap(), b"ef");
+    }
+
+    #[test]
+    fn what_is_not_a_sheet_is_named() {
+        assert_eq!(not_a_sheet(b"\x89PNG\r\n\x1a\n\0\0"), Some("a PNG image"));
+        assert_eq!(not_a_sheet(b"%PDF-1.7\n"), Some("a PDF document"));
+        assert_eq!(
+            not_a_sheet(b"PK\x03\x04\x14\0\0\0notes.txt"),
+            Some("a zip archive that is not a workbook")
+        );
+        assert_eq!(not_a_sheet(b"email,name\0\nx,y\n"), Some("binary data"));
+        assert_eq!(
+            not_a_sheet(b"\x01\x02\x03\x04,\x05\x06\x07\x08\n"),
+            Some("binary data")
+        );
+        for sheet in [
+            &b"email,name\nann@example.com,Ann\n"[..],
+            b"email,name\x1b[1m\nann@example.com,Ann\n",
+            b"Email;Name\r\nzo\xE9@example.com;Zo\xEB\r\n",
+            b"\xFF\xFEe\0m\0a\0i\0l\0",
+            b"e\0m\0a\0i\0l\0,\0n\0",
+            b"PK\x03\x04\x14\0\0\0[Content_Types].xml",
+            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\0\0",
+        ] {
+            assert_eq!(not_a_sheet(sheet), None, "{sheet:?}");
+        }
     }
 }

@@ -4,6 +4,9 @@
 //! panic whatever the cells hold. Messages are for the operator who fixes the sheet.
 
 use email_address::EmailAddress;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+use unicode_script::{Script, UnicodeScript};
 
 use super::{Columns, Field, Invitee, Problem};
 use crate::api::types::AccessStatus;
@@ -55,8 +58,24 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
     let column = |f: Field| columns.name_of(f).map(str::to_string);
     let mut problems = Vec::new();
 
-    let email = trim(cell(Field::Email)).to_string();
-    if email.is_empty() {
+    // Only whitespace is trimmed: an invisible character makes another address.
+    let typed = cell(Field::Email).trim();
+    // Full-width and other compatibility forms fold to the letters they show.
+    let email: String = typed.nfkc().collect();
+    if let Some(c) = typed
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        problems.push(Problem {
+            column: column(Field::Email),
+            value: typed.escape_default().to_string(),
+            message: format!(
+                "the address holds the invisible character {}: delete it (retype the \
+                 address) and save the file",
+                char_name(c)
+            ),
+        });
+    } else if email.is_empty() {
         problems.push(Problem {
             column: column(Field::Email),
             value: String::new(),
@@ -122,9 +141,24 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         Field::FirstName,
         Field::LastName,
         Field::Customer,
+        Field::CustomerReference,
     ] {
         let value = cell(field);
-        if value.contains('\u{FFFD}') {
+        let control = value
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+        if let Some(c) = control
+            && !problems.iter().any(|p| p.column == column(field))
+        {
+            problems.push(Problem {
+                column: column(field),
+                value: value.to_string(),
+                message: format!(
+                    "holds the control character U+{:04X}: delete it and save the file",
+                    u32::from(c)
+                ),
+            });
+        } else if value.contains('\u{FFFD}') {
             problems.push(Problem {
                 column: column(field),
                 value: value.to_string(),
@@ -147,6 +181,58 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         status,
         user_id,
     })
+}
+
+/// The name of an invisible format character, for a message: `U+200B ZERO WIDTH SPACE`.
+fn char_name(c: char) -> String {
+    let name = match c {
+        '\u{00AD}' => "SOFT HYPHEN",
+        '\u{061C}' => "ARABIC LETTER MARK",
+        '\u{180E}' => "MONGOLIAN VOWEL SEPARATOR",
+        '\u{200B}' => "ZERO WIDTH SPACE",
+        '\u{200C}' => "ZERO WIDTH NON-JOINER",
+        '\u{200D}' => "ZERO WIDTH JOINER",
+        '\u{200E}' => "LEFT-TO-RIGHT MARK",
+        '\u{200F}' => "RIGHT-TO-LEFT MARK",
+        '\u{202A}'..='\u{202E}' => "BIDIRECTIONAL FORMATTING CHARACTER",
+        '\u{2060}' => "WORD JOINER",
+        '\u{2061}'..='\u{2064}' => "INVISIBLE OPERATOR",
+        '\u{2066}'..='\u{2069}' => "BIDIRECTIONAL ISOLATE",
+        '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE (BYTE ORDER MARK)",
+        _ => "FORMAT CHARACTER",
+    };
+    format!("U+{:04X} {name}", u32::from(c))
+}
+
+/// What is odd about an invitee who can still be sent: an address whose letters come
+/// from more than one script, like a Cyrillic `а` among Latin letters.
+pub(crate) fn warnings(columns: &Columns, who: &Invitee) -> Vec<Problem> {
+    let mut scripts: Vec<(Script, char)> = Vec::new();
+    for c in who.email.chars() {
+        let script = c.script();
+        if !matches!(script, Script::Common | Script::Inherited | Script::Unknown)
+            && !scripts.iter().any(|(s, _)| *s == script)
+        {
+            scripts.push((script, c));
+        }
+    }
+    if scripts.len() < 2 {
+        return Vec::new();
+    }
+    let list: Vec<String> = scripts
+        .iter()
+        .map(|(s, c)| format!("{} ('{c}' U+{:04X})", s.full_name(), u32::from(*c)))
+        .collect();
+    vec![Problem {
+        column: columns.name_of(Field::Email).map(str::to_string),
+        value: who.email.clone(),
+        message: format!(
+            "the address \"{}\" mixes scripts: {}; letters that look alike make another \
+             address, so check it is the one meant",
+            who.email,
+            list.join(", ")
+        ),
+    }]
 }
 
 /// Trims whitespace and the invisible characters spreadsheets leave behind.
@@ -422,5 +508,57 @@ mod tests {
         let m = messages(validate(&c, &row(&["a@b.co", "Jos\u{FFFD}"])));
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("--encoding"), "{m:?}");
+    }
+
+    #[test]
+    fn invisible_characters_in_an_address_are_named() {
+        let c = columns(&["Email", "Name"]);
+        for (email, named) in [
+            ("an\u{200B}n@example.com", "U+200B ZERO WIDTH SPACE"),
+            ("ann@exam\u{AD}ple.com", "U+00AD SOFT HYPHEN"),
+            ("\u{2060}ann@example.com", "U+2060 WORD JOINER"),
+            ("ann@example.com\u{E0001}", "U+E0001 FORMAT CHARACTER"),
+        ] {
+            let m = messages(validate(&c, &row(&[email, "Ann"])));
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert!(m[0].contains(named), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_make_a_row_invalid() {
+        let c = columns(&["Email", "Name", "Company"]);
+        let m = messages(validate(&c, &row(&["a@b.co", "Ann", "Acme\u{1b}[31m"])));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("U+001B"), "{m:?}");
+        assert!(validate(&c, &row(&["a@b.co", "Ann\nLee", "Acme"])).is_ok());
+    }
+
+    #[test]
+    fn full_width_addresses_fold_to_what_they_show() {
+        let c = columns(&["Email", "Name"]);
+        let who = validate(&c, &row(&["ａｎｎ@ｅｘａｍｐｌｅ.com", "Ann"])).unwrap();
+        assert_eq!(who.email, "ann@example.com");
+    }
+
+    #[test]
+    fn an_address_mixing_scripts_is_a_warning() {
+        let c = columns(&["Email", "Name"]);
+        let who = validate(&c, &row(&["p\u{430}ul@example.com", "Paul"])).unwrap();
+        let w = warnings(&c, &who);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].message.contains("Latin") && w[0].message.contains("Cyrillic ('а' U+0430)"),
+            "{w:?}"
+        );
+        assert_eq!(w[0].column.as_deref(), Some("Email"));
+        for plain in [
+            "paul@example.com",
+            "пётр@пример.рф",
+            "zoë.müller@example.de",
+        ] {
+            let who = validate(&c, &row(&[plain, "P"])).unwrap();
+            assert!(warnings(&c, &who).is_empty(), "{plain}");
+        }
     }
 }

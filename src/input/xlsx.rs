@@ -117,12 +117,7 @@ where
         first_row,
         next,
     };
-    Ok(Reader {
-        file,
-        columns,
-        rows: Rows::Sheet(rows),
-        done: false,
-    })
+    Ok(Reader::new(file, columns, Rows::Sheet(rows)))
 }
 
 impl SheetRows {

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::anyhow;
 use serde::Serialize;
 
 use super::plan::{self, Action, Hold, Plan};
@@ -324,9 +323,7 @@ pub(crate) fn write_actions(
     path: Option<&Path>,
 ) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(
-            std::fs::File::create(p).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?,
-        ),
+        Some(p) => Box::new(app::create_private(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));

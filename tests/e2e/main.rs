@@ -8,6 +8,7 @@
 
 mod api_answers;
 mod faults;
+mod input_truth;
 mod ledger_fixture;
 mod ledger_safety;
 mod pipeline;

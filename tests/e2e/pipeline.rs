@@ -181,12 +181,12 @@ fn export_mirrors_the_input_columns_then_the_outcome() {
             "Customer Ref",
             "Access Status",
             "Notes",
-            "status",
-            "error",
-            "customer_id",
-            "access_user_id",
-            "attempts",
-            "updated_at"
+            "bbinvite_status",
+            "bbinvite_error",
+            "bbinvite_customer_id",
+            "bbinvite_access_user_id",
+            "bbinvite_attempts",
+            "bbinvite_updated_at"
         ]
     );
     let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();

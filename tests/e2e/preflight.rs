@@ -365,7 +365,7 @@ fn verdicts_of_run(w: &World, args: &[&str]) -> BTreeMap<u64, String> {
         .headers()
         .unwrap()
         .iter()
-        .position(|h| h == "status")
+        .position(|h| h == "bbinvite_status")
         .unwrap();
     csv.records()
         .enumerate()
