@@ -58,36 +58,7 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
     let column = |f: Field| columns.name_of(f).map(str::to_string);
     let mut problems = Vec::new();
 
-    // Only whitespace is trimmed: an invisible character makes another address.
-    let typed = cell(Field::Email).trim();
-    // Full-width and other compatibility forms fold to the letters they show.
-    let email: String = typed.nfkc().collect();
-    if let Some(c) = typed
-        .chars()
-        .find(|c| c.general_category() == GeneralCategory::Format)
-    {
-        problems.push(Problem {
-            column: column(Field::Email),
-            value: typed.escape_default().to_string(),
-            message: format!(
-                "the address holds the invisible character {}: delete it (retype the \
-                 address) and save the file",
-                char_name(c)
-            ),
-        });
-    } else if email.is_empty() {
-        problems.push(Problem {
-            column: column(Field::Email),
-            value: String::new(),
-            message: "the e-mail address is empty: fill it in or remove the row".to_string(),
-        });
-    } else if let Err(message) = check_email(&email) {
-        problems.push(Problem {
-            column: column(Field::Email),
-            value: email.clone(),
-            message,
-        });
-    }
+    let email = email_cell(cell(Field::Email), column(Field::Email), &mut problems);
 
     let mut name = collapse(cell(Field::Name));
     if name.is_empty() {
@@ -143,29 +114,9 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         Field::Customer,
         Field::CustomerReference,
     ] {
-        let value = cell(field);
-        let control = value
-            .chars()
-            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
-        if let Some(c) = control
-            && !problems.iter().any(|p| p.column == column(field))
-        {
-            problems.push(Problem {
-                column: column(field),
-                value: value.to_string(),
-                message: format!(
-                    "holds the control character U+{:04X}: delete it and save the file",
-                    u32::from(c)
-                ),
-            });
-        } else if value.contains('\u{FFFD}') {
-            problems.push(Problem {
-                column: column(field),
-                value: value.to_string(),
-                message: "has characters that could not be decoded: save the file as UTF-8, \
-                          or name its encoding with --encoding"
-                    .to_string(),
-            });
+        let column = column(field);
+        if !problems.iter().any(|p| p.column == column) {
+            problems.extend(character_problem(cell(field), column));
         }
     }
 
@@ -180,6 +131,69 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         customer_reference,
         status,
         user_id,
+    })
+}
+
+/// The e-mail cell, NFKC-folded (full-width forms become the letters they show); an
+/// empty, invisible-character-holding or malformed address is a problem. Only
+/// whitespace is trimmed: an invisible character would make another address.
+fn email_cell(cell: &str, column: Option<String>, problems: &mut Vec<Problem>) -> String {
+    let typed = cell.trim();
+    // ASCII is its own NFKC form and holds no format character: the common case is cheap.
+    let ascii = typed.is_ascii();
+    let email: String = if ascii {
+        typed.to_string()
+    } else {
+        typed.nfkc().collect()
+    };
+    let invisible = typed
+        .chars()
+        .filter(|_| !ascii)
+        .find(|c| c.general_category() == GeneralCategory::Format);
+    let (value, message) = if let Some(c) = invisible {
+        let message = format!(
+            "the address holds the invisible character {}: delete it (retype the address) \
+             and save the file",
+            char_name(c)
+        );
+        (typed.escape_default().to_string(), message)
+    } else if email.is_empty() {
+        let message = "the e-mail address is empty: fill it in or remove the row";
+        (String::new(), message.to_string())
+    } else if let Err(message) = check_email(&email) {
+        (email.clone(), message)
+    } else {
+        return email;
+    };
+    problems.push(Problem {
+        column,
+        value,
+        message,
+    });
+    email
+}
+
+/// A control character, or one that could not be decoded, in a cell that is sent.
+fn character_problem(value: &str, column: Option<String>) -> Option<Problem> {
+    let control = value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    let message = if let Some(c) = control {
+        format!(
+            "holds the control character U+{:04X}: delete it and save the file",
+            u32::from(c)
+        )
+    } else if value.contains('\u{FFFD}') {
+        "has characters that could not be decoded: save the file as UTF-8, or name its \
+         encoding with --encoding"
+            .to_string()
+    } else {
+        return None;
+    };
+    Some(Problem {
+        column,
+        value: value.to_string(),
+        message,
     })
 }
 
@@ -207,6 +221,9 @@ fn char_name(c: char) -> String {
 /// What is odd about an invitee who can still be sent: an address whose letters come
 /// from more than one script, like a Cyrillic `а` among Latin letters.
 pub(crate) fn warnings(columns: &Columns, who: &Invitee) -> Vec<Problem> {
+    if who.email.is_ascii() {
+        return Vec::new();
+    }
     let mut scripts: Vec<(Script, char)> = Vec::new();
     for c in who.email.chars() {
         let script = c.script();
