@@ -72,6 +72,8 @@ pub enum Command {
     Customers(CustomersArgs),
     /// Make portal access match FILE(s): invite who is missing, resend, suspend; --plan first
     Sync(SyncArgs),
+    /// Write a run as one self-contained HTML page: counts, customers, charts, rows to fix
+    Report(ReportArgs),
     /// Serve a local simulator of the Billing Booth One API
     Sandbox(crate::sandbox::Args),
 }
@@ -141,6 +143,50 @@ pub struct SendArgs {
     /// Also write the rows of this run, with what happened, to this CSV file
     #[arg(long, value_name = "OUT.csv")]
     pub results: Option<PathBuf>,
+    #[command(flatten)]
+    pub announce: AnnounceArgs,
+}
+
+/// Who hears of a sending command's end: a webhook, a monitoring textfile.
+#[derive(Debug, ClapArgs, Clone)]
+pub struct AnnounceArgs {
+    /// When to POST the summary to the webhook in BBINVITE_NOTIFY_URL (environment only):
+    /// always, or on problems (exit code not 0)
+    #[arg(long, value_name = "WHEN", default_value = "problems", value_parser = parse_notify_on)]
+    pub notify_on: crate::report::NotifyOn,
+    /// Write the run's figures here in the Prometheus text format (for node_exporter's
+    /// textfile collector), replaced atomically
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl AnnounceArgs {
+    /// What the end of the command announces.
+    pub fn announce(&self) -> crate::report::Announce {
+        crate::report::Announce {
+            notify_on: self.notify_on,
+            metrics_file: self.metrics_file.clone(),
+        }
+    }
+}
+
+/// `report`: one run as an HTML page.
+#[derive(Debug, ClapArgs)]
+pub struct ReportArgs {
+    /// The run to report (default: the last)
+    #[arg(long, value_parser = parse_run)]
+    pub run: Option<i64>,
+    /// The HTML file to write
+    #[arg(long, short, value_name = "FILE.html")]
+    pub output: PathBuf,
+}
+
+fn parse_notify_on(s: &str) -> Result<crate::report::NotifyOn, String> {
+    match s.trim() {
+        "always" => Ok(crate::report::NotifyOn::Always),
+        "problems" => Ok(crate::report::NotifyOn::Problems),
+        _ => Err(format!("expected always or problems, got \"{s}\"")),
+    }
 }
 
 #[derive(Debug, ClapArgs)]

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod input;
 pub mod ledger;
 pub mod progress;
+pub mod report;
 pub mod resolve;
 pub mod sandbox;
 pub mod send;

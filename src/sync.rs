@@ -114,6 +114,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
         plan: &plan,
         results: a.send.results.as_deref(),
         interrupted,
+        announce: a.send.announce.announce(),
     };
     finish(global, ended, writer, thread, &progress, &sender, applied)
 }
@@ -783,6 +784,8 @@ struct Ended<'a> {
     results: Option<&'a Path>,
     /// Resends of earlier syncs found cut off in flight, told in this summary.
     interrupted: u64,
+    /// The webhook and metrics file to tell of the end.
+    announce: crate::report::Announce,
 }
 
 /// Commits, closes the run, writes `--results`, prints the summary, picks the exit code.
@@ -856,6 +859,17 @@ fn finish(
     report::print_summary(global, &summary, ended.plan, &counts.top_errors)
         .or_else(report::broken_pipe_is_fine)
         .map_err(app::after_start)?;
+    let (took, code) = (ended.started.elapsed(), summary.exit_code);
+    let figures = crate::report::Figures::of_run(
+        &mut ledger,
+        "sync",
+        run,
+        &counts.rows,
+        &summary.outcome,
+        code,
+        took,
+    );
+    crate::report::announce(&figures, &ended.announce);
     applied.map_err(app::after_start)?;
     if let Some(e) = unwritten {
         return Err(e);

@@ -75,6 +75,7 @@ pub(crate) async fn invite_rows(
         fed.and(sent),
         send.results.as_deref(),
         &notes,
+        &send.announce,
     )
 }
 
@@ -129,6 +130,7 @@ pub(crate) async fn retry(
         fed.and(sent),
         send.results.as_deref(),
         &[],
+        &send.announce,
     )
 }
 
@@ -315,6 +317,7 @@ pub(crate) fn finish(
     pipeline: anyhow::Result<()>,
     results: Option<&Path>,
     notes: &[Arc<input::Notes>],
+    announce: &cli::AnnounceArgs,
 ) -> anyhow::Result<Exit> {
     progress.finish();
     let mut ledger = writer
@@ -360,6 +363,16 @@ pub(crate) fn finish(
     {
         return Err(after_start(e));
     }
+    let figures = crate::report::Figures::of_run(
+        &mut ledger,
+        command,
+        run,
+        &counts.rows,
+        &outcome,
+        exit as i32,
+        elapsed,
+    );
+    crate::report::announce(&figures, &announce.announce());
     pipeline.map_err(after_start)?;
     if let Some(e) = unwritten {
         return Err(e);

@@ -16,6 +16,7 @@ mod invite;
 mod message;
 mod preflight;
 mod report;
+mod report_html;
 mod setup;
 
 use std::collections::{HashMap, HashSet};
@@ -117,13 +118,27 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             )
             .await
         }
-        Command::Run(a) => invite_rows(&global, a.input, a.send, stop).await,
+        Command::Run(a) => {
+            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let ended = invite_rows(&global, a.input, a.send, stop).await;
+            report_html::announce_unless_done("run", started, ended, &flags)
+        }
         Command::Validate(a) => check_files(&global, &a.input, Check::Validate, a.rate, stop).await,
-        Command::Retry(a) => retry(&global, a.send, stop).await,
+        Command::Retry(a) => {
+            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let ended = retry(&global, a.send, stop).await;
+            report_html::announce_unless_done("retry", started, ended, &flags)
+        }
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
-        Command::Sync(a) => crate::sync::run(&global, a, stop).await,
+        Command::Sync(a) if a.plan => crate::sync::run(&global, a, stop).await,
+        Command::Sync(a) => {
+            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let ended = crate::sync::run(&global, a, stop).await;
+            report_html::announce_unless_done("sync", started, ended, &flags)
+        }
+        Command::Report(a) => report_html::report(&global, a),
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)

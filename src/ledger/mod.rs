@@ -9,6 +9,7 @@
 mod checkpoint;
 mod lock;
 mod query;
+mod report_data;
 mod sync;
 mod writer;
 
@@ -25,6 +26,7 @@ use crate::send::{Job, Outcome};
 pub use checkpoint::Checkpointer;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
+pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
 pub use sync::{ActionKind, ActionOutcome, ActionRow, ActionState, KeyView, NewAction, Present};
 pub use writer::{Writer, WriterThread};
 

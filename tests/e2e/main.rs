@@ -13,6 +13,7 @@ mod ledger_fixture;
 mod ledger_safety;
 mod pipeline;
 mod preflight;
+mod report;
 mod spreadsheets;
 mod sync;
 mod util;

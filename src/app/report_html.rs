@@ -1,0 +1,123 @@
+//! `report`: one run of the ledger as a self-contained HTML page; and the word sent
+//! when a sending command stops before its run began (the usual end is announced by
+//! the command's own summary). Reads the ledger only; never calls the API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{Exit, error_line, exit_for, ledger_path};
+use crate::cli::{AnnounceArgs, Global, ReportArgs};
+use crate::ledger::Ledger;
+use crate::report::html::{MAX_ATTENTION, MAX_ERRORS, ReportData, render};
+use crate::report::series::Collector;
+use crate::report::{Figures, announce, take_announced};
+
+/// `bbinvite report [--run N] --output FILE.html`.
+pub(crate) fn report(global: &Global, a: ReportArgs) -> anyhow::Result<Exit> {
+    let path = ledger_path(global, false);
+    if !path.exists() {
+        bail!(
+            "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
+            path.display()
+        );
+    }
+    let mut ledger = match Ledger::open_read_only(&path) {
+        Ok(Some(l)) => l,
+        // An older ledger (or one on a disk SQLite cannot open read-only): the usual way.
+        Ok(None) | Err(_) => Ledger::open(&path)?,
+    };
+    let data = gather(&mut ledger, a.run)?;
+    let page = render(&data);
+    write_page(&a.output, &page)?;
+    if global.json {
+        let out = serde_json::json!({
+            "run": data.info.id,
+            "output": a.output.display().to_string(),
+            "bytes": page.len(),
+        });
+        println!("{out}");
+    } else if !global.quiet {
+        println!(
+            "Wrote the report of run {} to {} ({} KB)",
+            data.info.id,
+            a.output.display(),
+            page.len().div_ceil(1024)
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// Everything the page shows, from the ledger.
+fn gather(ledger: &mut Ledger, run: Option<i64>) -> anyhow::Result<ReportData> {
+    let counts = ledger.status_counts(run)?;
+    let Some(info) = counts.run else {
+        match run {
+            Some(n) => bail!("no run {n} in {}", ledger.path().display()),
+            None => bail!(
+                "no run with rows in {}; run `bbinvite run FILE` first",
+                ledger.path().display()
+            ),
+        }
+    };
+    let id = info.id;
+    let mut collector = Collector::default();
+    ledger.each_attempt(id, &mut |a| collector.add(a))?;
+    let (attention, attention_total) = ledger.attention_rows(id, MAX_ATTENTION)?;
+    Ok(ReportData {
+        ledger: ledger.path().display().to_string(),
+        statuses: counts.rows,
+        tallies: ledger.run_tallies(id)?,
+        customers: ledger.rows_per_customer(id)?,
+        timeline: collector.finish(),
+        errors: ledger.run_errors(id, MAX_ERRORS)?,
+        attention,
+        attention_total,
+        info,
+    })
+}
+
+/// Writes the page beside its target, then renames it into place.
+fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
+    let folder = crate::report::folder_of(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report.html".into());
+    let tmp = folder.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, page).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| {
+        format!(
+            "cannot write the report to {}; check that its folder exists and is writable",
+            path.display()
+        )
+    })
+}
+
+/// The end of a sending command: when it failed before its summary could tell anyone
+/// (bad credentials, an unreadable file, a busy ledger), the webhook and the metrics
+/// file still hear of it, with the reason.
+pub(crate) fn announce_unless_done(
+    command: &str,
+    started: Instant,
+    result: anyhow::Result<Exit>,
+    flags: &AnnounceArgs,
+) -> anyhow::Result<Exit> {
+    let told = take_announced();
+    if let Err(e) = &result
+        && !told
+    {
+        let code = exit_for(e) as i32;
+        let outcome = format!("error: {}", error_line(e));
+        let took: Duration = started.elapsed();
+        announce(
+            &Figures::stopped_early(command, &outcome, code, took),
+            &flags.announce(),
+        );
+    }
+    result
+}

@@ -1,0 +1,245 @@
+//! Read-only questions for what people read after a run: the figures a webhook and a
+//! metrics file carry, and the raw material of the HTML report (outcomes per customer,
+//! every attempt's time, latency and class, the top errors, the rows needing
+//! attention). Nothing here writes, and nothing here draws: bucketing and charts belong
+//! to `report`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::{Error, Ledger, MIGRATIONS, Result, RunId};
+
+/// The row statuses that make a run exit 1, as SQL text.
+const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
+
+/// What a run did beyond its row counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTallies {
+    /// Rows this run made invited or exists, plus the sync actions it carried out.
+    pub sent: u64,
+    /// Rows whose invitation was already done before this run began.
+    pub already_done: u64,
+}
+
+/// One customer's rows in a run, per status.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerRows {
+    /// `None` for rows that never found a customer.
+    pub id: Option<i64>,
+    /// The name in the ledger's copy of the directory, when known.
+    pub name: Option<String>,
+    pub statuses: BTreeMap<String, u64>,
+    pub total: u64,
+}
+
+/// One request of a run, as the attempt log holds it.
+#[derive(Debug, Clone)]
+pub struct AttemptPoint<'a> {
+    /// The invitation or action the request was for; `action` tells which table.
+    pub key: i64,
+    pub action: bool,
+    /// RFC 3339 UTC text with milliseconds.
+    pub at: &'a str,
+    pub latency_ms: i64,
+    /// ok | 4xx | 5xx | 429 | timeout | transport | auth | decode
+    pub class: &'a str,
+}
+
+/// A row that ended needing a person: where it is and what was wrong.
+#[derive(Debug, Clone)]
+pub struct AttentionRow {
+    pub file: String,
+    pub line: u64,
+    pub status: String,
+    pub email: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Ledger {
+    /// Opens an existing ledger for reading only: no migration, no lock, no write, so a
+    /// report can be made beside a run, or from a copy on a read-only disk. `None` when
+    /// its schema is not this binary's: the caller opens it the usual way, which
+    /// migrates it or says it is too new.
+    pub fn open_read_only(path: &Path) -> Result<Option<Ledger>> {
+        let sql = |source| Error::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql)?;
+        if version != MIGRATIONS.len() as i64 {
+            return Ok(None);
+        }
+        Ok(Some(Ledger {
+            conn,
+            path: path.to_path_buf(),
+            seen: (0, Default::default()),
+            lock: None,
+        }))
+    }
+
+    /// What run `run` sent, and how many of its rows were done before it began.
+    pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
+        self.sql(|c| {
+            let (sent_rows, already_done) = c.query_row(
+                "SELECT
+                    coalesce(sum(i.done_at >= runs.started_at), 0),
+                    coalesce(sum(i.done_at < runs.started_at), 0)
+                 FROM rows r
+                 JOIN runs ON runs.id = r.run_id
+                 JOIN invitations i ON i.id = r.invitation_id
+                 WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')",
+                [run],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let actions: i64 = c.query_row(
+                "SELECT count(*) FROM actions WHERE run_id = ?1 AND state = 'done'",
+                [run],
+                |r| r.get(0),
+            )?;
+            Ok(RunTallies {
+                sent: (sent_rows + actions).max(0) as u64,
+                already_done: already_done.max(0) as u64,
+            })
+        })
+    }
+
+    /// A run's rows per customer and status, the customers with most rows first.
+    pub fn rows_per_customer(&mut self, run: RunId) -> Result<Vec<CustomerRows>> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT r.customer_id, r.status, count(*) FROM rows r
+                 WHERE r.run_id = ?1 GROUP BY r.customer_id, r.status",
+            )?;
+            let mut by_id: HashMap<Option<i64>, CustomerRows> = HashMap::new();
+            let mut q = stmt.query([run])?;
+            while let Some(r) = q.next()? {
+                let id: Option<i64> = r.get(0)?;
+                let n = r.get::<_, i64>(2)?.max(0) as u64;
+                let entry = by_id.entry(id).or_insert_with(|| CustomerRows {
+                    id,
+                    ..CustomerRows::default()
+                });
+                entry.statuses.insert(r.get(1)?, n);
+                entry.total += n;
+            }
+            let mut names = c.prepare(
+                "SELECT c.name FROM customers c JOIN runs ON runs.base_url = c.base_url
+                 WHERE runs.id = ?1 AND c.id = ?2",
+            )?;
+            let mut out: Vec<CustomerRows> = by_id.into_values().collect();
+            out.sort_by(|a, b| b.total.cmp(&a.total).then(a.id.cmp(&b.id)));
+            for customer in &mut out {
+                if let Some(id) = customer.id {
+                    let mut q = names.query(params![run, id])?;
+                    customer.name = q.next()?.map(|r| r.get(0)).transpose()?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Calls `each` for every request of a run (invitations' and sync actions'), in the
+    /// order they were recorded.
+    pub fn each_attempt(
+        &mut self,
+        run: RunId,
+        each: &mut dyn FnMut(AttemptPoint<'_>),
+    ) -> Result<()> {
+        self.sql(|c| {
+            for (table, key, action) in [
+                ("attempts", "invitation_id", false),
+                ("action_attempts", "action_id", true),
+            ] {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {key}, at, latency_ms, class FROM {table} WHERE run_id = ?1 ORDER BY id"
+                ))?;
+                let mut q = stmt.query([run])?;
+                while let Some(r) = q.next()? {
+                    each(AttemptPoint {
+                        key: r.get(0)?,
+                        action,
+                        at: r.get_ref(1)?.as_str().unwrap_or_default(),
+                        latency_ms: r.get(2)?,
+                        class: r.get_ref(3)?.as_str().unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The `limit` most common errors of a run's problem rows, with their counts.
+    pub fn run_errors(&mut self, run: RunId, limit: usize) -> Result<Vec<(String, String, u64)>> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT status, error, count(*) AS n FROM rows
+                 WHERE run_id = ?1 AND status IN {PROBLEMS_SQL} AND error IS NOT NULL
+                 GROUP BY status, error ORDER BY n DESC, error LIMIT ?2"
+            ))?;
+            stmt.query_map(params![run, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+            })?
+            .collect()
+        })
+    }
+
+    /// The first `limit` problem rows of a run, in input order, and how many there are.
+    pub fn attention_rows(&mut self, run: RunId, limit: usize) -> Result<(Vec<AttentionRow>, u64)> {
+        self.sql(|c| {
+            let total: i64 = c.query_row(
+                &format!(
+                    "SELECT count(*) FROM rows WHERE run_id = ?1 AND status IN {PROBLEMS_SQL}"
+                ),
+                [run],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT s.file, r.line, r.status, r.email, r.error
+                 FROM rows r JOIN sources s ON s.id = r.source_id
+                 WHERE r.run_id = ?1 AND r.status IN {PROBLEMS_SQL}
+                 ORDER BY r.id LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![run, limit as i64], |r| {
+                    Ok(AttentionRow {
+                        file: r.get(0)?,
+                        line: r.get::<_, i64>(1)?.max(0) as u64,
+                        status: r.get(2)?,
+                        email: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total.max(0) as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_run_has_no_tallies_and_no_rows() {
+        let mut ledger = Ledger::open_in_memory().unwrap();
+        let run = ledger
+            .begin_run("run", "http://127.0.0.1:1", &[], false)
+            .unwrap();
+        assert_eq!(ledger.run_tallies(run).unwrap(), RunTallies::default());
+        assert!(ledger.rows_per_customer(run).unwrap().is_empty());
+        assert_eq!(ledger.attention_rows(run, 10).unwrap().1, 0);
+        let mut n = 0;
+        ledger.each_attempt(run, &mut |_| n += 1).unwrap();
+        assert_eq!(n, 0);
+    }
+}
