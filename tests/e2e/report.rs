@@ -387,3 +387,31 @@ fn the_report_opens_in_a_browser_with_its_counts() {
     let n = colours(&shot);
     assert!(n > 50, "the screenshot looks blank: {n} colours");
 }
+
+#[test]
+fn a_sync_and_a_retry_notify_too_but_a_plan_does_not() {
+    let w = World::new();
+    let hook = Receiver::start(200);
+    let file = w.write("in.csv", &invitees_csv_ids(0, 3));
+    let file = file.to_str().unwrap();
+    let always = ["--notify-on", "always"];
+    let out = run_with_hook(
+        &w,
+        &hook,
+        &[&["sync", file, "--plan"][..], &always].concat(),
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(hook.bodies().is_empty(), "a plan sends nothing");
+    let out = run_with_hook(&w, &hook, &[&["sync", file][..], &always].concat());
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run_with_hook(&w, &hook, &[&["retry"][..], &always].concat());
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let commands: Vec<serde_json::Value> = hook
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()["command"].clone())
+        .collect();
+    assert_eq!(commands, ["sync", "retry"]);
+    let first: serde_json::Value = serde_json::from_str(&hook.bodies()[0]).unwrap();
+    assert_eq!(first["sent"], 3, "{first}");
+}
