@@ -61,8 +61,12 @@ pub fn line_chart(
             label = short_number(y)
         );
     }
-    for i in 0..=5 {
-        let x = x_max * f64::from(i) / 5.0;
+    let step = nice_ceiling(x_max / 6.0);
+    for i in 0..=6 {
+        let x = step * f64::from(i);
+        if x > x_max + 1e-9 {
+            break;
+        }
         let _ = write!(
             out,
             r#"<text x="{px:.1}" y="{py:.1}" text-anchor="middle" class="tick">{label}</text>"#,
@@ -147,8 +151,10 @@ pub fn short_number(v: f64) -> String {
 pub fn short_duration(secs: f64) -> String {
     if secs < 120.0 {
         format!("{secs:.0}s")
-    } else if secs < 7200.0 {
+    } else if secs < 7200.0 && (secs / 60.0).fract() < 0.05 {
         format!("{:.0}m", secs / 60.0)
+    } else if secs < 7200.0 {
+        format!("{:.1}m", secs / 60.0)
     } else {
         format!("{:.1}h", secs / 3600.0)
     }
