@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 
 use super::{Exit, error_line, exit_for, ledger_path};
 use crate::cli::{AnnounceArgs, Global, ReportArgs};
-use crate::ledger::Ledger;
-use crate::report::html::{MAX_ATTENTION, MAX_ERRORS, ReportData, render};
-use crate::report::series::Collector;
+use crate::ledger::{Ledger, RunTallies};
+use crate::report::html::{MAX_ATTENTION, MAX_CUSTOMERS, MAX_ERRORS, ReportData, render};
+use crate::report::series::{Collector, RowTally};
 use crate::report::{Figures, announce, take_announced};
 
 /// `bbinvite report [--run N] --output FILE.html`.
@@ -49,10 +49,10 @@ pub(crate) fn report(global: &Global, a: ReportArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Everything the page shows, from the ledger.
+/// Everything the page shows, from the ledger: a pass over the run's attempts, one over
+/// its rows, and a few indexed looks.
 fn gather(ledger: &mut Ledger, run: Option<i64>) -> anyhow::Result<ReportData> {
-    let counts = ledger.status_counts(run)?;
-    let Some(info) = counts.run else {
+    let Some(info) = ledger.run_info(run)? else {
         match run {
             Some(n) => bail!("no run {n} in {}", ledger.path().display()),
             None => bail!(
@@ -62,15 +62,33 @@ fn gather(ledger: &mut Ledger, run: Option<i64>) -> anyhow::Result<ReportData> {
         }
     };
     let id = info.id;
-    let mut collector = Collector::default();
-    ledger.each_attempt(id, &mut |a| collector.add(a))?;
+    let mut attempts = Collector::default();
+    ledger.each_attempt(id, &mut |a| attempts.add(a))?;
+    let mut rows = RowTally::default();
+    ledger.each_row(id, &mut |customer, status, invitation| {
+        rows.add(
+            customer,
+            status,
+            invitation.is_some_and(|i| attempts.attempted(i)),
+        )
+    })?;
+    let mut customers = rows.customers();
+    for c in customers.iter_mut().take(MAX_CUSTOMERS) {
+        if let Some(cid) = c.id {
+            c.name = ledger.customer_name(id, cid)?;
+        }
+    }
+    let tallies = RunTallies {
+        sent: rows.sent + ledger.actions_done(id)?,
+        already_done: rows.already_done,
+    };
     let (attention, attention_total) = ledger.attention_rows(id, MAX_ATTENTION)?;
     Ok(ReportData {
         ledger: ledger.path().display().to_string(),
-        statuses: counts.rows,
-        tallies: ledger.run_tallies(id)?,
-        customers: ledger.rows_per_customer(id)?,
-        timeline: collector.finish(),
+        statuses: rows.statuses(),
+        tallies,
+        customers,
+        timeline: attempts.finish(),
         errors: ledger.run_errors(id, MAX_ERRORS)?,
         attention,
         attention_total,

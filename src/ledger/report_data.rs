@@ -4,12 +4,17 @@
 //! attention). Nothing here writes, and nothing here draws: bucketing and charts belong
 //! to `report`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Error, Ledger, MIGRATIONS, Result, RunId};
+
+/// The page cache of a read-only ledger, in KiB.
+const READ_CACHE_KIB: i64 = 64 * 1024;
+/// How much of a read-only ledger is memory-mapped.
+const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// The row statuses that make a run exit 1, as SQL text.
 const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
@@ -17,9 +22,10 @@ const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
 /// What a run did beyond its row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTallies {
-    /// Rows this run made invited or exists, plus the sync actions it carried out.
+    /// Rows that ended invited or exists after a request of this run (created or
+    /// confirmed), plus the sync actions it carried out.
     pub sent: u64,
-    /// Rows whose invitation was already done before this run began.
+    /// Rows that ended invited or exists with no request of this run: done before.
     pub already_done: u64,
 }
 
@@ -33,6 +39,9 @@ pub struct CustomerRows {
     pub statuses: BTreeMap<String, u64>,
     pub total: u64,
 }
+
+/// Called per row with its customer, status and invitation.
+pub type RowVisitor<'a> = dyn FnMut(Option<i64>, &str, Option<i64>) + 'a;
 
 /// One request of a run, as the attempt log holds it.
 #[derive(Debug, Clone)]
@@ -78,6 +87,12 @@ impl Ledger {
         if version != MIGRATIONS.len() as i64 {
             return Ok(None);
         }
+        // A report reads most of a big ledger once: a large cache, sorts in memory, and
+        // the file mapped rather than read page by page.
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{READ_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = {READ_MMAP_BYTES};"
+        ))
+        .map_err(sql)?;
         Ok(Some(Ledger {
             conn,
             path: path.to_path_buf(),
@@ -88,62 +103,67 @@ impl Ledger {
 
     /// What run `run` sent, and how many of its rows were done before it began.
     pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
+        let actions = self.actions_done(run)?;
         self.sql(|c| {
-            let (sent_rows, already_done) = c.query_row(
-                "SELECT
-                    coalesce(sum(i.done_at >= runs.started_at), 0),
-                    coalesce(sum(i.done_at < runs.started_at), 0)
-                 FROM rows r
-                 JOIN runs ON runs.id = r.run_id
-                 JOIN invitations i ON i.id = r.invitation_id
-                 WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')",
+            let (sent, done) = c.query_row(
+                "SELECT coalesce(sum(attempted), 0), coalesce(sum(NOT attempted), 0) FROM (
+                    SELECT EXISTS (SELECT 1 FROM attempts a
+                                   WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id) AS attempted
+                    FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists'))",
                 [run],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )?;
-            let actions: i64 = c.query_row(
-                "SELECT count(*) FROM actions WHERE run_id = ?1 AND state = 'done'",
-                [run],
-                |r| r.get(0),
-            )?;
             Ok(RunTallies {
-                sent: (sent_rows + actions).max(0) as u64,
-                already_done: already_done.max(0) as u64,
+                sent: sent.max(0) as u64 + actions,
+                already_done: done.max(0) as u64,
             })
         })
     }
 
-    /// A run's rows per customer and status, the customers with most rows first.
-    pub fn rows_per_customer(&mut self, run: RunId) -> Result<Vec<CustomerRows>> {
+    /// The sync actions run `run` carried out.
+    pub fn actions_done(&mut self, run: RunId) -> Result<u64> {
         self.sql(|c| {
-            let mut stmt = c.prepare(
-                "SELECT r.customer_id, r.status, count(*) FROM rows r
-                 WHERE r.run_id = ?1 GROUP BY r.customer_id, r.status",
-            )?;
-            let mut by_id: HashMap<Option<i64>, CustomerRows> = HashMap::new();
+            c.query_row(
+                "SELECT count(*) FROM actions WHERE run_id = ?1 AND state = 'done'",
+                [run],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n.max(0) as u64)
+    }
+
+    /// Calls `each` with the customer, status and invitation of every row of a run, in
+    /// one pass (a report tallies a million rows this way faster than SQL groups them).
+    pub fn each_row(
+        &mut self,
+        run: RunId,
+        each: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        self.sql(|c| {
+            let mut stmt =
+                c.prepare("SELECT customer_id, status, invitation_id FROM rows WHERE run_id = ?1")?;
             let mut q = stmt.query([run])?;
             while let Some(r) = q.next()? {
-                let id: Option<i64> = r.get(0)?;
-                let n = r.get::<_, i64>(2)?.max(0) as u64;
-                let entry = by_id.entry(id).or_insert_with(|| CustomerRows {
-                    id,
-                    ..CustomerRows::default()
-                });
-                entry.statuses.insert(r.get(1)?, n);
-                entry.total += n;
+                each(
+                    r.get(0)?,
+                    r.get_ref(1)?.as_str().unwrap_or_default(),
+                    r.get(2)?,
+                );
             }
-            let mut names = c.prepare(
+            Ok(())
+        })
+    }
+
+    /// A customer's name in the copy of the directory a run used, when known.
+    pub fn customer_name(&mut self, run: RunId, id: i64) -> Result<Option<String>> {
+        self.sql(|c| {
+            c.query_row(
                 "SELECT c.name FROM customers c JOIN runs ON runs.base_url = c.base_url
                  WHERE runs.id = ?1 AND c.id = ?2",
-            )?;
-            let mut out: Vec<CustomerRows> = by_id.into_values().collect();
-            out.sort_by(|a, b| b.total.cmp(&a.total).then(a.id.cmp(&b.id)));
-            for customer in &mut out {
-                if let Some(id) = customer.id {
-                    let mut q = names.query(params![run, id])?;
-                    customer.name = q.next()?.map(|r| r.get(0)).transpose()?;
-                }
-            }
-            Ok(out)
+                params![run, id],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -236,7 +256,9 @@ mod tests {
             .begin_run("run", "http://127.0.0.1:1", &[], false)
             .unwrap();
         assert_eq!(ledger.run_tallies(run).unwrap(), RunTallies::default());
-        assert!(ledger.rows_per_customer(run).unwrap().is_empty());
+        let mut rows = 0;
+        ledger.each_row(run, &mut |_, _, _| rows += 1).unwrap();
+        assert_eq!(rows, 0);
         assert_eq!(ledger.attention_rows(run, 10).unwrap().1, 0);
         let mut n = 0;
         ledger.each_attempt(run, &mut |_| n += 1).unwrap();

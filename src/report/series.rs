@@ -3,10 +3,10 @@
 //! millions of requests costs a fixed number of buckets plus one latency per request.
 //! Knows nothing of SQL or of drawing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::ledger::AttemptPoint;
+use crate::ledger::{AttemptPoint, CustomerRows, RowStatus};
 
 /// Buckets a chart shows at most: enough for shape, few enough to stay small.
 pub const MAX_BUCKETS: usize = 120;
@@ -65,6 +65,11 @@ impl Collector {
         self.latencies.push(a.latency_ms.max(0));
     }
 
+    /// Whether invitation `id` had a request in the attempts collected so far.
+    pub fn attempted(&self, id: i64) -> bool {
+        self.seen.contains(&(false, id))
+    }
+
     pub fn finish(mut self) -> Timeline {
         let Some(start) = self.points.iter().map(|p| p.0).min() else {
             return Timeline::default();
@@ -96,6 +101,69 @@ impl Collector {
             total,
             latency,
         }
+    }
+}
+
+/// A run's rows tallied in one pass: per status, per customer, sent and done before.
+#[derive(Default)]
+pub struct RowTally {
+    per_customer: HashMap<Option<i64>, [u64; RowStatus::ALL.len()]>,
+    /// Rows that ended invited or exists after a request of the run.
+    pub sent: u64,
+    /// Rows that ended invited or exists with no request of the run.
+    pub already_done: u64,
+}
+
+impl RowTally {
+    /// Counts one row; `attempted` says whether its invitation had a request this run.
+    pub fn add(&mut self, customer: Option<i64>, status: &str, attempted: bool) {
+        let Some(i) = RowStatus::ALL.iter().position(|s| s.as_str() == status) else {
+            return;
+        };
+        self.per_customer
+            .entry(customer)
+            .or_insert([0; RowStatus::ALL.len()])[i] += 1;
+        if matches!(RowStatus::ALL[i], RowStatus::Invited | RowStatus::Exists) {
+            if attempted {
+                self.sent += 1;
+            } else {
+                self.already_done += 1;
+            }
+        }
+    }
+
+    /// Rows per status over all customers.
+    pub fn statuses(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for counts in self.per_customer.values() {
+            for (s, n) in RowStatus::ALL.iter().zip(counts) {
+                if *n > 0 {
+                    *out.entry(s.as_str().to_string()).or_insert(0) += n;
+                }
+            }
+        }
+        out
+    }
+
+    /// The customers, most rows first (names left for the caller to fill in).
+    pub fn customers(&self) -> Vec<CustomerRows> {
+        let mut out: Vec<CustomerRows> = self
+            .per_customer
+            .iter()
+            .map(|(id, counts)| CustomerRows {
+                id: *id,
+                name: None,
+                statuses: RowStatus::ALL
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(s, n)| (s.as_str().to_string(), *n))
+                    .collect(),
+                total: counts.iter().sum(),
+            })
+            .collect();
+        out.sort_by(|a, b| b.total.cmp(&a.total).then(a.id.cmp(&b.id)));
+        out
     }
 }
 
@@ -161,6 +229,22 @@ mod tests {
         assert_eq!(t.buckets[2].timeouts, 1);
         assert_eq!(t.total.requests, 3);
         assert_eq!(t.latency, Some([20, 30, 30, 30, 30]));
+    }
+
+    #[test]
+    fn rows_tally_per_customer_and_split_sent_from_done_before() {
+        let mut t = RowTally::default();
+        t.add(Some(1), "invited", true);
+        t.add(Some(1), "invited", false);
+        t.add(Some(2), "exists", true);
+        t.add(None, "invalid", false);
+        t.add(Some(2), "no such status", true);
+        assert_eq!((t.sent, t.already_done), (2, 1));
+        assert_eq!(t.statuses().get("invited"), Some(&2));
+        let customers = t.customers();
+        assert_eq!(customers[0].id, Some(1));
+        assert_eq!(customers[0].total, 2);
+        assert_eq!(customers.len(), 3);
     }
 
     #[test]
