@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::api::{Credentials, Secret};
+use crate::domain::RowStatus;
 use crate::input::{Field, Options as InputOptions};
-use crate::ledger::RowStatus;
 
 /// The public API; customers may have their own.
 pub const DEFAULT_BASE_URL: &str = "https://api.billingbooth.app";

@@ -16,9 +16,9 @@ use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{AccessUser, NewAccessUser};
+use crate::api::types::AccessUser;
 use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
-use crate::ledger::{Attempt, State};
+use crate::domain::{Attempt, Job, Outcome, State};
 
 /// First retry waits up to this long (full jitter: a random share of it).
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -34,37 +34,6 @@ pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(10 * 60);
 /// When many tasks wait on the limiter at once, spread their wake-ups over this much so
 /// they do not all retry on the same tick.
 const LIMITER_JITTER: Duration = Duration::from_millis(2);
-
-/// An invitation to send.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub invitation_id: i64,
-    /// The input row this run recorded for it.
-    pub row_id: i64,
-    pub customer_id: i64,
-    pub user: NewAccessUser,
-    /// An earlier call may have created the user without our seeing the answer: look
-    /// in the access list before sending.
-    pub check_first: bool,
-    /// `file:line` of the row, for messages.
-    pub origin: String,
-}
-
-/// What became of a [`Job`].
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub invitation_id: i64,
-    pub row_id: i64,
-    /// Invited, exists, failed, rejected, or pending (never sent: the run stopped).
-    pub state: State,
-    pub access_user_id: Option<i64>,
-    /// For a person: what went wrong and what to do.
-    pub error: Option<String>,
-    pub http_status: Option<u16>,
-    /// The last call may have acted without our seeing the answer.
-    pub unsure: bool,
-    pub attempts: Vec<Attempt>,
-}
 
 /// Sending settings, checked by the CLI.
 #[derive(Debug, Clone)]

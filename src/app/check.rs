@@ -188,7 +188,7 @@ async fn check_rows(
                     },
                 )?;
             }
-            let key = ledger::email_key(&who.email);
+            let key = domain::email_key(&who.email);
             let hash = hasher.hash_one((resolved.id, &key));
             if !seen.insert(hash) {
                 summary.duplicate += 1;
@@ -215,7 +215,7 @@ async fn check_rows(
                 id: who.user_id,
                 status: who.status,
             };
-            match ledger::decide(ledger.peek(resolved.id, &who.email)?.as_ref(), &user, opts) {
+            match domain::decide(ledger.peek(resolved.id, &who.email)?.as_ref(), &user, opts) {
                 Decision::Send { .. } => summary.would_send += 1,
                 Decision::Done(_) => summary.already_done += 1,
                 Decision::StillRejected => summary.still_rejected += 1,

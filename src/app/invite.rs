@@ -280,7 +280,7 @@ pub(crate) fn report_outcome(
     progress: &Progress,
     verbose: bool,
     origin: &str,
-    outcome: &crate::send::Outcome,
+    outcome: &crate::domain::Outcome,
 ) {
     let status = RowStatus::from_state(outcome.state);
     if verbose && status.is_problem() {

@@ -17,6 +17,7 @@ mod message;
 mod preflight;
 mod report;
 mod setup;
+mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -36,14 +37,13 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::{Customer, NewAccessUser};
 use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
 use crate::cli::{self, Args, Command, Global, InputArgs, SendArgs};
+use crate::domain::{self, Admission, AdmitOptions, Decision, Job, RowStatus, RunId, Verdict};
 use crate::input::{self, Field, Invitee, Reader, Record};
-use crate::ledger::{
-    self, Admission, AdmitOptions, Decision, Ledger, NewRow, RowStatus, RunId, Verdict, Writer,
-};
+use crate::ledger::{self, Ledger, NewRow, Writer};
 use crate::progress::{Mode, Progress};
 use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
 use crate::sandbox;
-use crate::send::{Job, Limiter, Sender, with_retries};
+use crate::send::{Limiter, Sender, with_retries};
 
 pub(crate) use check::*;
 pub(crate) use invite::*;
@@ -123,7 +123,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
-        Command::Sync(a) => crate::sync::run(&global, a, stop).await,
+        Command::Sync(a) => sync::run(&global, a, stop).await,
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)

@@ -74,7 +74,7 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
                     writeln!(out, "  {:<11} {n}", status.as_str())?;
                 }
             }
-            crate::sync::write_action_counts(&mut out, &counts.actions)?;
+            super::sync::write_action_counts(&mut out, &counts.actions)?;
         }
         None => writeln!(out, "No runs yet.")?,
     }
@@ -107,7 +107,7 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
 pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     if a.actions {
-        crate::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        super::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
         return Ok(Exit::Ok);
     }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::api::types::{AccessStatus, AccessUser};
-use crate::ledger::{self, ActionKind, AdmitOptions, Decision, KeyView, Verdict};
+use crate::domain::{self, ActionKind, AdmitOptions, Decision, Verdict};
+use crate::ledger::KeyView;
 
 /// What sync does, or found, for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -243,7 +244,7 @@ pub fn compute(
         if let Ok(users) = list {
             let by_key = index.entry(customer_id).or_default();
             for u in users {
-                by_key.entry(ledger::email_key(&u.email)).or_insert(u);
+                by_key.entry(domain::email_key(&u.email)).or_insert(u);
             }
         }
         customers.insert(
@@ -276,7 +277,7 @@ pub fn compute(
             Verdict::Invalid(reason) | Verdict::Unresolved { reason, .. } => {
                 let email = row.email_cell.as_deref().unwrap_or("").trim();
                 if !email.is_empty() {
-                    protected.insert(ledger::email_key(email));
+                    protected.insert(domain::email_key(email));
                 }
                 let (customer_id, action) = match &row.verdict {
                     Verdict::Unresolved { customer_id, .. } => (*customer_id, Action::Unresolved),
@@ -287,7 +288,7 @@ pub fn compute(
             }
             Verdict::Invite { customer_id, user } => (*customer_id, user),
         };
-        let key = ledger::email_key(&user.email);
+        let key = domain::email_key(&user.email);
         wanted.entry(customer_id).or_default().insert(key.clone());
         let Some(users) = index.get(&customer_id) else {
             let why = match lists.get(&customer_id) {
@@ -314,7 +315,7 @@ pub fn compute(
         let view = ledger.get(&(customer_id, key.clone()));
         let existing = view.and_then(|v| v.existing.as_ref());
         let Some(there) = users.get(&key) else {
-            let (action, why) = match ledger::decide(existing, user, opts.admit) {
+            let (action, why) = match domain::decide(existing, user, opts.admit) {
                 Decision::Send { .. } => (Action::Invite, "not in the access list".to_string()),
                 Decision::Done(state) => (
                     Action::Gone,
@@ -364,7 +365,7 @@ pub fn compute(
             };
             let mut candidates: Vec<&AccessUser> = Vec::new();
             for u in users {
-                let key = ledger::email_key(&u.email);
+                let key = domain::email_key(&u.email);
                 if keys.contains(&key) || u.status == Some(AccessStatus::Suspended) {
                     continue;
                 }
@@ -377,7 +378,7 @@ pub fn compute(
             if candidates.is_empty() {
                 continue;
             }
-            candidates.sort_by_key(|u| (ledger::email_key(&u.email), u.id));
+            candidates.sort_by_key(|u| (domain::email_key(&u.email), u.id));
             let current = users.len();
             let refused = candidates.len() as f64 * 100.0 > opts.max_prune_pct * current as f64;
             let hold = if refused {
@@ -554,7 +555,7 @@ pub fn parse_api_time(text: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::ledger::{Existing, State};
+    use crate::domain::{Existing, State};
 
     const DAY: Duration = Duration::from_secs(86_400);
 

@@ -10,10 +10,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::plan::{self, Action, Hold, Plan};
 use crate::app;
 use crate::cli::Global;
-use crate::ledger::{self, ActionKind, ActionState, Ledger, RowStatus, RunId};
+use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
+use crate::ledger::{self, Ledger};
+use crate::sync::plan::{self, Action, Hold, Plan};
 
 /// `--plan --json`: the plan for scripts.
 #[derive(Serialize)]
