@@ -337,6 +337,17 @@ pub struct NewAction {
     pub state: ActionState,
 }
 
+/// An action to send.
+#[derive(Debug, Clone)]
+pub struct ActionJob {
+    /// The action's id in the ledger.
+    pub id: i64,
+    pub customer_id: i64,
+    pub access_user_id: i64,
+    pub kind: ActionKind,
+    pub email: String,
+}
+
 /// What became of an action.
 #[derive(Debug, Clone)]
 pub struct ActionOutcome {

@@ -12,6 +12,7 @@
 //! `status`, `export` and `customers`; `message.rs` says a failure in one line.
 
 mod check;
+mod engine;
 mod invite;
 mod message;
 mod preflight;
@@ -46,6 +47,7 @@ use crate::sandbox;
 use crate::send::{Limiter, Sender, with_retries};
 
 pub(crate) use check::*;
+use engine::{Closed, Ending, Engine, MARK_BATCH, Work, finish, stream_from};
 pub(crate) use invite::*;
 pub use message::error_line;
 pub(crate) use preflight::*;
@@ -57,11 +59,6 @@ pub(crate) use setup::*;
 pub(crate) const ADMIT_BATCH: usize = 512;
 /// Batches read ahead of the ledger; bounded so memory stays flat however big the file.
 const READ_AHEAD: usize = 4;
-/// Jobs marked `sending` in one transaction, at most; about one round of workers, so a
-/// crash leaves few marks to check.
-const MARK_BATCH: usize = 64;
-/// Mark batches committed ahead of sending.
-const MARKS_AHEAD: usize = 4;
 
 /// How a command ended, as the process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

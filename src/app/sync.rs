@@ -15,34 +15,28 @@
 mod report;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use anyhow::bail;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::AccessUser;
-use crate::api::{Client, Error as ApiError};
+use crate::app::engine::{Closed, Ending, Engine, Work, finish};
 use crate::app::{self, Aborted, Api, Exit, Resolver};
 use crate::cli::{self, Global, SyncArgs};
 use crate::domain::{
-    self, ActionKind, ActionOutcome, ActionState, Admission, AdmitOptions, Attempt, Job, NewAction,
-    RowStatus, RunId, Verdict,
+    self, ActionJob, ActionState, Admission, AdmitOptions, Job, NewAction, RowStatus, RunId,
+    Verdict,
 };
 use crate::input::{Columns, Field, Reader};
-use crate::ledger::{self, NewRow, Present, Writer};
+use crate::ledger::{NewRow, Present, Writer};
 use crate::progress::{Mode, Progress};
-use crate::send::{Abort, Disposition, Sender, backoff, disposition, explain, with_retries};
+use crate::send::{Abort, Disposition, Repeat, Sender, disposition, explain};
 
 use self::report::{RefusedLine, Summary};
 pub(crate) use self::report::{write_action_counts, write_actions};
 use crate::sync::plan::{self, Hold, Plan, SheetRow};
-
-/// Invitations and idempotent actions marked `sending` in one transaction, at most: as
-/// `run`, about one round of workers, so a crash leaves few marks to check.
-const MARK_BATCH: usize = 64;
 
 /// Runs `bbinvite sync`.
 pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyhow::Result<Exit> {
@@ -90,32 +84,35 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
     progress.seen(sheet.rows.len() as u64);
     progress.reading_done();
     let (writer, thread) = Writer::spawn(ledger, run)?;
+    let engine = Engine {
+        sender: &sender,
+        writer: &writer,
+        run,
+        progress: &progress,
+        verbose: global.verbose,
+    };
     let applied = async {
         let invites =
             admit_sheet(&writer, run, &sheet, &lists, opts.admit, &progress, global).await?;
         let actions = add_actions(&writer, run, &plan, &invites.row_ids).await?;
-        dispatch(
-            invites.jobs,
-            actions,
-            &sender,
-            &api.client,
-            &writer,
-            run,
-            &progress,
-            global.verbose,
-        )
-        .await
+        let work = invites
+            .jobs
+            .into_iter()
+            .map(Work::Invite)
+            .chain(actions.into_iter().map(Work::Act));
+        engine.dispatch(futures::stream::iter(work)).await
     }
     .await;
-    let ended = Ended {
+    let ending = Ending {
         run,
         started,
-        customers: customers.len(),
-        plan: &plan,
         results: a.send.results.as_deref(),
-        interrupted,
+        problem: plan.refusals().next().is_some(),
     };
-    finish(global, ended, writer, thread, &progress, &sender, applied)
+    let customers = customers.len();
+    finish(ending, (writer, thread), &progress, &sender, applied, |c| {
+        summarise(global, c, &plan, customers, interrupted)
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -220,11 +217,14 @@ async fn read_lists(
     let mut reads = futures::stream::iter(customers.iter().copied())
         .map(|customer_id| {
             let client = api.client.clone();
-            let stop = api.stop.clone();
-            let tries = api.max_attempts;
             async move {
-                let users = with_retries(tries, &stop, || client.all_access(customer_id)).await;
-                (customer_id, users)
+                // A read is logged nowhere: the ledger's attempts are those of a row.
+                let users = sender
+                    .call("list", Repeat::Yes, &mut Vec::new(), || async {
+                        Ok((client.all_access(customer_id).await?, 200))
+                    })
+                    .await;
+                (customer_id, users.map_err(|f| f.into_error()))
             }
         })
         .buffer_unordered(concurrency.max(1));
@@ -232,14 +232,12 @@ async fn read_lists(
     while let Some((customer_id, users)) = reads.next().await {
         match users {
             Ok(users) => {
-                sender.note_success();
                 lists.insert(customer_id, Ok(users));
             }
             Err(e) => {
                 if let Disposition::Abort(_) = disposition(&e) {
                     return Err(app::api_abort(e));
                 }
-                sender.note_failure(&e);
                 lists.insert(customer_id, Err(explain(&e)));
             }
         }
@@ -403,16 +401,6 @@ fn reason(verdict: &Verdict, lists: &Lists) -> String {
     }
 }
 
-/// An action to send.
-#[derive(Debug, Clone)]
-struct ActionJob {
-    id: i64,
-    customer_id: i64,
-    access_user_id: i64,
-    kind: ActionKind,
-    email: String,
-}
-
 /// Records every action of the plan (held prunes as skipped or refused); returns those
 /// to send.
 async fn add_actions(
@@ -466,383 +454,31 @@ async fn add_actions(
         .collect())
 }
 
-/// One request's worth of work.
-enum Work {
-    Invite(Job),
-    Act(ActionJob),
-}
-
-/// What became of one [`Work`].
-enum Done {
-    Invite(String, crate::domain::Outcome),
-    Act(ActionJob, ActionOutcome),
-}
-
-/// Marks work `sending` (in small batches; a resend alone, just before its request),
-/// sends it with bounded concurrency (invitations first, then the actions), and records
-/// each outcome. Stops taking new work when the
-/// run is stopped; what was not taken stays pending.
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
-    invites: Vec<Job>,
-    actions: Vec<ActionJob>,
-    sender: &Arc<Sender>,
-    client: &Arc<Client>,
-    writer: &Writer,
-    run: RunId,
-    progress: &Progress,
-    verbose: bool,
-) -> anyhow::Result<()> {
-    let stop = sender.stop_token().clone();
-    let concurrency = sender.settings().concurrency.max(1);
-    let work = invites
-        .into_iter()
-        .map(Work::Invite)
-        .chain(actions.into_iter().map(Work::Act));
-    let marked = futures::stream::iter(work)
-        .take_until(stop.cancelled_owned())
-        .ready_chunks(MARK_BATCH.min(concurrency * 2))
-        .then(|batch| {
-            let writer = writer.clone();
-            async move {
-                let jobs: Vec<Job> = batch
-                    .iter()
-                    .filter_map(|w| match w {
-                        Work::Invite(job) => Some(job.clone()),
-                        Work::Act(_) => None,
-                    })
-                    .collect();
-                // A resend left `sending` by a crash is not sent again this period, so
-                // each is marked alone, just before its request: a crash loses at most
-                // those in flight.
-                let ids: Vec<i64> = batch
-                    .iter()
-                    .filter_map(|w| match w {
-                        Work::Act(a) if a.kind != ActionKind::Resend => Some(a.id),
-                        _ => None,
-                    })
-                    .collect();
-                let marked = writer
-                    .call(move |l| {
-                        if !jobs.is_empty() {
-                            l.mark_sending(&jobs)?;
-                        }
-                        if !ids.is_empty() {
-                            l.mark_actions_sending(&ids)?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .is_ok();
-                futures::stream::iter(batch.into_iter().map(move |w| (w, marked)))
-            }
-        })
-        .flatten();
-    let mut done = std::pin::pin!(
-        marked
-            .map(|(work, marked)| {
-                let sender = sender.clone();
-                let client = client.clone();
-                let writer = writer.clone();
-                async move {
-                    if !marked {
-                        // The mark was not committed: sending would break at-most-once.
-                        return None;
-                    }
-                    Some(match work {
-                        Work::Invite(job) => {
-                            let origin = job.origin.clone();
-                            Done::Invite(origin, sender.process(job).await)
-                        }
-                        Work::Act(job) => {
-                            if job.kind == ActionKind::Resend {
-                                let id = job.id;
-                                let marked =
-                                    writer.call(move |l| l.mark_actions_sending(&[id])).await;
-                                if marked.is_err() {
-                                    return None;
-                                }
-                            }
-                            let outcome = act(&sender, &client, &job).await;
-                            Done::Act(job, outcome)
-                        }
-                    })
-                }
-            })
-            .buffer_unordered(concurrency)
-    );
-    while let Some(finished) = done.next().await {
-        match finished {
-            None => {
-                writer.check()?;
-                bail!("the ledger could not record a batch before sending");
-            }
-            Some(Done::Invite(origin, outcome)) => {
-                crate::app::report_outcome(progress, verbose, &origin, &outcome);
-                writer.record(outcome).await?;
-            }
-            Some(Done::Act(job, outcome)) => {
-                if verbose && outcome.state == ActionState::Failed {
-                    progress.println(&format!(
-                        "customer {} {}: {} failed: {}",
-                        job.customer_id,
-                        job.email,
-                        job.kind.as_str(),
-                        outcome.error.as_deref().unwrap_or("")
-                    ));
-                }
-                writer
-                    .call(move |l| l.record_actions(run, &[outcome]))
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Carries out one action to its end: done, failed, or (when the run stops before it
-/// is sent) pending. Suspend and reactivate change nothing when repeated, so transient
-/// failures are retried like an invitation's; a resend sends an e-mail, so once the
-/// server may have acted on one it is never sent again (at most once beats twice).
-async fn act(sender: &Sender, client: &Client, job: &ActionJob) -> ActionOutcome {
-    let max_attempts = sender.settings().max_attempts.max(1);
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut last: Option<ApiError> = None;
-    let end = |state, error, last: Option<&ApiError>, unsure, attempts| ActionOutcome {
-        action_id: job.id,
-        state,
-        error,
-        http_status: last.and_then(ApiError::status),
-        unsure,
-        attempts,
-    };
-    for attempt in 1..=max_attempts {
-        if sender.stop_token().is_cancelled() {
-            return stopped(job, sender, last.as_ref(), attempts);
-        }
-        let started = Instant::now();
-        let at = SystemTime::now();
-        let result = match job.kind {
-            ActionKind::Resend => client.resend(job.customer_id, job.access_user_id).await,
-            ActionKind::Suspend | ActionKind::Prune => {
-                client
-                    .set_suspended(job.customer_id, job.access_user_id, true)
-                    .await
-            }
-            ActionKind::Reactivate => {
-                client
-                    .set_suspended(job.customer_id, job.access_user_id, false)
-                    .await
-            }
-        };
-        let latency = started.elapsed();
-        let verb = match job.kind {
-            ActionKind::Resend => "resend",
-            ActionKind::Suspend | ActionKind::Prune => "suspend",
-            ActionKind::Reactivate => "reactivate",
-        };
-        let e = match result {
-            Ok(status) => {
-                sender.note_success();
-                attempts.push(Attempt {
-                    at,
-                    action: verb,
-                    http_status: Some(status),
-                    latency,
-                    class: "ok",
-                    error: None,
-                });
-                return end(ActionState::Done, None, None, false, attempts);
-            }
-            // Stopped while waiting for its turn: never sent, nothing to log.
-            Err(ApiError::NotSent) => return stopped(job, sender, last.as_ref(), attempts),
-            Err(e) => e,
-        };
-        attempts.push(Attempt {
-            at,
-            action: verb,
-            http_status: e.status(),
-            latency,
-            class: e.class().as_str(),
-            error: Some(e.to_string()),
-        });
-        match disposition(&e) {
-            Disposition::Abort(message) => {
-                sender.abort(Abort::Auth(message.clone()));
-                // Refused credentials: nothing was done.
-                return end(
-                    ActionState::Pending,
-                    Some(message),
-                    Some(&e),
-                    false,
-                    attempts,
-                );
-            }
-            Disposition::Reject(message) => {
-                if e.status() == Some(403) {
-                    sender.note_failure(&e);
-                } else {
-                    sender.note_success();
-                }
-                return end(
-                    ActionState::Failed,
-                    Some(message),
-                    Some(&e),
-                    false,
-                    attempts,
-                );
-            }
-            Disposition::Exists => {
-                // A conflict answer to a resend or a suspension: the API refused it.
-                sender.note_success();
-                let message = format!("the API refused it: {e}");
-                return end(
-                    ActionState::Failed,
-                    Some(message),
-                    Some(&e),
-                    false,
-                    attempts,
-                );
-            }
-            Disposition::Retry { after } => {
-                if job.kind == ActionKind::Resend && e.maybe_applied() {
-                    sender.note_failure(&e);
-                    let message = format!(
-                        "may have been sent ({}); not sent again until the next period",
-                        explain(&e)
-                    );
-                    return end(ActionState::Failed, Some(message), Some(&e), true, attempts);
-                }
-                sender.note_failure(&e);
-                last = Some(e);
-                if attempt >= max_attempts {
-                    break;
-                }
-                let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = sender.stop_token().cancelled() => {
-                        return stopped(job, sender, last.as_ref(), attempts);
-                    }
-                }
-            }
-        }
-    }
-    let message = match &last {
-        Some(e) => format!("gave up after {max_attempts} attempts: {}", explain(e)),
-        None => format!("gave up after {max_attempts} attempts"),
-    };
-    end(
-        ActionState::Failed,
-        Some(message),
-        last.as_ref(),
-        false,
-        attempts,
-    )
-}
-
-/// The run stopped before the action ended: unsent, it stays pending; tried, it failed
-/// for now (the next sync plans it again if it is still needed).
-fn stopped(
-    job: &ActionJob,
-    sender: &Sender,
-    last: Option<&ApiError>,
-    attempts: Vec<Attempt>,
-) -> ActionOutcome {
-    let why = sender
-        .abort_reason()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "the run stopped".into());
-    let (state, error) = match last {
-        None if attempts.is_empty() => (ActionState::Pending, None),
-        Some(e) => (
-            ActionState::Failed,
-            Some(format!("not finished ({why}); last error: {}", explain(e))),
-        ),
-        None => (ActionState::Failed, Some(format!("not finished ({why})"))),
-    };
-    ActionOutcome {
-        action_id: job.id,
-        state,
-        error,
-        http_status: last.and_then(ApiError::status),
-        unsure: false,
-        attempts,
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // The end: exit code, summary.
 
-/// What the summary needs besides the ledger.
-struct Ended<'a> {
-    run: RunId,
-    started: Instant,
-    customers: usize,
-    plan: &'a Plan,
-    results: Option<&'a Path>,
-    /// Resends of earlier syncs found cut off in flight, told in this summary.
-    interrupted: u64,
-}
-
-/// Commits, closes the run, writes `--results`, prints the summary, picks the exit code.
-fn finish(
+/// The summary of an applied sync, from the closed run and the plan.
+fn summarise(
     global: &Global,
-    ended: Ended<'_>,
-    writer: Writer,
-    thread: ledger::WriterThread,
-    progress: &Progress,
-    sender: &Sender,
-    applied: anyhow::Result<()>,
-) -> anyhow::Result<Exit> {
-    progress.finish();
-    let mut ledger = writer.close(thread).map_err(app::after_start)?;
-    let run = ended.run;
-    let abort = sender.abort_reason();
-    let counts = ledger.status_counts(Some(run)).map_err(app::after_start)?;
-    let row_problems = counts
-        .rows
-        .iter()
-        .any(|(s, n)| *n > 0 && RowStatus::parse(s).is_some_and(RowStatus::is_problem));
-    let failed_actions = counts.actions.values().any(|states| {
-        states
-            .get(ActionState::Failed.as_str())
-            .is_some_and(|n| *n > 0)
-    });
-    let refused = ended.plan.refusals().next().is_some();
-    let (mut exit, mut outcome) = match (&applied, &abort) {
-        (Err(e), _) => (app::late_exit(e), format!("error: {}", app::error_line(e))),
-        (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
-        (Ok(()), None) if row_problems || failed_actions || refused => {
-            (Exit::Problems, "completed with problems".to_string())
-        }
-        (Ok(()), None) => (Exit::Ok, "completed".to_string()),
-    };
-    let unwritten = ended
-        .results
-        .and_then(|path| app::write_results(&mut ledger, run, path).err());
-    if let Some(e) = &unwritten {
-        exit = app::late_exit(e);
-        outcome = format!("{outcome}; {}", app::error_line(e));
-    }
-    ledger
-        .finish_run(run, &outcome, exit as i32)
-        .map_err(app::after_start)?;
+    c: &Closed<'_>,
+    plan: &Plan,
+    customers: usize,
+    interrupted: u64,
+) -> anyhow::Result<()> {
     let summary = Summary {
         command: "sync",
-        run,
-        ledger: ledger.path().display().to_string(),
-        outcome,
-        exit_code: exit as i32,
-        elapsed_secs: ended.started.elapsed().as_secs_f64(),
-        rows: counts.rows.values().sum(),
-        customers: ended.customers,
-        statuses: counts.rows.clone(),
-        actions: counts.actions.clone(),
-        prune_waiting_for_yes: ended.plan.waiting_for_yes(),
-        resends_unconfirmed: ended.interrupted,
-        prune_refused: ended
-            .plan
+        run: c.run,
+        ledger: c.ledger.path().display().to_string(),
+        outcome: c.outcome.to_string(),
+        exit_code: c.exit as i32,
+        elapsed_secs: c.elapsed.as_secs_f64(),
+        rows: c.counts.rows.values().sum(),
+        customers,
+        statuses: c.counts.rows.clone(),
+        actions: c.counts.actions.clone(),
+        prune_waiting_for_yes: plan.waiting_for_yes(),
+        resends_unconfirmed: interrupted,
+        prune_refused: plan
             .refusals()
             .map(|(customer_id, r)| RefusedLine {
                 customer_id,
@@ -853,17 +489,9 @@ fn finish(
             })
             .collect(),
     };
-    report::print_summary(global, &summary, ended.plan, &counts.top_errors)
-        .or_else(report::broken_pipe_is_fine)
-        .map_err(app::after_start)?;
-    applied.map_err(app::after_start)?;
-    if let Some(e) = unwritten {
-        return Err(e);
-    }
-    if let Some(reason) = abort {
-        return Err(anyhow::Error::new(Aborted(reason.to_string())));
-    }
-    Ok(exit)
+    report::print_summary(global, &summary, plan, &c.counts.top_errors)
+        .or_else(report::broken_pipe_is_fine)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -872,6 +500,8 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use std::time::Duration;
+
     use crate::cli::{Args, Command};
 
     fn parse(args: &[&str]) -> Result<SyncArgs, clap::Error> {
