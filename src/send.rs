@@ -533,7 +533,7 @@ impl Sender {
     /// The attempt runner every call of a run but the invitation itself goes through
     /// (the look in the access list, list reads, resend, suspend, reactivate): each try
     /// waits its turn at the shared limiter (the client's gate), is logged in `log` under
-    /// `action`, and is judged by [`Sender::judge`]; transient failures are tried again
+    /// `action`, and is judged by `Sender::judge`; transient failures are tried again
     /// after [`backoff`] or the server's `Retry-After`, up to `--max-attempts`, unless
     /// `repeat` says a try that may have acted must not be repeated. `call` answers the
     /// value and the HTTP status it came with.
