@@ -28,4 +28,5 @@ pub mod progress;
 pub mod resolve;
 pub mod sandbox;
 pub mod send;
+pub mod settings;
 pub mod sync;

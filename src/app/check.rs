@@ -34,19 +34,19 @@ pub(crate) struct Finding<'a> {
 }
 
 pub(crate) async fn check_files(
-    global: &Global,
+    global: &Settings,
     a: &InputArgs,
     mode: Check,
     rate: NonZeroU32,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
-    let path = ledger_path(global, a.sandbox);
+    let path = global.ledger.clone();
     ledger_folder(&path)?;
     // Only the directory and references need the API. Without credentials, a fresh
     // copy of the directory in the ledger is enough to check names; with no ledger
     // there is no copy, and none is created just to find that out.
-    let endpoint = match endpoint(global, a.sandbox) {
+    let endpoint = match global.endpoint() {
         Err(no_api) if !path.exists() => return Err(no_api),
         other => other,
     };
@@ -63,7 +63,7 @@ pub(crate) async fn check_files(
 
 /// Reads and resolves every row, says what is wrong with each and what would happen.
 async fn check_rows(
-    global: &Global,
+    global: &Settings,
     readers: Vec<Reader>,
     mut resolver: Resolver,
     ledger: &mut Ledger,

@@ -7,16 +7,15 @@ use super::*;
 // `run` and `retry`: the sending pipeline.
 
 pub(crate) async fn invite_rows(
-    global: &Global,
+    global: &Settings,
     a: InputArgs,
     send: SendArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let readers = open_inputs(&a)?;
-    let path = ledger_path(global, a.sandbox);
-    let endpoint = before_sending(global, &path, a.sandbox, send.results.as_deref())?;
-    let mut ledger = open_ledger(&path)?;
+    let endpoint = before_sending(global, send.results.as_deref())?;
+    let mut ledger = open_ledger(&global.ledger)?;
     let settings = cli::send_settings(&send);
     let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
@@ -88,20 +87,20 @@ pub(crate) async fn invite_rows(
 }
 
 pub(crate) async fn retry(
-    global: &Global,
+    global: &Settings,
     send: SendArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let started = Instant::now();
-    let path = ledger_path(global, false);
+    let path = &global.ledger;
     if !path.exists() {
         bail!(
             "no ledger at {}; nothing to retry (use --ledger to name one)",
             path.display()
         );
     }
-    let endpoint = before_sending(global, &path, false, send.results.as_deref())?;
-    let mut ledger = open_ledger(&path)?;
+    let endpoint = before_sending(global, send.results.as_deref())?;
+    let mut ledger = open_ledger(path)?;
     let settings = cli::send_settings(&send);
     let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
@@ -255,7 +254,7 @@ struct Summary {
 /// The summary of `run` and `retry`: counts per status, the commonest errors, and the
 /// commands that show or send again the rows with problems.
 fn print_summary(
-    global: &Global,
+    global: &Settings,
     command: &str,
     c: &Closed<'_>,
     notes: &[Arc<input::Notes>],

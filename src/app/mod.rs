@@ -25,7 +25,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{Customer, NewAccessUser};
 use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
-use crate::cli::{self, Args, Command, Global, InputArgs, SendArgs};
+use crate::cli::{self, Args, Command, InputArgs, SendArgs};
 use crate::domain::{self, Admission, AdmitOptions, Decision, Job, RowStatus, RunId, Verdict};
 use crate::input::{self, Field, Invitee, Reader, Record};
 use crate::ledger::{self, Ledger, NewRow, Writer};
@@ -45,6 +45,7 @@ use crate::progress::{Mode, Progress};
 use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
 use crate::sandbox;
 use crate::send::{Limiter, Sender, with_retries};
+use crate::settings::{Endpoint, Settings};
 
 pub(crate) use check::*;
 use engine::{Closed, Ending, Engine, MARK_BATCH, Work, finish, stream_from};
@@ -100,7 +101,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 
 /// Runs the command that was typed.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
-    let global = args.global;
+    let global = Settings::new(&args.global);
     match args.command {
         Command::Run(a) if a.dry_run => {
             check_files(

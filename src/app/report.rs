@@ -7,15 +7,15 @@ use super::*;
 // `status`, `export`, `customers`: reading the ledger and the directory.
 
 /// Opens an existing ledger without taking the run lock: reads go on beside a run.
-pub(crate) fn open_existing(global: &Global) -> anyhow::Result<Ledger> {
-    let path = ledger_path(global, false);
+pub(crate) fn open_existing(global: &Settings) -> anyhow::Result<Ledger> {
+    let path = &global.ledger;
     if !path.exists() {
         bail!(
             "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
             path.display()
         );
     }
-    Ok(Ledger::open(&path)?)
+    Ok(Ledger::open(path)?)
 }
 
 /// `status --json`: the counts, and what the ledger cannot confirm.
@@ -27,7 +27,7 @@ struct StatusReport<'a> {
     resends_unconfirmed: u64,
 }
 
-pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
+pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     let counts = ledger.status_counts(run)?;
     if run.is_some() && counts.run.is_none() {
@@ -104,7 +104,7 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
     Ok(Exit::Ok)
 }
 
-pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
+pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     if a.actions {
         super::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
@@ -220,14 +220,14 @@ pub(crate) struct CustomerLine<'a> {
 }
 
 pub(crate) async fn customers(
-    global: &Global,
+    global: &Settings,
     a: cli::CustomersArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
-    let path = ledger_path(global, false);
-    ledger_folder(&path)?;
-    let endpoint = endpoint(global, false)?;
-    let mut ledger = open_ledger(&path)?;
+    let path = &global.ledger;
+    ledger_folder(path)?;
+    let endpoint = global.endpoint()?;
+    let mut ledger = open_ledger(path)?;
     let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {

@@ -125,16 +125,6 @@ pub(crate) async fn connect_to_send(
     Ok(api)
 }
 
-pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
-    global.ledger.clone().unwrap_or_else(|| {
-        PathBuf::from(if sandbox {
-            cli::SANDBOX_LEDGER
-        } else {
-            cli::DEFAULT_LEDGER
-        })
-    })
-}
-
 /// Locks, then opens, the ledger: a second run on it, by whatever path, exits 4 at once.
 /// The lock lives in the ledger and goes with it.
 pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<Ledger> {
@@ -332,13 +322,13 @@ pub(crate) async fn resolver(
 /// credentials; `no_api` is the reason the API cannot be used, returned when the copy
 /// is missing or stale.
 pub(crate) fn offline_resolver(
-    global: &Global,
+    global: &Settings,
     ledger: &mut Ledger,
     a: &InputArgs,
     no_api: anyhow::Error,
     stop: CancellationToken,
 ) -> anyhow::Result<Resolver> {
-    let base_url = cli::base_url(global)?;
+    let base_url = global.base_url()?;
     let Some(cached) = ledger.cached_customers(&base_url, a.customers_ttl)? else {
         return Err(no_api);
     };

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::AccessUser;
 use crate::app::engine::{Closed, Ending, Engine, Work, finish};
 use crate::app::{self, Aborted, Api, Exit, Resolver};
-use crate::cli::{self, Global, SyncArgs};
+use crate::cli::{self, SyncArgs};
 use crate::domain::{
     self, ActionJob, ActionState, Admission, AdmitOptions, Job, NewAction, RowStatus, RunId,
     Verdict,
@@ -33,20 +33,20 @@ use crate::input::{Columns, Field, Reader};
 use crate::ledger::{NewRow, Present, Writer};
 use crate::progress::{Mode, Progress};
 use crate::send::{Abort, Disposition, Repeat, Sender, disposition, explain};
+use crate::settings::Settings;
 
 use self::report::{RefusedLine, Summary};
 pub(crate) use self::report::{write_action_counts, write_actions};
 use crate::sync::plan::{self, Hold, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.
-pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyhow::Result<Exit> {
+pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let readers = app::open_inputs(&a.input)?;
-    let path = app::ledger_path(global, a.input.sandbox);
     // A plan writes no results, so only a sync that applies needs a place for them.
     let results = a.send.results.as_deref().filter(|_| !a.plan);
-    let endpoint = app::before_sending(global, &path, a.input.sandbox, results)?;
-    let mut ledger = app::open_ledger(&path)?;
+    let endpoint = app::before_sending(global, results)?;
+    let mut ledger = app::open_ledger(&global.ledger)?;
     let settings = cli::send_settings(&a.send);
     let api = app::connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
     let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
@@ -269,7 +269,7 @@ async fn admit_sheet(
     lists: &Lists,
     opts: AdmitOptions,
     progress: &Progress,
-    global: &Global,
+    global: &Settings,
 ) -> anyhow::Result<Admitted> {
     let there: HashMap<(i64, String), i64> = lists
         .iter()
@@ -459,7 +459,7 @@ async fn add_actions(
 
 /// The summary of an applied sync, from the closed run and the plan.
 fn summarise(
-    global: &Global,
+    global: &Settings,
     c: &Closed<'_>,
     plan: &Plan,
     customers: usize,

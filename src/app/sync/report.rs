@@ -11,9 +11,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::app;
-use crate::cli::Global;
 use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
 use crate::ledger::{self, Ledger};
+use crate::settings::Settings;
 use crate::sync::plan::{self, Action, Hold, Plan};
 
 /// `--plan --json`: the plan for scripts.
@@ -27,7 +27,7 @@ struct PlanReport<'a> {
 }
 
 /// Prints the plan: counts per action, per customer, then the rows (all but unchanged).
-pub(super) fn print_plan(global: &Global, plan: &Plan, rows: usize) -> anyhow::Result<()> {
+pub(super) fn print_plan(global: &Settings, plan: &Plan, rows: usize) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let shown = || {
         plan.entries
@@ -231,7 +231,7 @@ pub(super) struct RefusedLine {
 }
 
 pub(super) fn print_summary(
-    global: &Global,
+    global: &Settings,
     s: &Summary,
     plan: &Plan,
     top_errors: &[(String, u64)],
