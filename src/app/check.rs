@@ -1,7 +1,28 @@
 //! `validate` and `run --dry-run`: read and resolve every row and say what would
 //! happen; nothing is sent and the ledger is only read.
 
-use super::*;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::io::Write;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::NewAccessUser;
+use crate::cli::InputArgs;
+use crate::domain::{self, AdmitOptions, Decision};
+use crate::input::{self, Field, Invitee, Reader, Record};
+use crate::ledger::Ledger;
+use crate::resolve::Resolver;
+use crate::settings::Settings;
+
+use super::Exit;
+use super::preflight::ledger_folder;
+use super::setup::{
+    Reach, connect, offline_resolver, open_inputs, open_ledger, resolver, spawn_reader,
+};
 
 // ---------------------------------------------------------------------------------
 // `validate` and `run --dry-run`: read and resolve, send nothing.
@@ -56,7 +77,7 @@ pub(crate) async fn check_files(
             let api = connect(endpoint, Reach::reading(rate, stop.clone())).await?;
             resolver(&mut ledger, &api, a, &readers).await?
         }
-        Err(no_api) => offline_resolver(global, &mut ledger, a, no_api, stop)?,
+        Err(no_api) => offline_resolver(global, &mut ledger, a, no_api)?,
     };
     check_rows(global, readers, resolver, &mut ledger, mode).await
 }

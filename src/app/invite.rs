@@ -1,7 +1,33 @@
 //! `run` and `retry`: read, admit, mark, send, record, summarise. The concurrency of a
 //! run lives here and only here.
 
-use super::*;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, InputArgs, SendArgs};
+use crate::domain::{Admission, AdmitOptions, Job, RowStatus, RunId, Verdict};
+use crate::input::{self, Reader};
+use crate::ledger::{Ledger, NewRow, Writer};
+use crate::progress::{Mode, Progress};
+use crate::resolve::Resolver;
+use crate::send::Sender;
+use crate::settings::Settings;
+
+use super::engine::{Closed, Ending, Engine, MARK_BATCH, Work, finish, stream_from};
+use super::message::error_line;
+use super::preflight::before_sending;
+use super::report::write_export;
+use super::setup::{connect_to_send, open_inputs, open_ledger, resolver, spawn_reader, verdict};
+use super::{Aborted, Exit};
 
 // ---------------------------------------------------------------------------------
 // `run` and `retry`: the sending pipeline.

@@ -20,41 +20,18 @@ mod report;
 mod setup;
 mod sync;
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::io::Write;
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
-use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{Customer, NewAccessUser};
-use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
-use crate::cli::{self, Args, Command, InputArgs, SendArgs};
-use crate::domain::{self, Admission, AdmitOptions, Decision, Job, RowStatus, RunId, Verdict};
-use crate::input::{self, Field, Invitee, Reader, Record};
-use crate::ledger::{self, Ledger, NewRow, Writer};
-use crate::progress::{Mode, Progress};
-use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
+use crate::cli::{Args, Command};
+use crate::ledger;
 use crate::sandbox;
-use crate::send::{Limiter, Sender, with_retries};
-use crate::settings::{Endpoint, Settings};
+use crate::settings::Settings;
 
-pub(crate) use check::*;
-use engine::{Closed, Ending, Engine, MARK_BATCH, Work, finish, stream_from};
-pub(crate) use invite::*;
+use check::{Check, check_files};
+use invite::{invite_rows, retry};
 pub use message::error_line;
-pub(crate) use preflight::*;
 pub use report::spreadsheet_safe;
-pub(crate) use report::*;
-pub(crate) use setup::*;
+use report::{customers, export, status};
 
 /// Rows read and admitted to the ledger per transaction.
 pub(crate) const ADMIT_BATCH: usize = 512;
@@ -154,6 +131,6 @@ mod tests {
         assert_eq!(exit_for(&anyhow::Error::new(full)), Exit::Aborted);
         let gone = ledger::Error::Gone { path: "x".into() };
         assert_eq!(exit_for(&anyhow::Error::new(gone)), Exit::Aborted);
-        assert_eq!(exit_for(&anyhow!("bad file")), Exit::Usage);
+        assert_eq!(exit_for(&anyhow::anyhow!("bad file")), Exit::Usage);
     }
 }

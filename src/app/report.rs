@@ -1,7 +1,23 @@
 //! `status`, `export` and `customers`: what the ledger and the directory hold, for a
 //! person or a spreadsheet. Nothing here writes to the API.
 
-use super::*;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::Customer;
+use crate::cli::{self};
+use crate::domain::{RowStatus, RunId};
+use crate::input::{self};
+use crate::ledger::{self, Ledger};
+use crate::settings::Settings;
+
+use super::Exit;
+use super::preflight::ledger_folder;
+use super::setup::{Reach, connect, load_directory, open_ledger};
 
 // ---------------------------------------------------------------------------------
 // `status`, `export`, `customers`: reading the ledger and the directory.

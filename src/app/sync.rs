@@ -21,9 +21,13 @@ use std::time::{Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::engine::{Closed, Ending, Engine, Work, finish};
+use super::preflight::before_sending;
+use super::setup::{
+    Api, api_abort, connect_to_send, open_inputs, open_ledger, resolver, spawn_reader, verdict,
+};
+use super::{ADMIT_BATCH, Aborted, Exit};
 use crate::api::types::AccessUser;
-use crate::app::engine::{Closed, Ending, Engine, Work, finish};
-use crate::app::{self, Aborted, Api, Exit, Resolver};
 use crate::cli::{self, SyncArgs};
 use crate::domain::{
     self, ActionJob, ActionState, Admission, AdmitOptions, Job, NewAction, RowStatus, RunId,
@@ -32,6 +36,7 @@ use crate::domain::{
 use crate::input::{Columns, Field, Reader};
 use crate::ledger::{NewRow, Present, Writer};
 use crate::progress::{Mode, Progress};
+use crate::resolve::Resolver;
 use crate::send::{Abort, Disposition, Repeat, Sender, disposition, explain};
 use crate::settings::Settings;
 
@@ -42,14 +47,14 @@ use crate::sync::plan::{self, Hold, Plan, SheetRow};
 /// Runs `bbinvite sync`.
 pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> anyhow::Result<Exit> {
     let started = Instant::now();
-    let readers = app::open_inputs(&a.input)?;
+    let readers = open_inputs(&a.input)?;
     // A plan writes no results, so only a sync that applies needs a place for them.
     let results = a.send.results.as_deref().filter(|_| !a.plan);
-    let endpoint = app::before_sending(global, results)?;
-    let mut ledger = app::open_ledger(&global.ledger)?;
+    let endpoint = before_sending(global, results)?;
+    let mut ledger = open_ledger(&global.ledger)?;
     let settings = cli::send_settings(&a.send);
-    let api = app::connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
-    let mut resolver = app::resolver(&mut ledger, &api, &a.input, &readers).await?;
+    let api = connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
+    let mut resolver = resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;
     let sender = Arc::new(Sender::new(api.client.clone(), settings.clone(), stop));
@@ -160,7 +165,7 @@ async fn read_sheet(
     resolver: &mut Resolver,
     stop: &CancellationToken,
 ) -> anyhow::Result<Sheet> {
-    let mut batches = app::spawn_reader(readers, stop.clone());
+    let mut batches = spawn_reader(readers, stop.clone());
     // By header: holding the Arc keeps its address from being reused by another one.
     let mut sources: HashMap<usize, (usize, Arc<Columns>)> = HashMap::new();
     let mut sheet = Sheet::default();
@@ -183,7 +188,7 @@ async fn read_sheet(
                     index
                 }
             };
-            let verdict = app::verdict(&record, resolver).await;
+            let verdict = verdict(&record, resolver).await;
             sheet.rows.push(SheetRow {
                 origin: format!("{}:{}", record.file, record.line),
                 email_cell: record.get(Field::Email).map(str::to_string),
@@ -236,7 +241,7 @@ async fn read_lists(
             }
             Err(e) => {
                 if let Disposition::Abort(_) = disposition(&e) {
-                    return Err(app::api_abort(e));
+                    return Err(api_abort(e));
                 }
                 lists.insert(customer_id, Err(explain(&e)));
             }
@@ -295,7 +300,7 @@ async fn admit_sheet(
     };
     let mut start = 0;
     while start < sheet.rows.len() {
-        let end = (start + app::ADMIT_BATCH).min(sheet.rows.len());
+        let end = (start + ADMIT_BATCH).min(sheet.rows.len());
         let batch: Vec<NewRow> = (start..end)
             .map(|i| {
                 let line = &sheet.lines[i];

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::app;
+use crate::app::report::{create_private, ignore_broken_pipe, spreadsheet_safe};
 use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
 use crate::ledger::{self, Ledger};
 use crate::settings::Settings;
@@ -324,7 +324,7 @@ pub(crate) fn write_actions(
     path: Option<&Path>,
 ) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(app::create_private(p)?),
+        Some(p) => Box::new(create_private(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));
@@ -360,14 +360,14 @@ pub(crate) fn write_actions(
                     a.sent_at.unwrap_or_default(),
                     a.updated_at,
                 ];
-                csv.write_record(cells.iter().map(|c| app::spreadsheet_safe(c)))
+                csv.write_record(cells.iter().map(|c| spreadsheet_safe(c)))
                     .map_err(csv_err)
             })
         })
         .map(|_| ())
-        .or_else(app::ignore_broken_pipe)?;
+        .or_else(ignore_broken_pipe)?;
     csv.flush()
-        .or_else(|e| app::ignore_broken_pipe(ledger::Error::Output(e)))?;
+        .or_else(|e| ignore_broken_pipe(ledger::Error::Output(e)))?;
     Ok(())
 }
 
