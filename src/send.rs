@@ -1,10 +1,14 @@
-//! Sending: one shared rate limiter, bounded concurrency, retries, a breaker.
+//! Sending: the HTTP policy of a run. One shared rate limiter, retries, a breaker.
 //!
 //! Takes [`Job`]s (an invitation to send, already marked `sending` in the ledger) and
-//! turns each into exactly one [`Outcome`]. A failed invitation is an outcome, not an
-//! error: only a reason to stop the whole run (credentials refused, the breaker, a
-//! signal) is raised, through [`Abort`]. HTTP statuses map to what to do in one place,
-//! [`disposition`]. This module never touches SQL or the input.
+//! turns each into exactly one [`Outcome`], and [`ActionJob`]s (`sync`'s resends,
+//! suspensions, reactivations) into one [`ActionOutcome`]. Every call but the
+//! invitation's own POST goes through one attempt runner, [`Sender::call`]; every
+//! failed answer is judged in one place (breaker, credentials, `Retry-After` cap), and
+//! HTTP statuses map to what to do in one function, [`disposition`]. A failed
+//! invitation is an outcome, not an error: only a reason to stop the whole run
+//! (credentials refused, the breaker, a signal) is raised, through [`Abort`]. This
+//! module never touches SQL, the input or concurrency (the engine in `app` owns it).
 
 use std::num::NonZeroU32;
 use std::pin::Pin;

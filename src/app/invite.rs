@@ -1,5 +1,7 @@
-//! `run` and `retry`: read, admit, mark, send, record, summarise. The concurrency of a
-//! run lives here and only here.
+//! `run` and `retry`: their own jobs for the engine. `run` reads, resolves and admits
+//! rows on a task of its own and streams the invitations to send; `retry` takes the
+//! unfinished ones from the ledger. Sending, recording and the exit code are the
+//! engine's (`engine.rs`); this file prints their summary. No SQL, no HTTP policy.
 
 use std::collections::HashMap;
 use std::io::Write;

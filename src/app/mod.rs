@@ -1,15 +1,20 @@
-//! Each command's `run`: the pipeline readable top to bottom.
+//! Each command's wiring, one file a command, on [`crate::settings::Settings`] built once
+//! from the flags and the environment.
 //!
 //! `run`: open the inputs → lock and open the ledger → log in → load the directory →
-//! read and resolve rows → admit them to the ledger (skipping what is done) → send →
-//! record → summary. The stages live in their own modules; this one wires them and
-//! decides the exit code. Errors that stop a command are `anyhow` errors whose kind
-//! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`.
+//! read and resolve rows → admit them to the ledger (skipping what is done) → the
+//! engine marks, sends, records → summary. The stages live in their own modules; this
+//! one wires them. Errors that stop a command are `anyhow` errors whose kind
+//! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`
+//! ([`exit_for`]); a run that began ends through the engine's one exit-code rule.
 //!
 //! `preflight.rs` checks what can be checked before the first request; `setup.rs` opens
-//! what every command needs (the API, the ledger, the inputs, the resolver); `invite.rs`
-//! is `run` and `retry`; `check.rs` is `validate` and `run --dry-run`; `report.rs` is
-//! `status`, `export` and `customers`; `message.rs` says a failure in one line.
+//! what every command needs (the API, the ledger, the inputs, the resolver);
+//! `engine.rs` is the mark → send → record loop and the end of every command that
+//! changes the portal; `invite.rs` is `run` and `retry`; `sync.rs` is `sync` (its
+//! printing in `sync/report.rs`); `check.rs` is `validate` and `run --dry-run`;
+//! `report.rs` is `status`, `export` and `customers`; `message.rs` says a failure in
+//! one line. Files import from each other by name; nothing is re-exported by glob.
 
 mod check;
 mod engine;

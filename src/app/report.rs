@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::Customer;
-use crate::cli::{self};
+use crate::cli;
 use crate::domain::{RowStatus, RunId};
 use crate::input::{self};
 use crate::ledger::{self, Ledger};

@@ -2,12 +2,12 @@
 //!
 //! Reads the whole sheet, reads each named customer's access list once (every page),
 //! plans from the difference ([`plan`], pure), then prints the plan (`--plan`) or
-//! applies it: invitations go through the ledger's admission and the send stage's
-//! [`Sender`], exactly as `run` sends them; users already there are recorded as
-//! `exists` without a request; resends, suspensions and reactivations are ledger
-//! actions, each marked `sending` before its request leaves. Every request waits on the
-//! one limiter behind the client's gate, and feeds the one breaker. What it prints and
-//! writes is in `report`.
+//! applies it: invitations go through the ledger's admission and then the engine,
+//! exactly as `run` sends them; users already there are recorded as `exists` without a
+//! request; resends, suspensions and reactivations are ledger actions the engine marks
+//! `sending` before their requests leave. Every request goes through the [`Sender`]'s
+//! attempt runner (limiter, breaker, retries). What it prints and writes is in
+//! `report`.
 //!
 //! This module holds no SQL (the ledger does) and never deletes an access user: a
 //! prune is a suspension, applied only with `--yes` and within `--max-prune`.
