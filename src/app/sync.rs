@@ -314,62 +314,16 @@ async fn admit_sheet(
             })
             .collect();
         let answers = writer.call(move |l| l.admit(run, &batch, opts)).await?;
-        let mut present = Vec::new();
-        for (i, answer) in (start..end).zip(answers) {
-            let row = &sheet.rows[i];
-            let found = match &row.verdict {
-                Verdict::Invite { customer_id, user } => {
-                    let key = (*customer_id, domain::email_key(&user.email));
-                    there.get(&key).map(|uid| (key, *uid))
-                }
-                _ => None,
-            };
-            let present_row = |row_id, ((customer_id, email_key), access_user_id)| Present {
-                row_id,
-                customer_id,
-                email_key,
-                access_user_id,
-            };
-            match answer {
-                Admission::Send(mut job) => {
-                    admitted.row_ids.push(job.row_id);
-                    match found {
-                        Some(f) => present.push(present_row(job.row_id, f)),
-                        None => {
-                            // The list was read after any earlier process died: what is not
-                            // in it was not created, so no look is needed before sending.
-                            job.check_first = false;
-                            job.origin = row.origin.clone();
-                            admitted.jobs.push(job);
-                        }
-                    }
-                }
-                Admission::Settled { row_id, status } => {
-                    admitted.row_ids.push(row_id);
-                    match found {
-                        Some(f)
-                            if matches!(
-                                status,
-                                RowStatus::Invited | RowStatus::Exists | RowStatus::Rejected
-                            ) =>
-                        {
-                            present.push(present_row(row_id, f))
-                        }
-                        _ => {
-                            if global.verbose && status.is_problem() {
-                                progress.println(&format!(
-                                    "{}: {}: {}",
-                                    row.origin,
-                                    status.as_str(),
-                                    reason(&row.verdict, lists)
-                                ));
-                            }
-                            progress.count(status);
-                        }
-                    }
-                }
-            }
-        }
+        let present = sort_answers(
+            sheet,
+            lists,
+            &there,
+            start..end,
+            answers,
+            &mut admitted,
+            progress,
+            global.verbose,
+        );
         if !present.is_empty() {
             let statuses = writer.call(move |l| l.settle_present(&present)).await?;
             statuses.into_iter().for_each(|s| progress.count(s));
@@ -377,6 +331,79 @@ async fn admit_sheet(
         start = end;
     }
     Ok(admitted)
+}
+
+/// Sorts what admission decided for the sheet's rows `range`: invitations to send
+/// (into `admitted`), and users the access list already holds, returned to be recorded
+/// as there instead of sent; every other row is counted.
+#[allow(clippy::too_many_arguments)]
+fn sort_answers(
+    sheet: &Sheet,
+    lists: &Lists,
+    there: &HashMap<(i64, String), i64>,
+    range: std::ops::Range<usize>,
+    answers: Vec<Admission>,
+    admitted: &mut Admitted,
+    progress: &Progress,
+    verbose: bool,
+) -> Vec<Present> {
+    let mut present = Vec::new();
+    for (i, answer) in range.zip(answers) {
+        let row = &sheet.rows[i];
+        let found = match &row.verdict {
+            Verdict::Invite { customer_id, user } => {
+                let key = (*customer_id, domain::email_key(&user.email));
+                there.get(&key).map(|uid| (key, *uid))
+            }
+            _ => None,
+        };
+        let present_row = |row_id, ((customer_id, email_key), access_user_id)| Present {
+            row_id,
+            customer_id,
+            email_key,
+            access_user_id,
+        };
+        match answer {
+            Admission::Send(mut job) => {
+                admitted.row_ids.push(job.row_id);
+                match found {
+                    Some(f) => present.push(present_row(job.row_id, f)),
+                    None => {
+                        // The list was read after any earlier process died: what is not
+                        // in it was not created, so no look is needed before sending.
+                        job.check_first = false;
+                        job.origin = row.origin.clone();
+                        admitted.jobs.push(job);
+                    }
+                }
+            }
+            Admission::Settled { row_id, status } => {
+                admitted.row_ids.push(row_id);
+                match found {
+                    Some(f)
+                        if matches!(
+                            status,
+                            RowStatus::Invited | RowStatus::Exists | RowStatus::Rejected
+                        ) =>
+                    {
+                        present.push(present_row(row_id, f))
+                    }
+                    _ => {
+                        if verbose && status.is_problem() {
+                            progress.println(&format!(
+                                "{}: {}: {}",
+                                row.origin,
+                                status.as_str(),
+                                reason(&row.verdict, lists)
+                            ));
+                        }
+                        progress.count(status);
+                    }
+                }
+            }
+        }
+    }
+    present
 }
 
 /// A row's verdict for the ledger: a customer whose access list could not be read gets
