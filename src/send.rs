@@ -336,28 +336,10 @@ impl Sender {
             if self.stop.is_cancelled() {
                 return run.stopped(self.abort_reason());
             }
-            if run.unsure {
-                match self.confirm(&mut run).await {
-                    Ok(Some(user)) => return run.finish(State::Invited, Some(user.id), None),
-                    Ok(None) => run.unsure = false,
-                    // The look had tries of its own; sending blind could invite twice.
-                    Err(e) => {
-                        if let Disposition::Abort(message) = disposition(&e) {
-                            self.abort(Abort::Auth(message.clone()));
-                            run.last = Some(e);
-                            return run.finish(State::Pending, None, Some(message));
-                        }
-                        let message = format!(
-                            "could not check whether an earlier try created the user: {}",
-                            explain(&e)
-                        );
-                        run.last = Some(e);
-                        if self.stop.is_cancelled() {
-                            return run.stopped(self.abort_reason());
-                        }
-                        return run.finish(State::Failed, None, Some(message));
-                    }
-                }
+            if run.unsure
+                && let Some(outcome) = self.look_first(&mut run).await
+            {
+                return outcome;
             }
             let started = Instant::now();
             let at = SystemTime::now();
@@ -376,29 +358,8 @@ impl Sender {
                 }
                 Err(e) => {
                     run.attempts.push(tried(at, "invite", Err(&e), latency));
-                    if e.maybe_applied() {
-                        run.unsure = true;
-                    }
-                    match disposition(&e) {
-                        Disposition::Exists => {
-                            self.judge(&e);
-                            return self.confirm_exists(&mut run, e).await;
-                        }
-                        Disposition::Reject(message) => {
-                            self.judge(&e);
-                            run.last = Some(e);
-                            return run.finish(State::Rejected, None, Some(message));
-                        }
-                        Disposition::Abort(message) => {
-                            self.abort(Abort::Auth(message.clone()));
-                            run.last = Some(e);
-                            return run.finish(State::Pending, None, Some(message));
-                        }
-                        Disposition::Retry { .. } => {
-                            if let Some(outcome) = self.after_failure(&mut run, e, attempt).await {
-                                return outcome;
-                            }
-                        }
+                    if let Some(outcome) = self.invite_failed(&mut run, e, attempt).await {
+                        return outcome;
                     }
                 }
             }
@@ -412,6 +373,63 @@ impl Sender {
             None => format!("gave up after {} attempts", self.settings.max_attempts),
         };
         run.finish(State::Failed, None, Some(message))
+    }
+
+    /// Before sending again after a try that may have acted: looks in the access list.
+    /// Found, the job ends invited; not found, it is sent; the look failing ends it,
+    /// since sending blind could invite twice.
+    async fn look_first(&self, run: &mut JobRun<'_>) -> Option<Outcome> {
+        let e = match self.confirm(run).await {
+            Ok(Some(user)) => return Some(run.finish(State::Invited, Some(user.id), None)),
+            Ok(None) => {
+                run.unsure = false;
+                return None;
+            }
+            Err(e) => e,
+        };
+        if let Disposition::Abort(message) = disposition(&e) {
+            self.abort(Abort::Auth(message.clone()));
+            run.last = Some(e);
+            return Some(run.finish(State::Pending, None, Some(message)));
+        }
+        let message = format!(
+            "could not check whether an earlier try created the user: {}",
+            explain(&e)
+        );
+        run.last = Some(e);
+        if self.stop.is_cancelled() {
+            return Some(run.stopped(self.abort_reason()));
+        }
+        Some(run.finish(State::Failed, None, Some(message)))
+    }
+
+    /// What a failed invitation POST leads to: an outcome now, or `None` to try again.
+    async fn invite_failed(
+        &self,
+        run: &mut JobRun<'_>,
+        e: ApiError,
+        attempt: u32,
+    ) -> Option<Outcome> {
+        if e.maybe_applied() {
+            run.unsure = true;
+        }
+        match disposition(&e) {
+            Disposition::Exists => {
+                self.judge(&e);
+                Some(self.confirm_exists(run, e).await)
+            }
+            Disposition::Reject(message) => {
+                self.judge(&e);
+                run.last = Some(e);
+                Some(run.finish(State::Rejected, None, Some(message)))
+            }
+            Disposition::Abort(message) => {
+                self.abort(Abort::Auth(message.clone()));
+                run.last = Some(e);
+                Some(run.finish(State::Pending, None, Some(message)))
+            }
+            Disposition::Retry { .. } => self.after_failure(run, e, attempt).await,
+        }
     }
 
     /// Handles a retryable failure of an invitation: feeds the breaker, waits the

@@ -227,29 +227,44 @@ pub(crate) async fn feed_rows(
             })
             .collect();
         let admitted = writer.call(move |l| l.admit(run, &rows, opts)).await?;
-        for ((admission, origin), why) in admitted.into_iter().zip(origins).zip(verdicts) {
-            match admission {
-                Admission::Settled { status, .. } => {
-                    if verbose && status.is_problem() {
-                        progress.println(&format!(
-                            "{origin}: {}: {}",
-                            status.as_str(),
-                            why.unwrap_or_default()
-                        ));
-                    }
-                    progress.count(status);
-                }
-                Admission::Send(mut job) => {
-                    job.origin = origin;
-                    if jobs.send(job).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
+        let told = admitted.into_iter().zip(origins).zip(verdicts);
+        if !queue(told, &jobs, progress, verbose).await {
+            return Ok(());
         }
     }
     progress.reading_done();
     Ok(())
+}
+
+/// Counts the rows admission settled (printing the problems `-v` asks for) and queues
+/// the invitations to send; false once the engine takes no more.
+async fn queue(
+    admitted: impl Iterator<Item = ((Admission, String), Option<String>)>,
+    jobs: &mpsc::Sender<Job>,
+    progress: &Progress,
+    verbose: bool,
+) -> bool {
+    for ((admission, origin), why) in admitted {
+        match admission {
+            Admission::Settled { status, .. } => {
+                if verbose && status.is_problem() {
+                    progress.println(&format!(
+                        "{origin}: {}: {}",
+                        status.as_str(),
+                        why.unwrap_or_default()
+                    ));
+                }
+                progress.count(status);
+            }
+            Admission::Send(mut job) => {
+                job.origin = origin;
+                if jobs.send(job).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Writes `--results`; a failure says how to get them from the ledger instead.

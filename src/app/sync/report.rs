@@ -79,6 +79,40 @@ fn write_plan<'a>(
             writeln!(out, "  {:<11} {n}{note}", action.as_str())?;
         }
     }
+    write_customers(out, plan)?;
+    writeln!(out, "Rows (customer, e-mail, action, why):")?;
+    let entries: Vec<&plan::Entry> = entries.collect();
+    // Wide enough for most e-mails, not for the odd very long one.
+    let width = entries
+        .iter()
+        .map(|e| e.email.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for e in entries {
+        let customer = e.customer_id.map_or("-".to_string(), |c| c.to_string());
+        let hold = match e.hold {
+            Some(Hold::NeedsYes) => " [not without --yes]",
+            Some(Hold::Refused) => " [refused by --max-prune]",
+            None => "",
+        };
+        let action = format!("{}{hold}", e.action.as_str());
+        let origin = e
+            .origin
+            .as_ref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {customer:>9}  {:<width$}  {action:<10}  {}{origin}",
+            e.email, e.why
+        )?;
+    }
+    Ok(())
+}
+
+/// The plan's table per customer: those with something to do or to say.
+fn write_customers(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     const COLUMNS: [Action; 6] = [
         Action::Invite,
         Action::Exists,
@@ -114,34 +148,6 @@ fn write_plan<'a>(
     }
     if quiet > 0 {
         writeln!(out, "  ({quiet} customers with nothing to do)")?;
-    }
-    writeln!(out, "Rows (customer, e-mail, action, why):")?;
-    let entries: Vec<&plan::Entry> = entries.collect();
-    // Wide enough for most e-mails, not for the odd very long one.
-    let width = entries
-        .iter()
-        .map(|e| e.email.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(40);
-    for e in entries {
-        let customer = e.customer_id.map_or("-".to_string(), |c| c.to_string());
-        let hold = match e.hold {
-            Some(Hold::NeedsYes) => " [not without --yes]",
-            Some(Hold::Refused) => " [refused by --max-prune]",
-            None => "",
-        };
-        let action = format!("{}{hold}", e.action.as_str());
-        let origin = e
-            .origin
-            .as_ref()
-            .map(|o| format!(" ({o})"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  {customer:>9}  {:<width$}  {action:<10}  {}{origin}",
-            e.email, e.why
-        )?;
     }
     Ok(())
 }
