@@ -20,11 +20,16 @@ use tokio::sync::mpsc;
 
 use super::invite::write_results;
 use super::message::error_line;
+use super::preflight::before_sending;
+use super::setup::{Api, connect_to_send, open_ledger};
 use super::{Aborted, Exit, exit_for};
+use crate::cli::{self, SendArgs};
 use crate::domain::{ActionJob, ActionKind, ActionState, Job, Outcome, RowStatus, RunId};
 use crate::ledger::{self, Ledger, StatusCounts, Writer, WriterThread};
 use crate::progress::Progress;
 use crate::send::{Abort, Sender};
+use crate::settings::Settings;
+use tokio_util::sync::CancellationToken;
 
 /// Items marked `sending` in one transaction, at most; about one round of workers, so a
 /// crash leaves few marks to check.
@@ -44,13 +49,31 @@ enum Done {
     Act(ActionJob, crate::domain::ActionOutcome),
 }
 
-/// What the engine sends with and records into.
-pub(crate) struct Engine<'a> {
-    pub sender: &'a Arc<Sender>,
-    pub writer: &'a Writer,
+/// What the engine sends with and records into: one run of a command.
+pub(crate) struct Engine {
+    pub sender: Arc<Sender>,
+    pub writer: Writer,
+    thread: WriterThread,
     pub run: RunId,
-    pub progress: &'a Progress,
+    pub progress: Arc<Progress>,
     pub verbose: bool,
+}
+
+/// Everything a command that changes the portal opens before its run begins, in one
+/// order: the checks of `preflight`, the ledger (locked), the API (logged in, on the
+/// same API as the ledger's), and the sender that every request goes through.
+pub(crate) async fn open(
+    global: &Settings,
+    send: &SendArgs,
+    results: Option<&Path>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Ledger, Api, Arc<Sender>)> {
+    let endpoint = before_sending(global, results)?;
+    let mut ledger = open_ledger(&global.ledger)?;
+    let settings = cli::send_settings(send);
+    let api = connect_to_send(endpoint, &settings, send, &mut ledger, stop).await?;
+    let sender = Arc::new(Sender::new(api.client.clone(), settings, stop.clone()));
+    Ok((ledger, api, sender))
 }
 
 /// A receiver as a stream.
@@ -58,7 +81,44 @@ pub(crate) fn stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl 
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-impl Engine<'_> {
+impl Engine {
+    /// Starts the run's ledger writer: ready to admit, dispatch and record.
+    pub(crate) fn start(
+        ledger: Ledger,
+        run: RunId,
+        sender: Arc<Sender>,
+        progress: Arc<Progress>,
+        verbose: bool,
+    ) -> anyhow::Result<Engine> {
+        let (writer, thread) = Writer::spawn(ledger, run)?;
+        Ok(Engine {
+            sender,
+            writer,
+            thread,
+            run,
+            progress,
+            verbose,
+        })
+    }
+
+    /// Ends the run: see [`finish`].
+    pub(crate) fn finish(
+        self,
+        ending: Ending<'_>,
+        pipeline: anyhow::Result<()>,
+        summarise: impl FnOnce(&Closed<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Exit> {
+        let parts = (self.writer, self.thread);
+        finish(
+            ending,
+            parts,
+            &self.progress,
+            &self.sender,
+            pipeline,
+            summarise,
+        )
+    }
+
     /// Marks work `sending`, sends it with bounded concurrency, and records each outcome.
     /// Stops taking new work when the run is stopped; what was not taken stays pending.
     pub(crate) async fn dispatch(&self, work: impl Stream<Item = Work>) -> anyhow::Result<()> {
@@ -95,7 +155,7 @@ impl Engine<'_> {
     async fn record(&self, done: Done) -> anyhow::Result<()> {
         match done {
             Done::Invite(origin, outcome) => {
-                report_outcome(self.progress, self.verbose, &origin, &outcome);
+                report_outcome(&self.progress, self.verbose, &origin, &outcome);
                 self.writer.record(outcome).await?;
             }
             Done::Act(job, outcome) => {
@@ -261,7 +321,7 @@ pub(crate) struct Closed<'a> {
 /// The end of a sending command: commit, close the run, write results, summarise.
 /// The run has begun, so requests may have gone out: whatever fails from here on (or
 /// failed on the way) exits 3, never 2, and the counts are printed when they can be.
-pub(crate) fn finish(
+fn finish(
     ending: Ending<'_>,
     (writer, thread): (Writer, WriterThread),
     progress: &Progress,

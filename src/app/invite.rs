@@ -15,20 +15,18 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, InputArgs, SendArgs};
+use crate::cli::{InputArgs, SendArgs};
 use crate::domain::{Admission, AdmitOptions, Job, RowStatus, RunId, Verdict};
 use crate::input::{self, Reader};
 use crate::ledger::{Ledger, NewRow, Writer};
 use crate::progress::{Mode, Progress};
 use crate::resolve::Resolver;
-use crate::send::Sender;
 use crate::settings::Settings;
 
-use super::engine::{Closed, Ending, Engine, MARK_BATCH, Work, finish, stream_from};
+use super::engine::{Closed, Ending, Engine, MARK_BATCH, Work, open, stream_from};
 use super::message::error_line;
-use super::preflight::before_sending;
 use super::report::write_export;
-use super::setup::{connect_to_send, open_inputs, open_ledger, resolver, spawn_reader, verdict};
+use super::setup::{open_inputs, resolver, spawn_reader, verdict};
 use super::{Aborted, Exit};
 
 // ---------------------------------------------------------------------------------
@@ -42,31 +40,23 @@ pub(crate) async fn invite_rows(
 ) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let readers = open_inputs(&a)?;
-    let endpoint = before_sending(global, send.results.as_deref())?;
-    let mut ledger = open_ledger(&global.ledger)?;
-    let settings = cli::send_settings(&send);
-    let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
+    let (mut ledger, api, sender) = open(global, &send, send.results.as_deref(), &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "run");
-    let (writer, thread) = Writer::spawn(ledger, run)?;
-    let sender = Arc::new(Sender::new(
-        api.client.clone(),
-        settings.clone(),
-        stop.clone(),
-    ));
-    let (job_tx, job_rx) = mpsc::channel::<Job>(settings.concurrency * 4 + MARK_BATCH);
-
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
+    let concurrency = engine.sender.settings().concurrency;
+    let (job_tx, job_rx) = mpsc::channel::<Job>(concurrency * 4 + MARK_BATCH);
     let opts = AdmitOptions {
         retry_rejected: send.retry_rejected,
     };
     // Reading and admitting run as a task of their own, beside the sending.
     let feed = {
         let (writer, progress, stop, verbose) = (
-            writer.clone(),
-            progress.clone(),
+            engine.writer.clone(),
+            engine.progress.clone(),
             stop.clone(),
             global.verbose,
         );
@@ -85,13 +75,6 @@ pub(crate) async fn invite_rows(
             .await
         })
     };
-    let engine = Engine {
-        sender: &sender,
-        writer: &writer,
-        run,
-        progress: &progress,
-        verbose: global.verbose,
-    };
     let sent = engine.dispatch(stream_from(job_rx).map(Work::Invite)).await;
     let fed = feed
         .await
@@ -104,14 +87,9 @@ pub(crate) async fn invite_rows(
         // A file with a header and no rows is a problem: in cron, a truncated export.
         problem: notes.iter().any(|n| n.no_rows()),
     };
-    finish(
-        ending,
-        (writer, thread),
-        &progress,
-        &sender,
-        fed.and(sent),
-        |c| print_summary(global, "run", c, &notes),
-    )
+    engine.finish(ending, fed.and(sent), |c| {
+        print_summary(global, "run", c, &notes)
+    })
 }
 
 pub(crate) async fn retry(
@@ -127,28 +105,13 @@ pub(crate) async fn retry(
             path.display()
         );
     }
-    let endpoint = before_sending(global, send.results.as_deref())?;
-    let mut ledger = open_ledger(path)?;
-    let settings = cli::send_settings(&send);
-    let api = connect_to_send(endpoint, &settings, &send, &mut ledger, &stop).await?;
+    let (mut ledger, api, sender) = open(global, &send, send.results.as_deref(), &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
     progress.seen(jobs.len() as u64);
     progress.reading_done();
-    let (writer, thread) = Writer::spawn(ledger, run)?;
-    let sender = Arc::new(Sender::new(
-        api.client.clone(),
-        settings.clone(),
-        stop.clone(),
-    ));
-    let engine = Engine {
-        sender: &sender,
-        writer: &writer,
-        run,
-        progress: &progress,
-        verbose: global.verbose,
-    };
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
     let sent = engine
         .dispatch(futures::stream::iter(jobs).map(Work::Invite))
         .await;
@@ -158,9 +121,7 @@ pub(crate) async fn retry(
         results: send.results.as_deref(),
         problem: false,
     };
-    finish(ending, (writer, thread), &progress, &sender, sent, |c| {
-        print_summary(global, "retry", c, &[])
-    })
+    engine.finish(ending, sent, |c| print_summary(global, "retry", c, &[]))
 }
 
 /// Reads, resolves and admits rows; queues the ones to send.

@@ -21,14 +21,11 @@ use std::time::{Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Closed, Ending, Engine, Work, finish};
-use super::preflight::before_sending;
-use super::setup::{
-    Api, api_abort, connect_to_send, open_inputs, open_ledger, resolver, spawn_reader, verdict,
-};
+use super::engine::{Closed, Ending, Engine, Work, open};
+use super::setup::{Api, api_abort, open_inputs, resolver, spawn_reader, verdict};
 use super::{ADMIT_BATCH, Aborted, Exit};
 use crate::api::types::AccessUser;
-use crate::cli::{self, SyncArgs};
+use crate::cli::SyncArgs;
 use crate::domain::{
     self, ActionJob, ActionState, Admission, AdmitOptions, Job, NewAction, RowStatus, RunId,
     Verdict,
@@ -50,16 +47,13 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let readers = open_inputs(&a.input)?;
     // A plan writes no results, so only a sync that applies needs a place for them.
     let results = a.send.results.as_deref().filter(|_| !a.plan);
-    let endpoint = before_sending(global, results)?;
-    let mut ledger = open_ledger(&global.ledger)?;
-    let settings = cli::send_settings(&a.send);
-    let api = connect_to_send(endpoint, &settings, &a.send, &mut ledger, &stop).await?;
+    let (mut ledger, api, sender) = open(global, &a.send, results, &stop).await?;
     let mut resolver = resolver(&mut ledger, &api, &a.input, &readers).await?;
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;
-    let sender = Arc::new(Sender::new(api.client.clone(), settings.clone(), stop));
     let customers = sheet.customers();
-    let lists = read_lists(&api, &sender, &customers, settings.concurrency).await?;
+    let concurrency = sender.settings().concurrency;
+    let lists = read_lists(&api, &sender, &customers, concurrency).await?;
     let view = ledger.sync_view(&customers)?;
     let opts = plan::Options {
         resend_after: a.resend_after,
@@ -88,18 +82,20 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "sync");
     progress.seen(sheet.rows.len() as u64);
     progress.reading_done();
-    let (writer, thread) = Writer::spawn(ledger, run)?;
-    let engine = Engine {
-        sender: &sender,
-        writer: &writer,
-        run,
-        progress: &progress,
-        verbose: global.verbose,
-    };
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
+    let writer = &engine.writer;
     let applied = async {
-        let invites =
-            admit_sheet(&writer, run, &sheet, &lists, opts.admit, &progress, global).await?;
-        let actions = add_actions(&writer, run, &plan, &invites.row_ids).await?;
+        let invites = admit_sheet(
+            writer,
+            run,
+            &sheet,
+            &lists,
+            opts.admit,
+            &engine.progress,
+            global,
+        )
+        .await?;
+        let actions = add_actions(writer, run, &plan, &invites.row_ids).await?;
         let work = invites
             .jobs
             .into_iter()
@@ -115,7 +111,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         problem: plan.refusals().next().is_some(),
     };
     let customers = customers.len();
-    finish(ending, (writer, thread), &progress, &sender, applied, |c| {
+    engine.finish(ending, applied, |c| {
         summarise(global, c, &plan, customers, interrupted)
     })
 }
