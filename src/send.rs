@@ -682,24 +682,22 @@ impl Sender {
                 )),
                 false,
             ),
-            // Refused credentials: nothing was done.
-            Failure::Answer(e) if matches!(disposition(e), Disposition::Abort(_)) => {
-                (ActionState::Pending, Some(e.to_string()), false)
-            }
-            Failure::Answer(e) if matches!(disposition(e), Disposition::Retry { .. }) => (
-                ActionState::Pending,
-                self.abort_reason().map(|r| r.to_string()),
-                false,
-            ),
-            // A conflict answer to a resend or a suspension: the API refused it.
-            Failure::Answer(e) if matches!(disposition(e), Disposition::Exists) => (
-                ActionState::Failed,
-                Some(format!("the API refused it: {e}")),
-                false,
-            ),
             Failure::Answer(e) => match disposition(e) {
+                // Refused credentials: nothing was done.
+                Disposition::Abort(message) => (ActionState::Pending, Some(message), false),
+                // Turned away (a wait beyond --max-retry-wait): nothing was done.
+                Disposition::Retry { .. } => (
+                    ActionState::Pending,
+                    self.abort_reason().map(|r| r.to_string()),
+                    false,
+                ),
+                // A conflict answer to a resend or a suspension: the API refused it.
+                Disposition::Exists => (
+                    ActionState::Failed,
+                    Some(format!("the API refused it: {e}")),
+                    false,
+                ),
                 Disposition::Reject(message) => (ActionState::Failed, Some(message), false),
-                _ => (ActionState::Failed, Some(e.to_string()), false),
             },
             Failure::Unsure(e) => (
                 ActionState::Failed,
