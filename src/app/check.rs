@@ -128,13 +128,8 @@ async fn check_rows(
     let summary = checker.summary;
     print_check_summary(global, &mut out.out, dry, &summary, &notes)?;
     let no_rows = notes.iter().any(|n| n.no_rows());
-    Ok(
-        if no_rows || summary.invalid + summary.unresolved + summary.still_rejected > 0 {
-            Exit::Problems
-        } else {
-            Exit::Ok
-        },
-    )
+    let problems = summary.invalid + summary.unresolved + summary.still_rejected > 0;
+    Ok(Exit::of_problems(no_rows || problems))
 }
 
 /// The findings, written as they come: items of a JSON array, or one line each.

@@ -273,10 +273,10 @@ pub(crate) fn run_exit(
     match (pipeline, abort) {
         (Err(e), _) => (late_exit(e), format!("error: {}", error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
-        (Ok(()), None) if row_problems || failed_actions || problem => {
-            (Exit::Problems, "completed with problems".to_string())
-        }
-        (Ok(()), None) => (Exit::Ok, "completed".to_string()),
+        (Ok(()), None) => match Exit::of_problems(row_problems || failed_actions || problem) {
+            Exit::Ok => (Exit::Ok, "completed".to_string()),
+            exit => (exit, "completed with problems".to_string()),
+        },
     }
 }
 

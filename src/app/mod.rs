@@ -58,6 +58,14 @@ pub enum Exit {
     Busy = 4,
 }
 
+impl Exit {
+    /// The code of a command that ran to its end: 1 when something needs a person's
+    /// attention (a row with a problem, a refused prune, a file with no rows), else 0.
+    pub fn of_problems(problems: bool) -> Exit {
+        if problems { Exit::Problems } else { Exit::Ok }
+    }
+}
+
 /// A command stopped for a reason that makes the exit code 3.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -69,11 +69,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let plan = plan::compute(&sheet.rows, &lists, &view, &opts);
     if a.plan {
         report::print_plan(global, &plan, sheet.rows.len())?;
-        return Ok(if plan.has_problems() {
-            Exit::Problems
-        } else {
-            Exit::Ok
-        });
+        return Ok(Exit::of_problems(plan.has_problems()));
     }
     let run = ledger.begin_run("sync", &api.base_url, &files, false)?;
     // Under the lock, a resend still `sending` was cut off by a sync that died: say so
