@@ -7,26 +7,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Exit, error_line, exit_for, ledger_path};
-use crate::cli::{AnnounceArgs, Global, ReportArgs};
+use super::message::error_line;
+use super::{Exit, exit_for};
+use crate::cli::{AnnounceArgs, ReportArgs};
 use crate::ledger::{Ledger, RunTallies};
 use crate::report::html::{MAX_ATTENTION, MAX_CUSTOMERS, MAX_ERRORS, ReportData, render};
 use crate::report::series::{Collector, RowTally};
 use crate::report::{Figures, announce, take_announced};
+use crate::settings::Settings;
 
 /// `bbinvite report [--run N] --output FILE.html`.
-pub(crate) fn report(global: &Global, a: ReportArgs) -> anyhow::Result<Exit> {
-    let path = ledger_path(global, false);
+pub(crate) fn report(global: &Settings, a: ReportArgs) -> anyhow::Result<Exit> {
+    let path = &global.ledger;
     if !path.exists() {
         bail!(
             "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
             path.display()
         );
     }
-    let mut ledger = match Ledger::open_read_only(&path) {
+    let mut ledger = match Ledger::open_read_only(path) {
         Ok(Some(l)) => l,
         // An older ledger (or one on a disk SQLite cannot open read-only): the usual way.
-        Ok(None) | Err(_) => Ledger::open(&path)?,
+        Ok(None) | Err(_) => Ledger::open(path)?,
     };
     let data = gather(&mut ledger, a.run)?;
     let page = render(&data);

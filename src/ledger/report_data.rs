@@ -134,11 +134,7 @@ impl Ledger {
 
     /// Calls `each` with the customer, status and invitation of every row of a run, in
     /// one pass (a report tallies a million rows this way faster than SQL groups them).
-    pub fn each_row(
-        &mut self,
-        run: RunId,
-        each: &mut RowVisitor<'_>,
-    ) -> Result<()> {
+    pub fn each_row(&mut self, run: RunId, each: &mut RowVisitor<'_>) -> Result<()> {
         self.sql(|c| {
             let mut stmt =
                 c.prepare("SELECT customer_id, status, invitation_id FROM rows WHERE run_id = ?1")?;

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use super::escape;
 use super::series::{Timeline, format_ms, parse_ms};
 use super::svg::{Series, line_chart, short_duration};
-use crate::ledger::{AttentionRow, CustomerRows, RowStatus, RunInfo, RunTallies};
+use crate::domain::RowStatus;
+use crate::ledger::{AttentionRow, CustomerRows, RunInfo, RunTallies};
 
 /// Customers drawn one a line; the rest are summed into one line.
 pub const MAX_CUSTOMERS: usize = 40;

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::{Figures, folder_of};
-use crate::ledger::RowStatus;
+use crate::domain::RowStatus;
 
 /// The metrics text of one command's figures.
 pub fn render(f: &Figures) -> String {

@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::ledger::{Ledger, RowStatus, RunId};
+use crate::domain::{RowStatus, RunId};
+use crate::ledger::Ledger;
 
 /// The environment variable holding the webhook URL (a secret: never printed or stored).
 pub const NOTIFY_URL_ENV: &str = "BBINVITE_NOTIFY_URL";

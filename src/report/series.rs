@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::ledger::{AttemptPoint, CustomerRows, RowStatus};
+use crate::domain::RowStatus;
+use crate::ledger::{AttemptPoint, CustomerRows};
 
 /// Buckets a chart shows at most: enough for shape, few enough to stay small.
 pub const MAX_BUCKETS: usize = 120;
