@@ -11,7 +11,7 @@
 //!
 //! Around it: [`api`] speaks to Billing Booth One and knows nothing of the pipeline;
 //! [`sandbox`] simulates the API for tests, benchmarks and first runs; [`app`] runs each
-//! command; [`cli`] parses what was typed and checks it once; [`sync`] makes portal access
+//! command; [`rate`] is a request rate as written; [`cli`] parses what was typed and checks it once; [`sync`] makes portal access
 //! match a sheet, reusing every stage above.
 
 pub mod api;
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod input;
 pub mod ledger;
 pub mod progress;
+pub mod rate;
 pub mod resolve;
 pub mod sandbox;
 pub mod send;
