@@ -102,7 +102,7 @@ pub async fn run(global: &Global, a: SyncArgs, stop: CancellationToken) -> anyho
             &writer,
             run,
             &progress,
-            global.verbose,
+            global.verbose > 0,
         )
         .await
     }
@@ -353,7 +353,7 @@ async fn admit_sheet(
                             present.push(present_row(row_id, f))
                         }
                         _ => {
-                            if global.verbose && status.is_problem() {
+                            if global.verbose > 0 && status.is_problem() {
                                 progress.println(&format!(
                                     "{}: {}: {}",
                                     row.origin,
@@ -905,6 +905,6 @@ mod tests {
         assert!(parse(&["--max-prune", "101"]).is_err());
         let a = parse(&["--plan", "--rate", "50", "--json"]).unwrap();
         assert!(a.plan);
-        assert_eq!(a.send.rate.get(), 50);
+        assert_eq!(a.send.rate.per_second_whole().get(), 50);
     }
 }

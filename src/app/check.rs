@@ -2,6 +2,7 @@
 //! happen; nothing is sent and the ledger is only read.
 
 use super::*;
+use crate::rate::Rate;
 
 // ---------------------------------------------------------------------------------
 // `validate` and `run --dry-run`: read and resolve, send nothing.
@@ -37,7 +38,7 @@ pub(crate) async fn check_files(
     global: &Global,
     a: &InputArgs,
     mode: Check,
-    rate: NonZeroU32,
+    rate: Rate,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
@@ -97,7 +98,7 @@ async fn check_rows(
             }
             first = false;
             serde_json::to_writer(&mut *out, &f)?;
-        } else if text && (!dry || global.verbose) {
+        } else if text && (!dry || global.verbose > 0) {
             let col = f
                 .column
                 .map(|c| format!(" column \"{c}\""))

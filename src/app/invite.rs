@@ -41,7 +41,7 @@ pub(crate) async fn invite_rows(
             writer.clone(),
             progress.clone(),
             stop.clone(),
-            global.verbose,
+            global.verbose > 0,
         );
         tokio::spawn(async move {
             feed_rows(
@@ -58,7 +58,7 @@ pub(crate) async fn invite_rows(
             .await
         })
     };
-    let sent = dispatch(job_rx, &sender, &writer, &progress, global.verbose).await;
+    let sent = dispatch(job_rx, &sender, &writer, &progress, global.verbose > 0).await;
     let fed = feed
         .await
         .map_err(|e| anyhow!("reading the input failed: {e}"))
@@ -115,7 +115,7 @@ pub(crate) async fn retry(
         }
         anyhow::Ok(())
     };
-    let dispatch = dispatch(job_rx, &sender, &writer, &progress, global.verbose);
+    let dispatch = dispatch(job_rx, &sender, &writer, &progress, global.verbose > 0);
     let (fed, sent) = tokio::join!(feed, dispatch);
     finish(
         global,
@@ -461,11 +461,15 @@ pub(crate) fn print_summary(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if global.json {
+        mark_json_answered();
         serde_json::to_writer_pretty(&mut out, s)?;
         writeln!(out)?;
         return Ok(());
     }
     if global.quiet {
+        if let Some(line) = attention_line(s) {
+            eprintln!("bbinvite: {line}");
+        }
         return Ok(());
     }
     writeln!(
@@ -508,4 +512,33 @@ pub(crate) fn print_summary(
         }
     }
     Ok(())
+}
+
+/// `-q`'s one line when rows need attention: how many, of which status, and the command
+/// that lists them; `None` when none do.
+fn attention_line(s: &Summary) -> Option<String> {
+    let problems: Vec<(&str, u64)> = RowStatus::ALL
+        .iter()
+        .filter(|st| st.is_problem())
+        .filter_map(|st| {
+            let n = s.statuses.get(st.as_str()).copied().unwrap_or(0);
+            (n > 0).then_some((st.as_str(), n))
+        })
+        .collect();
+    if problems.is_empty() {
+        return None;
+    }
+    let total: u64 = problems.iter().map(|(_, n)| n).sum();
+    let counts: Vec<String> = problems.iter().map(|(st, n)| format!("{st} {n}")).collect();
+    let flags: Vec<String> = problems
+        .iter()
+        .map(|(st, _)| format!("--status {st}"))
+        .collect();
+    Some(format!(
+        "{total} rows need attention ({}); list them: bbinvite export --run {} {} --ledger {}",
+        counts.join(", "),
+        s.run,
+        flags.join(" "),
+        s.ledger
+    ))
 }

@@ -9,22 +9,25 @@
 //! `preflight.rs` checks what can be checked before the first request; `setup.rs` opens
 //! what every command needs (the API, the ledger, the inputs, the resolver); `invite.rs`
 //! is `run` and `retry`; `check.rs` is `validate` and `run --dry-run`; `report.rs` is
-//! `status`, `export` and `customers`; `message.rs` says a failure in one line.
+//! `status`, `export` and `customers`; `message.rs` says a failure in one line;
+//! `manual.rs` is `help`, `completions` and `man`; `template.rs` is `template`.
 
 mod check;
 mod invite;
+mod manual;
 mod message;
 mod preflight;
 mod report;
 mod setup;
+mod template;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -78,6 +81,20 @@ pub enum Exit {
     Busy = 4,
 }
 
+/// Set once a command has printed its JSON answer (a summary that already carries the
+/// outcome and exit code): a failure after it adds no second JSON object.
+static JSON_ANSWERED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that the command's one JSON document is on stdout.
+pub(crate) fn mark_json_answered() {
+    JSON_ANSWERED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the command already printed its JSON document (see [`mark_json_answered`]).
+pub fn json_answered() -> bool {
+    JSON_ANSWERED.load(Ordering::Relaxed)
+}
+
 /// A command stopped for a reason that makes the exit code 3.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -104,6 +121,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 /// Runs the command that was typed.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
     let global = args.global;
+    crate::api::log_requests(global.verbose >= 2);
     match args.command {
         Command::Run(a) if a.dry_run => {
             check_files(
@@ -128,6 +146,10 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)
         }
+        Command::Help(a) => manual::help(&a.command),
+        Command::Completions(a) => manual::completions(&a),
+        Command::Man(a) => manual::man(&a),
+        Command::Template(a) => template::template(&a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! directory and the resolver, and the reader thread. Nothing here sends an invitation.
 
 use super::*;
+use crate::rate::Rate;
 
 // ---------------------------------------------------------------------------------
 // Setting up: the API, the ledger, the inputs, the directory.
@@ -33,9 +34,9 @@ pub(crate) struct Reach {
 
 impl Reach {
     /// For commands that only read: the given rate, default tries.
-    pub(crate) fn reading(rate: NonZeroU32, stop: CancellationToken) -> Reach {
+    pub(crate) fn reading(rate: Rate, stop: CancellationToken) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(rate, rate, stop.clone())),
+            limiter: Arc::new(Limiter::new(rate, rate.per_second_whole(), stop.clone())),
             timeout: Duration::from_secs(30),
             pool: 4,
             max_attempts: 5,

@@ -237,6 +237,7 @@ pub(super) fn print_summary(
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if global.json {
+        crate::app::mark_json_answered();
         serde_json::to_writer_pretty(&mut out, s)?;
         return writeln!(out);
     }
