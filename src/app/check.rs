@@ -253,6 +253,14 @@ async fn check_rows(
         for note in &notes_said {
             writeln!(out, "Note: {note}")?;
         }
+    } else {
+        let attention = summary.invalid + summary.unresolved + summary.duplicate;
+        if attention > 0 {
+            eprintln!(
+                "bbinvite: {attention} rows need attention ({} invalid, {} unresolved, {} duplicate); run the same command without -q to list them",
+                summary.invalid, summary.unresolved, summary.duplicate
+            );
+        }
     }
     out.flush()?;
     Ok(
