@@ -467,7 +467,7 @@ pub(crate) fn print_summary(
         return Ok(());
     }
     if global.quiet {
-        if let Some(line) = attention_line(s) {
+        if let Some(line) = attention_line(s.run, &s.ledger, &s.statuses) {
             eprintln!("bbinvite: {line}");
         }
         return Ok(());
@@ -516,12 +516,16 @@ pub(crate) fn print_summary(
 
 /// `-q`'s one line when rows need attention: how many, of which status, and the command
 /// that lists them; `None` when none do.
-fn attention_line(s: &Summary) -> Option<String> {
+pub(crate) fn attention_line(
+    run: RunId,
+    ledger: &str,
+    statuses: &std::collections::BTreeMap<String, u64>,
+) -> Option<String> {
     let problems: Vec<(&str, u64)> = RowStatus::ALL
         .iter()
         .filter(|st| st.is_problem())
         .filter_map(|st| {
-            let n = s.statuses.get(st.as_str()).copied().unwrap_or(0);
+            let n = statuses.get(st.as_str()).copied().unwrap_or(0);
             (n > 0).then_some((st.as_str(), n))
         })
         .collect();
@@ -537,8 +541,8 @@ fn attention_line(s: &Summary) -> Option<String> {
     Some(format!(
         "{total} rows need attention ({}); list them: bbinvite export --run {} {} --ledger {}",
         counts.join(", "),
-        s.run,
+        run,
         flags.join(" "),
-        s.ledger
+        ledger
     ))
 }

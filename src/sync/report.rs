@@ -242,6 +242,9 @@ pub(super) fn print_summary(
         return writeln!(out);
     }
     if global.quiet {
+        if let Some(line) = crate::app::attention_line(s.run, &s.ledger, &s.statuses) {
+            eprintln!("bbinvite: {line}");
+        }
         return Ok(());
     }
     writeln!(

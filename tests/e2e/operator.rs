@@ -271,6 +271,16 @@ fn quiet_prints_one_line_saying_how_many_rows_need_attention_and_where() {
         err.contains("2 rows need attention (1 invalid, 1 unresolved, 0 duplicate)"),
         "{err}"
     );
+    let out = w.run(&["sync", file.to_str().unwrap(), "-q"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("2 rows need attention"), "{err}");
+    assert!(
+        err.contains("bbinvite export --run 2 --status invalid"),
+        "{err}"
+    );
     // Nothing to attend to: nothing at all.
     let clean = w.write("clean.csv", &invitees_csv(10, 2));
     let out = w.run(&["run", clean.to_str().unwrap(), "-q"]);
