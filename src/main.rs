@@ -101,24 +101,24 @@ fn wants_json(argv: &[OsString]) -> bool {
 /// A command line clap refused (or `--help`, `--version`): clap's text, and with
 /// `--json` the error object on stdout too.
 fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
-    let informational = matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
     // A closed stdout while printing help is no failure either.
     let _ = e.print();
-    if informational {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Exit::Usage as u8));
     }
     if json {
         let text = e.render().to_string();
-        let line = text
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("invalid command line")
-            .trim_start_matches("error: ");
+        let line = match e.kind() {
+            // clap's text is the whole help page: its first line is no error message.
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                "no command given; see `bbinvite --help`"
+            }
+            _ => text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: "),
+        };
         print_json_error(line, Exit::Usage as u8);
     }
     ExitCode::from(Exit::Usage as u8)

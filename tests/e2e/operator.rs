@@ -377,6 +377,7 @@ fn a_failure_with_json_is_one_error_object_on_stdout() {
         &["--json", "run", "x.csv", "--rate", "0"][..],
         &["status", "--bogus", "--json"],
         &["--json", "nope"],
+        &["--json"],
     ] {
         let out = bare(args);
         assert_eq!(code(&out), 2, "{args:?}: {}", text(&out));
@@ -440,4 +441,20 @@ fn a_failure_after_the_summary_adds_no_second_json_document() {
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(&out)));
     assert_eq!(v["exit_code"], 3, "{v}");
     assert!(v["outcome"].as_str().unwrap().starts_with("aborted"), "{v}");
+}
+
+#[test]
+fn very_verbose_numbers_the_attempts_of_a_retried_call() {
+    let w = World::with_config(sandbox_config(&["--fail-rate", "0.3", "--seed", "11"]));
+    let file = w.write("in.csv", &invitees_csv(0, 12));
+    let out = w.run(&["run", file.to_str().unwrap(), "-vv", "--max-attempts", "10"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = request_lines(&stderr(&out));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" 500 ") && l.ends_with(" attempt 1")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with(" attempt 2")), "{lines:?}");
 }
