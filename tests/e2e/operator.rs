@@ -458,3 +458,20 @@ fn very_verbose_numbers_the_attempts_of_a_retried_call() {
     );
     assert!(lines.iter().any(|l| l.ends_with(" attempt 2")), "{lines:?}");
 }
+
+#[test]
+fn verbose_shows_each_problem_row_by_file_and_line() {
+    let w = World::new();
+    let mut csv = invitees_csv(0, 2);
+    csv.push_str("not-an-email,Nobody,Acme Telecom Ltd\n");
+    csv.push_str("x@example.com,X,Nobody Ltd\n");
+    let file = w.write("in.csv", &csv);
+    let out = w.run(&["run", file.to_str().unwrap(), "-v"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("in.csv:4: invalid: "), "{err}");
+    assert!(err.contains("in.csv:5: unresolved: "), "{err}");
+    let again = w.write("again.csv", &csv);
+    let out = w.run(&["run", again.to_str().unwrap()]);
+    assert!(!stderr(&out).contains("again.csv:4:"), "{}", text(&out));
+}
