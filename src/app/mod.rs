@@ -90,7 +90,7 @@ pub(crate) fn mark_json_answered() {
     JSON_ANSWERED.store(true, Ordering::Relaxed);
 }
 
-/// Whether the command already printed its JSON document (see [`mark_json_answered`]).
+/// Whether the command already printed its JSON document (its summary, set by `mark_json_answered`).
 pub fn json_answered() -> bool {
     JSON_ANSWERED.load(Ordering::Relaxed)
 }
