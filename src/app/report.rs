@@ -1,21 +1,37 @@
 //! `status`, `export` and `customers`: what the ledger and the directory hold, for a
 //! person or a spreadsheet. Nothing here writes to the API.
 
-use super::*;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::Customer;
+use crate::cli;
+use crate::domain::{RowStatus, RunId};
+use crate::input::{self};
+use crate::ledger::{self, Ledger};
+use crate::settings::Settings;
+
+use super::Exit;
+use super::preflight::ledger_folder;
+use super::setup::{Reach, connect, load_directory, open_ledger};
 
 // ---------------------------------------------------------------------------------
 // `status`, `export`, `customers`: reading the ledger and the directory.
 
 /// Opens an existing ledger without taking the run lock: reads go on beside a run.
-pub(crate) fn open_existing(global: &Global) -> anyhow::Result<Ledger> {
-    let path = ledger_path(global, false);
+pub(crate) fn open_existing(global: &Settings) -> anyhow::Result<Ledger> {
+    let path = &global.ledger;
     if !path.exists() {
         bail!(
             "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
             path.display()
         );
     }
-    Ok(Ledger::open(&path)?)
+    Ok(Ledger::open(path)?)
 }
 
 /// `status --json`: the counts, and what the ledger cannot confirm.
@@ -27,7 +43,7 @@ struct StatusReport<'a> {
     resends_unconfirmed: u64,
 }
 
-pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
+pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     let counts = ledger.status_counts(run)?;
     if run.is_some() && counts.run.is_none() {
@@ -74,7 +90,7 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
                     writeln!(out, "  {:<11} {n}", status.as_str())?;
                 }
             }
-            crate::sync::write_action_counts(&mut out, &counts.actions)?;
+            super::sync::write_action_counts(&mut out, &counts.actions)?;
         }
         None => writeln!(out, "No runs yet.")?,
     }
@@ -104,10 +120,10 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
     Ok(Exit::Ok)
 }
 
-pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
+pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     if a.actions {
-        crate::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        super::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
         return Ok(Exit::Ok);
     }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
@@ -220,14 +236,14 @@ pub(crate) struct CustomerLine<'a> {
 }
 
 pub(crate) async fn customers(
-    global: &Global,
+    global: &Settings,
     a: cli::CustomersArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
-    let path = ledger_path(global, false);
-    ledger_folder(&path)?;
-    let endpoint = endpoint(global, false)?;
-    let mut ledger = open_ledger(&path)?;
+    let path = &global.ledger;
+    ledger_folder(path)?;
+    let endpoint = global.endpoint()?;
+    let mut ledger = open_ledger(path)?;
     let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Error, Ledger, RunId};
-use crate::send::Outcome;
+use crate::domain::Outcome;
 
 /// Commands run in one group transaction at most.
 const GROUP: usize = 4096;
