@@ -15,6 +15,8 @@ use crate::api::{Credentials, Secret};
 use crate::domain::RowStatus;
 use crate::input::{Field, Options as InputOptions};
 
+use crate::rate::Rate;
+
 /// The public API; customers may have their own.
 pub const DEFAULT_BASE_URL: &str = "https://api.billingbooth.app";
 /// The ledger when none is named.
@@ -22,13 +24,49 @@ pub const DEFAULT_LEDGER: &str = "bbinvite.db";
 /// Requests per second of commands that only read (the directory for `validate`,
 /// `customers`) unless `--rate` says otherwise: brisk, yet polite to an API whose
 /// limit is unknown.
-pub const DEFAULT_CHECK_RATE: NonZeroU32 = NonZeroU32::MIN.saturating_add(19);
+pub const DEFAULT_CHECK_RATE: &str = "20";
 /// The ledger of `--sandbox` runs, kept apart from the real one.
 pub const SANDBOX_LEDGER: &str = "bbinvite-sandbox.db";
 
+/// The top-level help's closing part: how to start, the environment, the exit codes.
+const TOP_AFTER_HELP: &str = "\
+Examples:
+  bbinvite run samples/invitees.csv --sandbox     try it against the built-in simulator
+  bbinvite validate users.csv                     every problem, by file:line; sends nothing
+  bbinvite run users.csv --rate 300/min --results results.csv
+
+Environment (credentials come from here only, never from the command line):
+  BILLINGBOOTH_API_KEY        an API key; or else the two below
+  BILLINGBOOTH_EMAIL          the e-mail to log in with, and its password in
+  BILLINGBOOTH_PASSWORD       the password itself, or
+  BILLINGBOOTH_PASSWORD_FILE  the path of a file holding it (kept out of `ps` and history)
+  BILLINGBOOTH_BASE_URL       the API (default https://api.billingbooth.app; --base-url wins)
+  BBINVITE_NOTIFY_URL         a webhook that receives each sending command's summary
+
+Exit codes:
+  0  every row ended invited, exists, or was already done
+  1  some rows ended failed, rejected, invalid or unresolved (see `bbinvite export`)
+  2  usage, configuration or unreadable input: nothing was sent
+  3  aborted: credentials refused, the API failing again and again, a signal, the
+     ledger unwritable, or any failure once invitations went out
+  4  the ledger is in use by another run
+
+`bbinvite help COMMAND` or `bbinvite COMMAND --help` describes a command and its flags.";
+
+/// The heading the flags every command takes are shown under, after the command's own.
+pub const GLOBAL_HEADING: &str = "Global options";
+
 /// Invite users to Billing Booth One customer portals in bulk, exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "bbinvite", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "bbinvite",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    disable_help_subcommand = true,
+    after_help = TOP_AFTER_HELP
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +76,7 @@ pub struct Args {
 
 /// Flags every command takes, before or after its name.
 #[derive(Debug, ClapArgs, Clone)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 pub struct Global {
     /// The ledger file (SQLite) [default: bbinvite.db, or bbinvite-sandbox.db with --sandbox]
     #[arg(long, global = true, value_name = "PATH")]
@@ -48,12 +87,13 @@ pub struct Global {
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
-    /// Print only errors
+    /// Print only errors, and a line saying how many rows need attention
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print more: each problem row as it happens
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
+    /// Print more: -v each problem row as it happens; -vv also a line per API request
+    /// (method, path, status, milliseconds; never a credential)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Run against a built-in simulator seeded with samples/, not the real API (with
     /// its own ledger, bbinvite-sandbox.db)
     #[arg(long, global = true)]
@@ -63,23 +103,159 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Invite every row of FILE(s): resolve, send, record; a rerun finishes what did not
+    #[command(after_help = "\
+Examples:
+  bbinvite run users.csv --results results.csv     invite, and write what happened per row
+  bbinvite run users.csv --rate 300/min --dry-run  what would be sent; nothing is
+  bbinvite run samples/invitees.csv --sandbox      against the built-in simulator")]
     Run(RunArgs),
     /// Read, validate and resolve FILE(s) and report every problem; sends nothing
+    #[command(after_help = "\
+Examples:
+  bbinvite validate users.csv                      every problem, by file:line
+  bbinvite validate users.csv --map email=\"Work E-mail\" --json
+  bbinvite validate new.xlsx --sheet Invitees --customer \"Acme Telecom Ltd\"")]
     Validate(ValidateArgs),
     /// Send again the invitations that failed or never finished, from the ledger
+    #[command(after_help = "\
+Examples:
+  bbinvite retry                                   the last failures, at the default rate
+  bbinvite retry --ledger /srv/bbinvite/bbinvite.db --rate 0.5")]
     Retry(RetryArgs),
     /// Counts per status: the last run and the whole ledger
+    #[command(after_help = "\
+Examples:
+  bbinvite status                                  the last run and the whole ledger
+  bbinvite status --run 3 --json")]
     Status(StatusArgs),
     /// Write the rows of a run as CSV: the input's columns, then what happened
+    #[command(after_help = "\
+Examples:
+  bbinvite export --status failed --status rejected --output fix-me.csv
+  bbinvite export --run 3 > run-3.csv
+  bbinvite export --actions                        a sync's resends and suspensions")]
     Export(ExportArgs),
     /// List the customer directory as bbinvite resolves it
+    #[command(after_help = "\
+Examples:
+  bbinvite customers --search acme
+  bbinvite customers --refresh --json")]
     Customers(CustomersArgs),
     /// Make portal access match FILE(s): invite who is missing, resend, suspend; --plan first
+    #[command(after_help = "\
+Examples:
+  bbinvite sync users.csv --plan --prune           what would change; nothing is sent
+  bbinvite sync users.csv --resend-after 7 --apply-status
+  bbinvite sync users.csv --prune --yes --max-prune 10")]
     Sync(SyncArgs),
     /// Write a run as one self-contained HTML page: counts, customers, charts, rows to fix
     Report(ReportArgs),
     /// Serve a local simulator of the Billing Booth One API
+    #[command(after_help = "\
+Examples:
+  bbinvite sandbox --addr 127.0.0.1:8787           then point bbinvite at http://127.0.0.1:8787
+  bbinvite sandbox --latency-ms 50 --fail-rate 0.1 --rate-limit 20")]
     Sandbox(crate::sandbox::Args),
+    /// Describe a command and its flags (the same as COMMAND --help)
+    #[command(after_help = "\
+Examples:
+  bbinvite help                                    every command, the environment, exit codes
+  bbinvite help run")]
+    Help(HelpArgs),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    #[command(after_help = "\
+Examples:
+  bbinvite completions bash > /etc/bash_completion.d/bbinvite
+  bbinvite completions zsh > \"${fpath[1]}/_bbinvite\"
+  bbinvite completions fish > ~/.config/fish/completions/bbinvite.fish")]
+    Completions(CompletionsArgs),
+    /// Write man pages: bbinvite(1) on standard output, or one per command into --dir
+    #[command(after_help = "\
+Examples:
+  bbinvite man | man -l -
+  bbinvite man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+    /// Write an input sheet to fill in: the columns bbinvite reads and one example row
+    #[command(after_help = "\
+Examples:
+  bbinvite template > users.csv
+  bbinvite template --format xlsx --output users.xlsx
+  bbinvite template --output users.csv && bbinvite validate users.csv")]
+    Template(TemplateArgs),
+}
+
+/// `help [COMMAND]...`
+#[derive(Debug, ClapArgs)]
+pub struct HelpArgs {
+    /// The command to describe (a subcommand's path, e.g. `run`); none: the overview
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `completions SHELL`
+#[derive(Debug, ClapArgs)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man [--dir DIR]`
+#[derive(Debug, ClapArgs)]
+pub struct ManArgs {
+    /// Write bbinvite.1 and one page per command (bbinvite-run.1, …) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The formats `template` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TemplateFormat {
+    Csv,
+    Xlsx,
+}
+
+/// `template [--format csv|xlsx] [--output FILE]`
+#[derive(Debug, ClapArgs)]
+pub struct TemplateArgs {
+    /// The sheet's format (default: from --output's extension, else csv)
+    #[arg(long, value_enum)]
+    pub format: Option<TemplateFormat>,
+    /// Write here instead of standard output (an XLSX needs a file)
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// The commands for which none of the global flags means anything: their help leaves
+/// them out (they are still accepted, as everywhere).
+const NO_GLOBALS: [&str; 5] = ["sandbox", "help", "completions", "man", "template"];
+
+/// The command line as clap sees it, with the global flags hidden where they do not
+/// apply. Parsing, help, completions and man pages all start here.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // A command that already has an argument of a global's id keeps its own copy: a
+    // hidden one, so the flag is still accepted but not shown.
+    let hidden: Vec<clap::Arg> = Global::augment_args(clap::Command::new("global"))
+        .get_arguments()
+        .map(|a| a.clone().hide(true))
+        .collect();
+    let mut cmd = Args::command();
+    for name in NO_GLOBALS {
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(hidden.iter().cloned()));
+    }
+    cmd
+}
+
+/// Parses a command line (the first item is the program's name).
+pub fn parse_from<I, T>(args: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches_from(args)?;
+    Args::from_arg_matches(&matches)
 }
 
 /// How input files are read.
@@ -105,7 +281,7 @@ pub struct InputArgs {
     /// refused: a missing closing quote would merge the rows below it into one cell)
     #[arg(long)]
     pub allow_multiline_fields: bool,
-    /// Send every row to this customer, whatever the file says
+    /// Take every row as this customer's, whatever the file says
     #[arg(long, value_name = "NAME")]
     pub customer: Option<String>,
     /// Reuse the ledger's copy of the customer directory while younger than this
@@ -119,11 +295,11 @@ pub struct InputArgs {
 /// How invitations are sent.
 #[derive(Debug, ClapArgs, Clone)]
 pub struct SendArgs {
-    /// Requests per second, all requests counted
-    #[arg(long, default_value = "5", value_parser = parse_rate)]
-    pub rate: NonZeroU32,
+    /// Requests per second, all requests counted: 5, 0.5 (one every 2 s), 300/min, 100/h
+    #[arg(long, default_value = "5", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rate: Rate,
     /// Requests that may leave at once above the rate (default: a tenth of the rate, at least 1)
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = parse_burst, allow_negative_numbers = true)]
     pub burst: Option<NonZeroU32>,
     /// Requests in flight at most
     #[arg(long, default_value = "4", value_parser = parse_concurrency)]
@@ -205,9 +381,10 @@ pub struct RunArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Requests per second for the reads validation needs (the directory, references)
-    #[arg(long, default_value_t = DEFAULT_CHECK_RATE, value_parser = parse_rate)]
-    pub rate: NonZeroU32,
+    /// Requests per second for the reads validation needs (the directory, references):
+    /// 20, 0.5, 300/min
+    #[arg(long, default_value = DEFAULT_CHECK_RATE, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rate: Rate,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -280,9 +457,9 @@ pub struct CustomersArgs {
     /// Only customers whose name or reference contains this
     #[arg(long)]
     pub search: Option<String>,
-    /// Requests per second while fetching the directory
-    #[arg(long, default_value_t = DEFAULT_CHECK_RATE, value_parser = parse_rate)]
-    pub rate: NonZeroU32,
+    /// Requests per second while fetching the directory: 20, 0.5, 300/min
+    #[arg(long, default_value = DEFAULT_CHECK_RATE, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rate: Rate,
     /// Reuse the ledger's copy while younger than this
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub customers_ttl: Duration,
@@ -313,8 +490,8 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
-/// The most `--rate` and `--burst` take: a million requests a second is no limit at all.
-const MAX_RATE: u32 = 1_000_000;
+/// The most `--burst` takes: a million requests is no limit at all.
+const MAX_BURST: u32 = 1_000_000;
 /// The most requests in flight: far past what any API lets one client keep open.
 const MAX_CONCURRENCY: u32 = 1024;
 /// The most tries per request: past this a retry only delays the verdict.
@@ -338,8 +515,12 @@ fn parse_bounded(s: &str, max: u32) -> Result<NonZeroU32, String> {
         .ok_or_else(|| format!("must be from 1 to {max}"))
 }
 
-fn parse_rate(s: &str) -> Result<NonZeroU32, String> {
-    parse_bounded(s, MAX_RATE)
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    s.parse::<Rate>().map_err(|e| e.to_string())
+}
+
+fn parse_burst(s: &str) -> Result<NonZeroU32, String> {
+    parse_bounded(s, MAX_BURST)
 }
 
 fn parse_concurrency(s: &str) -> Result<NonZeroU32, String> {
@@ -419,9 +600,9 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 
 /// The sending settings, checked.
 pub fn send_settings(a: &SendArgs) -> crate::send::Settings {
-    let burst = a
-        .burst
-        .unwrap_or_else(|| NonZeroU32::new((a.rate.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN));
+    let burst = a.burst.unwrap_or_else(|| {
+        NonZeroU32::new((a.rate.per_second_whole().get() / 10).max(1)).unwrap_or(NonZeroU32::MIN)
+    });
     crate::send::Settings {
         rate: a.rate,
         burst,
@@ -578,19 +759,16 @@ mod tests {
 
     #[test]
     fn numbers_are_held_to_sane_bounds() {
-        assert_eq!(parse_rate("500").unwrap().get(), 500);
-        assert_eq!(parse_rate("1000000").unwrap().get(), 1_000_000);
-        for bad in [
-            "0",
-            "1000001",
-            "4294967295",
-            "99999999999",
-            "-1",
-            "1.5",
-            "x",
-        ] {
+        assert_eq!(parse_rate("500").unwrap().per_second_whole().get(), 500);
+        assert_eq!(
+            parse_rate("1000000").unwrap().per_second_whole().get(),
+            1_000_000
+        );
+        assert_eq!(parse_rate("1.5").unwrap().per_second_whole().get(), 1);
+        for bad in ["0", "1000001", "4294967295", "99999999999", "-1", "x"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+        assert!(parse_burst("1000000").is_ok() && parse_burst("0").is_err());
         assert!(parse_concurrency("1024").is_ok() && parse_concurrency("1025").is_err());
         assert!(parse_attempts("100").is_ok() && parse_attempts("101").is_err());
         assert_eq!(parse_secs("2.5").unwrap(), Duration::from_millis(2500));

@@ -12,7 +12,7 @@
 //!
 //! Around it: [`api`] speaks to Billing Booth One and knows nothing of the pipeline;
 //! [`sandbox`] simulates the API for tests, benchmarks and first runs; [`app`] runs each
-//! command; [`cli`] parses what was typed and checks it once; [`settings`] turns it and
+//! command; [`rate`] is a request rate as written; [`cli`] parses what was typed and checks it once; [`settings`] turns it and
 //! the environment into what the commands use; [`sync`] plans how portal
 //! access comes to match a sheet (`app`'s `sync` command carries the plan out).
 //!
@@ -27,6 +27,7 @@ pub mod domain;
 pub mod input;
 pub mod ledger;
 pub mod progress;
+pub mod rate;
 pub mod report;
 pub mod resolve;
 pub mod sandbox;

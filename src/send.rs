@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::Future;
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Jitter, RateLimiter};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,7 @@ use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
 use crate::domain::{
     ActionJob, ActionKind, ActionOutcome, ActionState, Attempt, Job, Outcome, State,
 };
+use crate::rate::Rate;
 
 /// First retry waits up to this long (full jitter: a random share of it).
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -44,7 +45,7 @@ const LIMITER_JITTER: Duration = Duration::from_millis(2);
 /// Sending settings, checked by the CLI.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub rate: NonZeroU32,
+    pub rate: Rate,
     pub burst: NonZeroU32,
     pub concurrency: usize,
     pub max_attempts: u32,
@@ -87,8 +88,8 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(rate: NonZeroU32, burst: NonZeroU32, stop: CancellationToken) -> Limiter {
-        let quota = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+    pub fn new(rate: Rate, burst: NonZeroU32, stop: CancellationToken) -> Limiter {
+        let quota = RateLimiter::direct(rate.quota(burst));
         // Start with the bucket empty: a run's first second sends `rate`, not
         // `rate + burst`. The burst is still there to absorb workers that wake late.
         let _ = quota.check_n(burst);
@@ -343,7 +344,8 @@ impl Sender {
             }
             let started = Instant::now();
             let at = SystemTime::now();
-            let result = self.client.invite(job.customer_id, &job.user).await;
+            let result =
+                crate::api::attempt(attempt, self.client.invite(job.customer_id, &job.user)).await;
             let latency = started.elapsed();
             if matches!(result, Err(ApiError::NotSent)) {
                 // Stopped while waiting for its turn: nothing left, nothing to log.
@@ -875,7 +877,7 @@ where
 {
     let mut attempt = 1;
     loop {
-        match call().await {
+        match crate::api::attempt(attempt, call()).await {
             Ok(v) => return Ok(v),
             Err(e) => {
                 let after = match disposition(&e) {

@@ -23,8 +23,9 @@ pub struct Settings {
     pub json: bool,
     /// Only errors.
     pub quiet: bool,
-    /// Each problem row as it happens.
-    pub verbose: bool,
+    /// How much more to print: 1 (`-v`) each problem row as it happens; 2 (`-vv`) also
+    /// a line per API request.
+    pub verbose: u8,
     /// `--base-url` as typed; checked only by [`Settings::endpoint`].
     base_url: Option<String>,
 }

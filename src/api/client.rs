@@ -5,12 +5,15 @@
 //! here is the single re-login after a `401`, shared by every task that holds the
 //! client (single flight). Secrets live in [`Secret`] and are never formatted; every
 //! message an answer or the network gives passes the [`Redactor`] before it leaves. An
-//! answer's body is read up to a cap, never whole whatever its size.
+//! answer's body is read up to a cap, never whole whatever its size. With
+//! [`log_requests`] on (`-vv`), each request is one line on stderr: method, path (never
+//! the query), status, milliseconds and attempt; never a header, a body or a secret.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -40,6 +43,38 @@ const ERROR_BODY_CAP: usize = 64 * 1024;
 const OBJECT_BODY_CAP: usize = 1024 * 1024;
 /// Most bytes read of a list page: `PAGE_SIZE` rows, each allowed 160 KiB.
 const PAGE_BODY_CAP: usize = 16 * 1024 * 1024;
+
+/// Whether each request is logged on stderr (`-vv`); off unless [`log_requests`] says.
+static LOG_REQUESTS: AtomicBool = AtomicBool::new(false);
+
+tokio::task_local! {
+    /// The caller's try number for the call being made (see [`attempt`]).
+    static ATTEMPT: u32;
+}
+
+/// Turns the one-line-per-request log on stderr on or off, for every client.
+pub fn log_requests(on: bool) {
+    LOG_REQUESTS.store(on, Ordering::Relaxed);
+}
+
+/// Runs `call` as try number `n` of its caller's retries, so its request lines say which.
+pub async fn attempt<F: Future>(n: u32, call: F) -> F::Output {
+    ATTEMPT.scope(n, call).await
+}
+
+/// `-vv`: `METHOD /path STATUS MSms attempt N`. The path is the route with its ids; the
+/// query (which may carry an e-mail to search for) is left out, and so is every header.
+fn log_request(method: &Method, path: &str, status: Option<StatusCode>, started: Instant) {
+    if !LOG_REQUESTS.load(Ordering::Relaxed) {
+        return;
+    }
+    let status = status.map_or_else(|| "no-answer".to_string(), |s| s.as_u16().to_string());
+    let try_number = ATTEMPT.try_with(|n| *n).unwrap_or(1);
+    eprintln!(
+        "bbinvite: request {method} {path} {status} {}ms attempt {try_number}",
+        started.elapsed().as_millis()
+    );
+}
 
 /// A string that must never be printed: its `Debug` and `Display` show stars.
 #[derive(Clone, PartialEq, Eq)]
@@ -432,6 +467,7 @@ impl Client {
         cap: usize,
     ) -> Result<Answer<T>, Error> {
         let url = format!("{}{}", self.base, path);
+        let method_of_log = method.clone();
         let mut req = self
             .http
             .request(method, &url)
@@ -443,7 +479,12 @@ impl Client {
             req = req.json(b);
         }
         self.wait_turn().await?;
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| {
+            log_request(&method_of_log, path, None, started);
+            self.transport_error(e)
+        })?;
+        log_request(&method_of_log, path, Some(resp.status()), started);
         let (status, retry_after, bytes) = self.read_answer(resp, cap).await?;
         if !status.is_success() {
             return Err(Error::Http {
@@ -563,13 +604,12 @@ impl Client {
         };
         let url = format!("{}/token", self.base);
         self.wait_turn().await?;
-        let resp = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let started = Instant::now();
+        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
+            log_request(&Method::POST, "/token", None, started);
+            self.transport_error(e)
+        })?;
+        log_request(&Method::POST, "/token", Some(resp.status()), started);
         let (status, retry_after, bytes) = self.read_answer(resp, OBJECT_BODY_CAP).await?;
         if status == StatusCode::UNAUTHORIZED
             || status == StatusCode::FORBIDDEN

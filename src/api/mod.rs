@@ -7,5 +7,5 @@ pub mod error;
 pub mod redact;
 pub mod types;
 
-pub use client::{Client, ClientConfig, Credentials, Gate, Secret};
+pub use client::{Client, ClientConfig, Credentials, Gate, Secret, attempt, log_requests};
 pub use error::{Error, ErrorClass};

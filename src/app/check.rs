@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::io::Write;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -23,6 +22,7 @@ use super::preflight::ledger_folder;
 use super::setup::{
     Reach, connect, offline_resolver, open_inputs, open_ledger, resolver, spawn_reader,
 };
+use crate::rate::Rate;
 
 // ---------------------------------------------------------------------------------
 // `validate` and `run --dry-run`: read and resolve, send nothing.
@@ -58,7 +58,7 @@ pub(crate) async fn check_files(
     global: &Settings,
     a: &InputArgs,
     mode: Check,
-    rate: NonZeroU32,
+    rate: Rate,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
@@ -111,7 +111,7 @@ async fn check_rows(
     let mut out = Findings {
         out: std::io::BufWriter::new(std::io::stdout().lock()),
         json: global.json,
-        lines: !global.json && !global.quiet && (!dry || global.verbose),
+        lines: !global.json && !global.quiet && (!dry || global.verbose > 0),
         first: true,
     };
     if global.json {
@@ -308,6 +308,14 @@ fn print_check_summary(
         }
         for note in &notes_said {
             writeln!(out, "Note: {note}")?;
+        }
+    } else {
+        let attention = summary.invalid + summary.unresolved + summary.duplicate;
+        if attention > 0 {
+            eprintln!(
+                "bbinvite: {attention} rows need attention ({} invalid, {} unresolved, {} duplicate); run the same command without -q to list them",
+                summary.invalid, summary.unresolved, summary.duplicate
+            );
         }
     }
     out.flush()?;

@@ -27,7 +27,7 @@ use super::engine::{Closed, Ending, Engine, MARK_BATCH, Work, open, stream_from}
 use super::message::error_line;
 use super::report::write_export;
 use super::setup::{open_inputs, resolver, spawn_reader, verdict};
-use super::{Aborted, Exit};
+use super::{Aborted, Exit, mark_json_answered};
 
 // ---------------------------------------------------------------------------------
 // `run` and `retry`: the sending pipeline.
@@ -46,7 +46,7 @@ pub(crate) async fn invite_rows(
     let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "run");
-    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let concurrency = engine.sender.settings().concurrency;
     let (job_tx, job_rx) = mpsc::channel::<Job>(concurrency * 4 + MARK_BATCH);
     let opts = AdmitOptions {
@@ -58,7 +58,7 @@ pub(crate) async fn invite_rows(
             engine.writer.clone(),
             engine.progress.clone(),
             stop.clone(),
-            global.verbose,
+            global.verbose > 0,
         );
         tokio::spawn(async move {
             feed_rows(
@@ -113,7 +113,7 @@ pub(crate) async fn retry(
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
     progress.seen(jobs.len() as u64);
     progress.reading_done();
-    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let sent = engine
         .dispatch(futures::stream::iter(jobs).map(Work::Invite))
         .await;
@@ -283,11 +283,15 @@ fn print_summary(
     let (s, top_errors) = (&s, &c.counts.top_errors);
     let mut out = std::io::stdout().lock();
     if global.json {
+        mark_json_answered();
         serde_json::to_writer_pretty(&mut out, s)?;
         writeln!(out)?;
         return Ok(());
     }
     if global.quiet {
+        if let Some(line) = attention_line(s.run, &s.ledger, &s.statuses) {
+            eprintln!("bbinvite: {line}");
+        }
         return Ok(());
     }
     writeln!(
@@ -330,4 +334,37 @@ fn print_summary(
         }
     }
     Ok(())
+}
+
+/// `-q`'s one line when rows need attention: how many, of which status, and the command
+/// that lists them; `None` when none do.
+pub(super) fn attention_line(
+    run: RunId,
+    ledger: &str,
+    statuses: &std::collections::BTreeMap<String, u64>,
+) -> Option<String> {
+    let problems: Vec<(&str, u64)> = RowStatus::ALL
+        .iter()
+        .filter(|st| st.is_problem())
+        .filter_map(|st| {
+            let n = statuses.get(st.as_str()).copied().unwrap_or(0);
+            (n > 0).then_some((st.as_str(), n))
+        })
+        .collect();
+    if problems.is_empty() {
+        return None;
+    }
+    let total: u64 = problems.iter().map(|(_, n)| n).sum();
+    let counts: Vec<String> = problems.iter().map(|(st, n)| format!("{st} {n}")).collect();
+    let flags: Vec<String> = problems
+        .iter()
+        .map(|(st, _)| format!("--status {st}"))
+        .collect();
+    Some(format!(
+        "{total} rows need attention ({}); list them: bbinvite export --run {} {} --ledger {}",
+        counts.join(", "),
+        run,
+        flags.join(" "),
+        ledger
+    ))
 }

@@ -14,19 +14,23 @@
 //! changes the portal; `invite.rs` is `run` and `retry`; `sync.rs` is `sync` (its
 //! printing in `sync/report.rs`); `check.rs` is `validate` and `run --dry-run`;
 //! `report.rs` is `status`, `export` and `customers`; `report_html.rs` is `report` (and
-//! the word sent when a sending command stops before its run began); `message.rs` says a failure in
-//! one line. Files import from each other by name; nothing is re-exported by glob.
+//! the word sent when a sending command stops before its run began); `message.rs` says a
+//! failure in one line; `manual.rs` is `help`, `completions` and `man`; `template.rs` is
+//! `template`. Files import from each other by name; nothing is re-exported by glob.
 
 mod check;
 mod engine;
 mod invite;
+mod manual;
 mod message;
 mod preflight;
 mod report;
 mod report_html;
 mod setup;
 mod sync;
+mod template;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -60,6 +64,20 @@ pub enum Exit {
     Aborted = 3,
     /// The ledger is busy with another run.
     Busy = 4,
+}
+
+/// Set once a command has printed its JSON answer (a summary that already carries the
+/// outcome and exit code): a failure after it adds no second JSON object.
+static JSON_ANSWERED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that the command's one JSON document is on stdout.
+pub(crate) fn mark_json_answered() {
+    JSON_ANSWERED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the command already printed its JSON document (its summary, set by `mark_json_answered`).
+pub fn json_answered() -> bool {
+    JSON_ANSWERED.load(Ordering::Relaxed)
 }
 
 impl Exit {
@@ -96,6 +114,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 /// Runs the command that was typed.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
     let global = Settings::new(&args.global);
+    crate::api::log_requests(global.verbose >= 2);
     match args.command {
         Command::Run(a) if a.dry_run => {
             check_files(
@@ -134,6 +153,10 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)
         }
+        Command::Help(a) => manual::help(&a.command),
+        Command::Completions(a) => manual::completions(&a),
+        Command::Man(a) => manual::man(&a),
+        Command::Template(a) => template::template(&a),
     }
 }
 

@@ -2,7 +2,6 @@
 //! directory and the resolver, and the reader thread. Nothing here sends an invitation.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use crate::cli::{self, InputArgs, SendArgs};
 use crate::domain::Verdict;
 use crate::input::{self, Field, Reader, Record};
 use crate::ledger::Ledger;
+use crate::rate::Rate;
 use crate::resolve::{Directory, Lookups, Resolver};
 use crate::sandbox;
 use crate::send::{Limiter, with_retries};
@@ -54,9 +54,9 @@ pub(crate) struct Reach {
 
 impl Reach {
     /// For commands that only read: the given rate, default tries.
-    pub(crate) fn reading(rate: NonZeroU32, stop: CancellationToken) -> Reach {
+    pub(crate) fn reading(rate: Rate, stop: CancellationToken) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(rate, rate, stop.clone())),
+            limiter: Arc::new(Limiter::new(rate, rate.per_second_whole(), stop.clone())),
             timeout: Duration::from_secs(30),
             pool: 4,
             max_attempts: 5,

@@ -78,7 +78,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "sync");
     progress.seen(sheet.rows.len() as u64);
     progress.reading_done();
-    let engine = Engine::start(ledger, run, sender, progress, global.verbose)?;
+    let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let writer = &engine.writer;
     let applied = async {
         let invites = admit_sheet(
@@ -316,7 +316,7 @@ async fn admit_sheet(
             answers,
             &mut admitted,
             progress,
-            global.verbose,
+            global.verbose > 0,
         );
         if !present.is_empty() {
             let statuses = writer.call(move |l| l.settle_present(&present)).await?;
@@ -561,6 +561,6 @@ mod tests {
         assert!(parse(&["--max-prune", "101"]).is_err());
         let a = parse(&["--plan", "--rate", "50", "--json"]).unwrap();
         assert!(a.plan);
-        assert_eq!(a.send.rate.get(), 50);
+        assert_eq!(a.send.rate.per_second_whole().get(), 50);
     }
 }

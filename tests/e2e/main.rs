@@ -11,6 +11,7 @@ mod faults;
 mod input_truth;
 mod ledger_fixture;
 mod ledger_safety;
+mod operator;
 mod pipeline;
 mod preflight;
 mod report;

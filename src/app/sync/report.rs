@@ -244,10 +244,14 @@ pub(super) fn print_summary(
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if global.json {
+        crate::app::mark_json_answered();
         serde_json::to_writer_pretty(&mut out, s)?;
         return writeln!(out);
     }
     if global.quiet {
+        if let Some(line) = crate::app::invite::attention_line(s.run, &s.ledger, &s.statuses) {
+            eprintln!("bbinvite: {line}");
+        }
         return Ok(());
     }
     writeln!(
