@@ -74,6 +74,17 @@ pub enum Command {
     Sync(SyncArgs),
     /// Serve a local simulator of the Billing Booth One API
     Sandbox(crate::sandbox::Args),
+    /// Drop the row records and attempts of old runs, keeping every current state
+    Compact(CompactArgs),
+}
+
+/// `compact`: retention for a ledger of years of nightly runs.
+#[derive(Debug, ClapArgs)]
+pub struct CompactArgs {
+    /// Remove the row records and attempts of runs started more than DAYS days ago;
+    /// every invitation's and action's state and every run's counts are kept
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    pub older_than: u32,
 }
 
 /// How input files are read.

@@ -12,6 +12,7 @@
 //! `status`, `export` and `customers`; `message.rs` says a failure in one line.
 
 mod check;
+mod compact;
 mod invite;
 mod message;
 mod preflight;
@@ -124,6 +125,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
         Command::Sync(a) => crate::sync::run(&global, a, stop).await,
+        Command::Compact(a) => compact::compact(&global, a),
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)

@@ -48,7 +48,7 @@ pub(crate) fn outcome_block(names: &[String]) -> usize {
 const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// Escapes a cell that a spreadsheet would run as a formula with a leading `'`; a
-/// cell that already starts with `'` gets one more, so that [`unescape`] is exact.
+/// cell that already starts with `'` gets one more, so that `unescape` is exact.
 pub fn escape(cell: &str) -> String {
     match cell.chars().next() {
         Some(c) if c == '\'' || FORMULA_START.contains(&c) => format!("'{cell}"),
