@@ -255,28 +255,57 @@ fn place(
         b.seen.insert(id);
         return Ok(to_send(customer_id, id, user, false));
     };
+    let known = Known {
+        id,
+        hash: known_hash,
+        existing,
+    };
+    place_known(st, b, customer_id, user, known, hash)
+}
+
+/// What the ledger holds of a row's key.
+struct Known {
+    id: i64,
+    /// The hash of the cells last recorded for the key.
+    hash: Option<i64>,
+    existing: Existing,
+}
+
+/// Decides a row whose key the ledger knows: a duplicate within this input, done
+/// (counted only when its cells did not change), still rejected, or to send again.
+fn place_known(
+    st: &mut Stmts<'_>,
+    b: &mut Batch<'_>,
+    customer_id: i64,
+    user: &NewAccessUser,
+    known: Known,
+    hash: i64,
+) -> rusqlite::Result<Placed> {
+    let id = known.id;
     let mut placed = Placed::settled(RowStatus::Duplicate, None, Some(customer_id));
     placed.invitation = Some(id);
     if !b.seen.insert(id) {
         placed.error = Some(DUPLICATE.to_string());
         return Ok(placed);
     }
-    match decide(Some(&existing), user, b.opts) {
+    match decide(Some(&known.existing), user, b.opts) {
         Decision::Done(state) => {
             placed.status = RowStatus::from_state(state);
-            placed.counted_only = known_hash == Some(hash);
+            placed.counted_only = known.hash == Some(hash);
             if !placed.counted_only {
                 st.rehash.execute(params![id, hash])?;
             }
         }
         Decision::StillRejected => {
-            let why = existing.last_error.as_deref().unwrap_or("rejected earlier");
+            let why = known.existing.last_error.as_deref();
             placed.status = RowStatus::Rejected;
             placed.error = Some(format!(
-                "{why} (unchanged since; fix the row or use --retry-rejected)"
+                "{} (unchanged since; fix the row or use --retry-rejected)",
+                why.unwrap_or("rejected earlier")
             ));
         }
         Decision::Send { check_first } => {
+            let status_text = user.status.map(AccessStatus::as_str);
             st.refresh.execute(params![
                 id,
                 user.email,
