@@ -1147,4 +1147,103 @@ mod tests {
                 .is_none()
         );
     }
+
+    fn count(l: &Ledger, sql: &str) -> i64 {
+        l.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Runs `rows` as a night: admitted, and whatever is sent comes back invited.
+    fn night(l: &mut Ledger, rows: &[(u64, &str)], keep: bool) -> (RunId, Vec<Admission>) {
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        if keep {
+            l.keep_counted_rows(run).unwrap();
+        }
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let batch: Vec<NewRow> = rows
+            .iter()
+            .map(|(line, email)| invite_row(src, *line, 1, email))
+            .collect();
+        let adm = l.admit(run, &batch, AdmitOptions::default()).unwrap();
+        let js = jobs(&adm);
+        l.mark_sending(&js).unwrap();
+        settle(l, run, &js, State::Invited);
+        (run, adm)
+    }
+
+    #[test]
+    fn a_done_key_with_unchanged_cells_is_counted_not_recorded() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let rows = [(2, "a@x.io"), (3, "b@x.io"), (4, "c@x.io")];
+        night(&mut l, &rows, false);
+        let recorded = count(&l, "SELECT count(*) FROM rows");
+        let (run2, adm) = night(&mut l, &rows, false);
+        assert!(adm.iter().all(|a| matches!(
+            a,
+            Admission::Settled {
+                row_id: 0,
+                status: RowStatus::Invited
+            }
+        )));
+        assert_eq!(count(&l, "SELECT count(*) FROM rows"), recorded);
+        assert_eq!(
+            l.status_counts(Some(run2)).unwrap().rows.get("invited"),
+            Some(&3)
+        );
+        assert_eq!(l.status_counts(None).unwrap().run.unwrap().id, run2);
+
+        // A changed row of a done key is recorded once, then counted again.
+        let mut changed = invite_row(1, 3, 1, "b@x.io");
+        changed.cells = "[\"b@x.io\",\"new\"]".into();
+        let run3 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(run3, &[changed.clone()], AdmitOptions::default())
+            .unwrap();
+        assert!(matches!(adm[0], Admission::Settled { row_id, .. } if row_id > 0));
+        let run4 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l.admit(run4, &[changed], AdmitOptions::default()).unwrap();
+        assert!(matches!(adm[0], Admission::Settled { row_id: 0, .. }));
+    }
+
+    #[test]
+    fn the_export_of_a_run_gives_back_its_counted_rows_in_input_order() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        night(&mut l, &[(2, "a@x.io"), (4, "c@x.io")], false);
+        let (run, _) = night(&mut l, &[(2, "a@x.io"), (3, "b@x.io"), (4, "c@x.io")], true);
+        let mut got = Vec::new();
+        l.export(Some(run), &[], &mut |_| Ok(()), &mut |r| {
+            got.push((r.line, r.status, r.cells.join("|")));
+            Ok(())
+        })
+        .unwrap();
+        let lines: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(lines, [2, 3, 4], "{got:?}");
+        assert!(got.iter().all(|g| g.1 == "invited"), "{got:?}");
+        assert_eq!(got[0].2, "a@x.io");
+    }
+
+    #[test]
+    fn compact_keeps_every_state_each_runs_counts_and_the_rows_retry_needs() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let (run1, adm) = night(&mut l, &[(2, "a@x.io"), (3, "b@x.io")], false);
+        let js = jobs(&adm);
+        // b failed afterwards: its row must stay for `retry`.
+        settle(&mut l, run1, &js[1..], State::Failed);
+        let before = l.status_counts(Some(run1)).unwrap();
+        l.conn
+            .execute(
+                "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+                [],
+            )
+            .unwrap();
+        let done = l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
+        assert_eq!(done.rows_removed, 1);
+        assert_eq!(count(&l, "SELECT count(*) FROM attempts"), 0);
+        let after = l.status_counts(Some(run1)).unwrap();
+        assert_eq!(before.rows, after.rows);
+        assert_eq!(before.ledger, after.ledger);
+        let run2 = l.begin_run("retry", "http://x", &[], false).unwrap();
+        let again = l.requeue_unfinished(run2, false).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].user.email, "b@x.io");
+    }
 }
