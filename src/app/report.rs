@@ -109,7 +109,11 @@ pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit
     }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
     let counted = ledger.counted_only(a.run)?;
-    if counted > 0 && !global.quiet {
+    let done_wanted = a.statuses.is_empty()
+        || a.statuses
+            .iter()
+            .any(|s| matches!(s, RowStatus::Invited | RowStatus::Exists));
+    if counted > 0 && done_wanted && !global.quiet {
         eprintln!(
             "{counted} rows of this run were already done with the same cells as before: counted, not recorded one by one (`run --results FILE` lists every row)"
         );
