@@ -8,6 +8,14 @@
 -- row is recorded once more and the hash set.
 ALTER TABLE invitations ADD COLUMN cells_hash INTEGER;
 
+-- A problem row (invalid, unresolved, duplicate, still rejected) is recorded in full
+-- each night it is seen, but the same row seen the night before (same file, columns,
+-- line, cells, status and reason: the same hash) gives up its record, so a bad row
+-- seen for a year is stored once, in the last run that saw it; the run it left keeps
+-- its count in `run_counts`. NULL for every other row.
+ALTER TABLE rows ADD COLUMN seen_hash INTEGER;
+CREATE INDEX rows_seen ON rows (seen_hash) WHERE seen_hash IS NOT NULL;
+
 -- Rows of a run counted but not recorded one by one (already done, cells unchanged),
 -- and, once `compact` removed a run's row records, what those records counted. A run's
 -- counts per status are its `rows` plus these.

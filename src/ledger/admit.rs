@@ -12,6 +12,7 @@ use std::hash::Hasher;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
+use super::query::HAS_ROWS;
 use super::spool::Counted;
 use super::{
     Admission, AdmitOptions, Decision, EXISTING_COLUMNS, Existing, Ledger, NewRow, Result,
@@ -44,8 +45,8 @@ impl<'c> Stmts<'c> {
     fn prepare(c: &'c Connection) -> rusqlite::Result<Stmts<'c>> {
         Ok(Stmts {
             insert_row: c.prepare_cached(
-                "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at, seen_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?,
             find: c.prepare_cached(&format!(
                 "SELECT id, cells_hash, {EXISTING_COLUMNS} FROM invitations WHERE customer_id = ?1 AND email_key = ?2"
@@ -93,6 +94,9 @@ impl Placed {
 struct Batch<'a> {
     conn: &'a Connection,
     run: RunId,
+    /// The run before this one with rows: a problem row it recorded and this run sees
+    /// again gives up its record.
+    previous: Option<RunId>,
     opts: AdmitOptions,
     now: &'a str,
     seen: &'a mut HashSet<i64>,
@@ -117,9 +121,15 @@ impl Ledger {
         let mut seen = std::mem::take(&mut self.seen.1);
         let mut counted = Vec::new();
         let result = write_in(&mut self.conn, &self.path, |c| {
+            let previous = c.query_row(
+                &format!("SELECT max(id) FROM runs WHERE id < ?1 AND {HAS_ROWS}"),
+                [run],
+                |r| r.get(0),
+            )?;
             let mut batch = Batch {
                 conn: c,
                 run,
+                previous,
                 opts,
                 now: &now,
                 seen: &mut seen,
@@ -142,6 +152,7 @@ fn admit_batch(
 ) -> rusqlite::Result<Vec<Admission>> {
     let mut st = Stmts::prepare(c)?;
     let mut tally: BTreeMap<RowStatus, i64> = BTreeMap::new();
+    let mut left: BTreeMap<RowStatus, i64> = BTreeMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let hash = cells_hash(&row.cells);
@@ -160,6 +171,14 @@ fn admit_batch(
             });
             continue;
         }
+        let seen_hash = match placed.job {
+            None if placed.status.is_problem() || placed.status == RowStatus::Duplicate => {
+                let h = problem_hash(c, row, &placed)?;
+                supersede(c, b.previous, h, &mut left)?;
+                Some(h)
+            }
+            _ => None,
+        };
         st.insert_row.execute(params![
             b.run,
             row.source,
@@ -170,7 +189,8 @@ fn admit_batch(
             placed.invitation,
             placed.status.as_str(),
             placed.error,
-            b.now
+            b.now,
+            seen_hash
         ])?;
         let row_id = c.last_insert_rowid();
         out.push(match placed.job {
@@ -182,7 +202,63 @@ fn admit_batch(
         });
     }
     add_counts(c, b.run, &tally)?;
+    if let Some(previous) = b.previous {
+        add_counts(c, previous, &left)?;
+    }
     Ok(out)
+}
+
+/// The hash that finds the same problem row on another night: its file and columns,
+/// line, cells, status and reason.
+fn problem_hash(c: &Connection, row: &NewRow, placed: &Placed) -> rusqlite::Result<i64> {
+    let (file, columns): (String, String) = c
+        .prepare_cached("SELECT file, columns FROM sources WHERE id = ?1")?
+        .query_row([row.source], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or_default();
+    let mut h = fnv::FnvHasher::default();
+    let error = placed.error.as_deref().unwrap_or_default();
+    for part in [
+        file.as_str(),
+        &columns,
+        &row.line.to_string(),
+        &row.cells,
+        placed.status.as_str(),
+        error,
+    ] {
+        h.write(part.as_bytes());
+        h.write_u8(0);
+    }
+    Ok(h.finish() as i64)
+}
+
+/// Removes the record of the same problem row in the previous run, if it has one that
+/// no action points at; its status is counted in `left` for that run.
+fn supersede(
+    c: &Connection,
+    previous: Option<RunId>,
+    hash: i64,
+    left: &mut BTreeMap<RowStatus, i64>,
+) -> rusqlite::Result<()> {
+    let Some(previous) = previous else {
+        return Ok(());
+    };
+    let found: Option<(i64, String)> = c
+        .prepare_cached(
+            "SELECT id, status FROM rows WHERE seen_hash = ?1 AND run_id = ?2
+             AND NOT EXISTS (SELECT 1 FROM actions WHERE actions.row_id = rows.id) LIMIT 1",
+        )?
+        .query_row(params![hash, previous], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((id, status)) = found else {
+        return Ok(());
+    };
+    c.prepare_cached("DELETE FROM rows WHERE id = ?1")?
+        .execute([id])?;
+    if let Some(status) = RowStatus::parse(&status) {
+        *left.entry(status).or_default() += 1;
+    }
+    Ok(())
 }
 
 /// Adds rows counted and not recorded to the run's counts.

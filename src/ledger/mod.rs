@@ -1246,4 +1246,30 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].user.email, "b@x.io");
     }
+
+    #[test]
+    fn a_bad_row_seen_night_after_night_is_stored_once_and_counted_each_night() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let bad = |src, line| NewRow {
+            source: src,
+            line,
+            cells: "[\"not-an-email\"]".into(),
+            email: None,
+            verdict: Verdict::Invalid("no @".into()),
+        };
+        let mut runs = Vec::new();
+        for line in [2, 2, 2, 3] {
+            let run = l.begin_run("run", "http://x", &[], false).unwrap();
+            let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+            l.admit(run, &[bad(src, line)], AdmitOptions::default())
+                .unwrap();
+            runs.push(run);
+        }
+        // Nights 1-3 share one record; night 4 saw it on another line: a record of its own.
+        assert_eq!(count(&l, "SELECT count(*) FROM rows"), 2);
+        for run in runs {
+            let counts = l.status_counts(Some(run)).unwrap();
+            assert_eq!(counts.rows.get("invalid"), Some(&1), "run {run}");
+        }
+    }
 }

@@ -212,7 +212,7 @@ impl Ledger {
 }
 
 /// A run with rows: recorded ones, or rows counted without a record of their own.
-const HAS_ROWS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+pub(super) const HAS_ROWS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
      OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id))";
 
 /// `(key, count)` pairs of a query, as a map.
