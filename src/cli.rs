@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::api::{Credentials, Secret};
+use crate::domain::RowStatus;
 use crate::input::{Field, Options as InputOptions};
-use crate::ledger::RowStatus;
 
 /// The public API; customers may have their own.
 pub const DEFAULT_BASE_URL: &str = "https://api.billingbooth.app";
@@ -54,6 +54,10 @@ pub struct Global {
     /// Print more: each problem row as it happens
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Run against a built-in simulator seeded with samples/, not the real API (with
+    /// its own ledger, bbinvite-sandbox.db)
+    #[arg(long, global = true)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,9 +123,6 @@ pub struct InputArgs {
     /// Fetch the customer directory now, whatever its age
     #[arg(long)]
     pub refresh_customers: bool,
-    /// Run against a built-in simulator seeded with samples/, not the real API
-    #[arg(long)]
-    pub sandbox: bool,
 }
 
 /// How invitations are sent.
@@ -439,18 +440,6 @@ pub fn check_base_url(url: &str) -> anyhow::Result<String> {
         bail!("the base URL \"{url}\" has no host");
     }
     Ok(url.to_string())
-}
-
-/// The base URL: the flag, the environment, or the public API.
-pub fn base_url(global: &Global) -> anyhow::Result<String> {
-    let raw = match &global.base_url {
-        Some(u) => u.clone(),
-        None => std::env::var("BILLINGBOOTH_BASE_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
-    };
-    check_base_url(&raw)
 }
 
 /// Credentials from the environment: an API key, or e-mail with password (or a file

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::ledger::RowStatus;
+use crate::domain::RowStatus;
 
 /// How often a non-terminal gets a progress line.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);

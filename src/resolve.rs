@@ -5,16 +5,23 @@
 //! whitespace folding. Several
 //! customers with one name: an active one wins over suspended, cancelled or deleted
 //! ones; several active ones are ambiguous. No match: the closest names are suggested.
-//! This module makes no HTTP calls itself: references are looked up by the caller,
-//! and their answers cached here in a [`ReferenceCache`].
+//! The [`Resolver`] is the only part that may ask the API: a reference it has not seen
+//! is looked up (with the retries of any read) and its answer cached in a
+//! [`ReferenceCache`]; names and ids are answered from the [`Directory`] alone.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use caseless::Caseless;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::api::Client;
 use crate::api::types::{Customer, CustomerStatus};
+use crate::input::Invitee;
+use crate::send::{explain, with_retries};
 
 /// How many close names an unresolved row suggests.
 const SUGGESTIONS: usize = 3;
@@ -276,6 +283,125 @@ pub fn inactive_warning(r: &Resolved) -> Option<String> {
             r.status.as_str()
         )
     })
+}
+
+/// Turns a row's customer columns into a customer id.
+pub struct Resolver {
+    directory: Option<Directory>,
+    /// `--customer`: every row goes here.
+    fixed: Option<Resolved>,
+    references: ReferenceCache,
+    /// Each raw customer name's answer: a file names the same customers over and over,
+    /// and folding Unicode per row is the costliest part of resolving.
+    names: HashMap<String, Result<Resolved, Unresolved>>,
+    /// `None` offline: a reference cannot be looked up.
+    lookups: Option<Lookups>,
+}
+
+/// How a [`Resolver`] asks the API for a reference it has not seen.
+pub struct Lookups {
+    pub client: Arc<Client>,
+    /// What the client needs alive (the built-in sandbox it talks to), kept as long as
+    /// the resolver: a reference is looked up row by row, after the command's own
+    /// handle on the API may be gone.
+    pub keep_alive: Option<Arc<dyn Any + Send + Sync>>,
+    /// Tries per look-up.
+    pub max_attempts: u32,
+    pub stop: CancellationToken,
+}
+
+/// Raw names remembered at most; past this the memo starts afresh, so memory stays flat
+/// whatever the file.
+pub const NAME_MEMO: usize = 100_000;
+
+impl Resolver {
+    /// A resolver over `directory` (when some row names its customer), sending every row
+    /// to `fixed` (`--customer`) when given, looking references up through `lookups`.
+    pub fn new(
+        directory: Option<Directory>,
+        fixed: Option<Resolved>,
+        lookups: Option<Lookups>,
+    ) -> Resolver {
+        Resolver {
+            directory,
+            fixed,
+            references: ReferenceCache::default(),
+            names: HashMap::new(),
+            lookups,
+        }
+    }
+
+    /// Whether `--customer` sends every row to one customer.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
+    pub async fn resolve(&mut self, who: &Invitee) -> Result<Resolved, Unresolved> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
+        }
+        if let Some(id) = who.customer_id {
+            return match &self.directory {
+                Some(d) => d.by_id(id),
+                None => Ok(Resolved {
+                    id,
+                    status: CustomerStatus::Active,
+                }),
+            };
+        }
+        if let Some(reference) = who
+            .customer_reference
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        {
+            if let Some(known) = self.references.get(reference) {
+                return known.clone();
+            }
+            let answer = match &self.lookups {
+                None => Err(Unresolved::LookupFailed {
+                    reference: reference.into(),
+                    error: "no API to ask".into(),
+                }),
+                Some(l) => match with_retries(l.max_attempts, &l.stop, || {
+                    l.client.customer_by_reference(reference.trim())
+                })
+                .await
+                {
+                    Ok(Some(c)) => Ok(Resolved {
+                        id: c.id,
+                        status: c.status,
+                    }),
+                    Ok(None) => Err(Unresolved::UnknownReference {
+                        reference: reference.trim().into(),
+                    }),
+                    Err(e) => Err(Unresolved::LookupFailed {
+                        reference: reference.into(),
+                        error: explain(&e),
+                    }),
+                },
+            };
+            self.references.insert(reference, answer.clone());
+            return answer;
+        }
+        match (&who.customer, &self.directory) {
+            (Some(name), Some(d)) => {
+                if let Some(known) = self.names.get(name.as_str()) {
+                    return known.clone();
+                }
+                if self.names.len() >= NAME_MEMO {
+                    self.names.clear();
+                }
+                let answer = d.by_name(name);
+                self.names.insert(name.clone(), answer.clone());
+                answer
+            }
+            (Some(name), None) => Err(Unresolved::NotFound {
+                name: name.clone(),
+                suggestions: vec![],
+            }),
+            (None, _) => Err(Unresolved::Missing),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
-//! Sending: one shared rate limiter, bounded concurrency, retries, a breaker.
+//! Sending: the HTTP policy of a run. One shared rate limiter, retries, a breaker.
 //!
 //! Takes [`Job`]s (an invitation to send, already marked `sending` in the ledger) and
-//! turns each into exactly one [`Outcome`]. A failed invitation is an outcome, not an
-//! error: only a reason to stop the whole run (credentials refused, the breaker, a
-//! signal) is raised, through [`Abort`]. HTTP statuses map to what to do in one place,
-//! [`disposition`]. This module never touches SQL or the input.
+//! turns each into exactly one [`Outcome`], and [`ActionJob`]s (`sync`'s resends,
+//! suspensions, reactivations) into one [`ActionOutcome`]. Every call but the
+//! invitation's own POST goes through one attempt runner, [`Sender::call`]; every
+//! failed answer is judged in one place (breaker, credentials, `Retry-After` cap), and
+//! HTTP statuses map to what to do in one function, [`disposition`]. A failed
+//! invitation is an outcome, not an error: only a reason to stop the whole run
+//! (credentials refused, the breaker, a signal) is raised, through [`Abort`]. This
+//! module never touches SQL, the input or concurrency (the engine in `app` owns it).
 
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -16,9 +20,11 @@ use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{AccessUser, NewAccessUser};
+use crate::api::types::AccessUser;
 use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
-use crate::ledger::{Attempt, State};
+use crate::domain::{
+    ActionJob, ActionKind, ActionOutcome, ActionState, Attempt, Job, Outcome, State,
+};
 
 /// First retry waits up to this long (full jitter: a random share of it).
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -34,37 +40,6 @@ pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(10 * 60);
 /// When many tasks wait on the limiter at once, spread their wake-ups over this much so
 /// they do not all retry on the same tick.
 const LIMITER_JITTER: Duration = Duration::from_millis(2);
-
-/// An invitation to send.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub invitation_id: i64,
-    /// The input row this run recorded for it.
-    pub row_id: i64,
-    pub customer_id: i64,
-    pub user: NewAccessUser,
-    /// An earlier call may have created the user without our seeing the answer: look
-    /// in the access list before sending.
-    pub check_first: bool,
-    /// `file:line` of the row, for messages.
-    pub origin: String,
-}
-
-/// What became of a [`Job`].
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub invitation_id: i64,
-    pub row_id: i64,
-    /// Invited, exists, failed, rejected, or pending (never sent: the run stopped).
-    pub state: State,
-    pub access_user_id: Option<i64>,
-    /// For a person: what went wrong and what to do.
-    pub error: Option<String>,
-    pub http_status: Option<u16>,
-    /// The last call may have acted without our seeing the answer.
-    pub unsure: bool,
-    pub attempts: Vec<Attempt>,
-}
 
 /// Sending settings, checked by the CLI.
 #[derive(Debug, Clone)]
@@ -325,15 +300,8 @@ impl Sender {
         self.stop.cancel();
     }
 
-    /// A call made outside [`Sender::process`] (sync's list reads and actions) succeeded,
-    /// or failed in a way that says nothing of the API: the breaker's run is broken.
-    pub(crate) fn note_success(&self) {
-        self.breaker.success();
-    }
-
-    /// A call made outside [`Sender::process`] failed: it counts toward the breaker like
-    /// an invitation's failure, and stops the run when it trips it.
-    pub(crate) fn note_failure(&self, err: &ApiError) {
+    /// A failed call counts toward the breaker, and stops the run when it trips it.
+    fn note_failure(&self, err: &ApiError) {
         if let Some(reason) = self.breaker.failure(err) {
             self.abort(Abort::Breaker(reason));
         }
@@ -368,28 +336,10 @@ impl Sender {
             if self.stop.is_cancelled() {
                 return run.stopped(self.abort_reason());
             }
-            if run.unsure {
-                match self.confirm(&mut run).await {
-                    Ok(Some(user)) => return run.finish(State::Invited, Some(user.id), None),
-                    Ok(None) => run.unsure = false,
-                    // The look had tries of its own; sending blind could invite twice.
-                    Err(e) => {
-                        if let Disposition::Abort(message) = disposition(&e) {
-                            self.abort(Abort::Auth(message.clone()));
-                            run.last = Some(e);
-                            return run.finish(State::Pending, None, Some(message));
-                        }
-                        let message = format!(
-                            "could not check whether an earlier try created the user: {}",
-                            explain(&e)
-                        );
-                        run.last = Some(e);
-                        if self.stop.is_cancelled() {
-                            return run.stopped(self.abort_reason());
-                        }
-                        return run.finish(State::Failed, None, Some(message));
-                    }
-                }
+            if run.unsure
+                && let Some(outcome) = self.look_first(&mut run).await
+            {
+                return outcome;
             }
             let started = Instant::now();
             let at = SystemTime::now();
@@ -402,45 +352,14 @@ impl Sender {
             match result {
                 Ok(answer) => {
                     self.breaker.success();
-                    run.log(at, "invite", Some(answer.status), latency, "ok", None);
+                    run.attempts
+                        .push(tried(at, "invite", Ok(answer.status), latency));
                     return run.finish(State::Invited, Some(answer.body.id), None);
                 }
                 Err(e) => {
-                    run.log(
-                        at,
-                        "invite",
-                        e.status(),
-                        latency,
-                        e.class().as_str(),
-                        Some(e.to_string()),
-                    );
-                    if e.maybe_applied() {
-                        run.unsure = true;
-                    }
-                    match disposition(&e) {
-                        Disposition::Exists => {
-                            self.breaker.success();
-                            return self.confirm_exists(&mut run, e).await;
-                        }
-                        Disposition::Reject(message) => {
-                            if let Some(reason) = self.breaker.failure(&e) {
-                                self.abort(Abort::Breaker(reason));
-                            } else if !matches!(e.status(), Some(403)) {
-                                self.breaker.success();
-                            }
-                            run.last = Some(e);
-                            return run.finish(State::Rejected, None, Some(message));
-                        }
-                        Disposition::Abort(message) => {
-                            self.abort(Abort::Auth(message.clone()));
-                            run.last = Some(e);
-                            return run.finish(State::Pending, None, Some(message));
-                        }
-                        Disposition::Retry { .. } => {
-                            if let Some(outcome) = self.after_failure(&mut run, e, attempt).await {
-                                return outcome;
-                            }
-                        }
+                    run.attempts.push(tried(at, "invite", Err(&e), latency));
+                    if let Some(outcome) = self.invite_failed(&mut run, e, attempt).await {
+                        return outcome;
                     }
                 }
             }
@@ -456,93 +375,104 @@ impl Sender {
         run.finish(State::Failed, None, Some(message))
     }
 
-    /// Handles a retryable failure: feeds the breaker, waits the backoff. Returns an
-    /// outcome when the job must end now.
+    /// Before sending again after a try that may have acted: looks in the access list.
+    /// Found, the job ends invited; not found, it is sent; the look failing ends it,
+    /// since sending blind could invite twice.
+    async fn look_first(&self, run: &mut JobRun<'_>) -> Option<Outcome> {
+        let e = match self.confirm(run).await {
+            Ok(Some(user)) => return Some(run.finish(State::Invited, Some(user.id), None)),
+            Ok(None) => {
+                run.unsure = false;
+                return None;
+            }
+            Err(e) => e,
+        };
+        if let Disposition::Abort(message) = disposition(&e) {
+            self.abort(Abort::Auth(message.clone()));
+            run.last = Some(e);
+            return Some(run.finish(State::Pending, None, Some(message)));
+        }
+        let message = format!(
+            "could not check whether an earlier try created the user: {}",
+            explain(&e)
+        );
+        run.last = Some(e);
+        if self.stop.is_cancelled() {
+            return Some(run.stopped(self.abort_reason()));
+        }
+        Some(run.finish(State::Failed, None, Some(message)))
+    }
+
+    /// What a failed invitation POST leads to: an outcome now, or `None` to try again.
+    async fn invite_failed(
+        &self,
+        run: &mut JobRun<'_>,
+        e: ApiError,
+        attempt: u32,
+    ) -> Option<Outcome> {
+        if e.maybe_applied() {
+            run.unsure = true;
+        }
+        match disposition(&e) {
+            Disposition::Exists => {
+                self.judge(&e);
+                Some(self.confirm_exists(run, e).await)
+            }
+            Disposition::Reject(message) => {
+                self.judge(&e);
+                run.last = Some(e);
+                Some(run.finish(State::Rejected, None, Some(message)))
+            }
+            Disposition::Abort(message) => {
+                self.abort(Abort::Auth(message.clone()));
+                run.last = Some(e);
+                Some(run.finish(State::Pending, None, Some(message)))
+            }
+            Disposition::Retry { .. } => self.after_failure(run, e, attempt).await,
+        }
+    }
+
+    /// Handles a retryable failure of an invitation: feeds the breaker, waits the
+    /// backoff. Returns an outcome when the job must end now.
     async fn after_failure(
         &self,
         run: &mut JobRun<'_>,
         e: ApiError,
         attempt: u32,
     ) -> Option<Outcome> {
-        if let Disposition::Abort(message) = disposition(&e) {
-            self.abort(Abort::Auth(message.clone()));
-            run.last = Some(e);
-            return Some(run.finish(State::Pending, None, Some(message)));
-        }
-        if self.check_wait(&e) {
-            // Turned away before anything was done: the row waits for the next run.
+        let Some(after) = self.judge(&e) else {
+            // Refused credentials, or a wait longer than allowed: nothing was done, the
+            // row waits for the next run.
             let message = self.abort_reason().map(|r| r.to_string());
             run.last = Some(e);
             return Some(run.finish(State::Pending, None, message));
-        }
-        if let Some(reason) = self.breaker.failure(&e) {
-            self.abort(Abort::Breaker(reason));
-        }
-        let after = match &e {
-            ApiError::Http { retry_after, .. } => *retry_after,
-            _ => None,
         };
         run.last = Some(e);
         if attempt >= self.settings.max_attempts {
             return None;
         }
-        let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => None,
-            _ = self.stop.cancelled() => Some(run.stopped(self.abort_reason())),
+        if self.pause(attempt, after).await {
+            None
+        } else {
+            Some(run.stopped(self.abort_reason()))
         }
     }
 
     /// Looks for the job's user in the access list (an earlier call may have created it).
+    /// A look is harmless to repeat, so it gets tries of its own: a flaky read should not
+    /// use up the invitation's attempts.
     async fn confirm(&self, run: &mut JobRun<'_>) -> Result<Option<AccessUser>, ApiError> {
-        // A look is harmless to repeat, so it gets its own tries: a flaky read should
-        // not use up the invitation's attempts.
-        let mut attempt = 1;
-        loop {
-            let started = Instant::now();
-            let at = SystemTime::now();
-            let found = self
-                .client
-                .find_access_user(run.job.customer_id, &run.job.user.email, &run.job.user.name)
-                .await;
-            let latency = started.elapsed();
-            let e = match found {
-                Ok(found) => {
-                    self.breaker.success();
-                    run.log(at, "confirm", Some(200), latency, "ok", None);
-                    return Ok(found);
-                }
-                Err(ApiError::NotSent) => return Err(ApiError::NotSent),
-                Err(e) => e,
-            };
-            run.log(
-                at,
-                "confirm",
-                e.status(),
-                latency,
-                e.class().as_str(),
-                Some(e.to_string()),
-            );
-            let after = match disposition(&e) {
-                Disposition::Retry { after } => after,
-                _ => return Err(e),
-            };
-            if self.check_wait(&e) {
-                return Err(e);
-            }
-            if let Some(reason) = self.breaker.failure(&e) {
-                self.abort(Abort::Breaker(reason));
-            }
-            if attempt >= self.settings.max_attempts || self.stop.is_cancelled() {
-                return Err(e);
-            }
-            let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.stop.cancelled() => return Err(e),
-            }
-            attempt += 1;
-        }
+        let (customer_id, user) = (run.job.customer_id, &run.job.user);
+        let found = self
+            .call("confirm", Repeat::Yes, &mut run.attempts, || async {
+                let found = self
+                    .client
+                    .find_access_user(customer_id, &user.email, &user.name)
+                    .await?;
+                Ok((found, 200))
+            })
+            .await;
+        found.map_err(Failure::into_error)
     }
 
     /// After a 409, or a 422 that speaks of existence: the answer alone proves nothing
@@ -578,6 +508,255 @@ impl Sender {
         run.last = Some(answer);
         run.finish(state, None, Some(message))
     }
+    /// The one policy for a failed answer: feeds the breaker (a row's own 4xx says
+    /// nothing of the API, except a 403), stops the run on refused credentials or a
+    /// `Retry-After` beyond `--max-retry-wait`. Returns the wait the server asked for when
+    /// another try may help, `None` when it cannot.
+    fn judge(&self, e: &ApiError) -> Option<Option<Duration>> {
+        match disposition(e) {
+            Disposition::Abort(message) => {
+                self.abort(Abort::Auth(message));
+                None
+            }
+            Disposition::Exists => {
+                self.breaker.success();
+                None
+            }
+            Disposition::Reject(_) => {
+                if e.status() == Some(403) {
+                    self.note_failure(e);
+                } else {
+                    self.breaker.success();
+                }
+                None
+            }
+            Disposition::Retry { after } => {
+                if self.check_wait(e) {
+                    return None;
+                }
+                if let Some(reason) = self.breaker.failure(e) {
+                    self.abort(Abort::Breaker(reason));
+                }
+                Some(after)
+            }
+        }
+    }
+
+    /// Waits before try `attempt + 1`: full-jitter backoff, or longer when the server
+    /// asked. False when the run stopped meanwhile.
+    async fn pause(&self, attempt: u32, after: Option<Duration>) -> bool {
+        let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    /// The attempt runner every call of a run but the invitation itself goes through
+    /// (the look in the access list, list reads, resend, suspend, reactivate): each try
+    /// waits its turn at the shared limiter (the client's gate), is logged in `log` under
+    /// `action`, and is judged by `Sender::judge`; transient failures are tried again
+    /// after [`backoff`] or the server's `Retry-After`, up to `--max-attempts`, unless
+    /// `repeat` says a try that may have acted must not be repeated. `call` answers the
+    /// value and the HTTP status it came with.
+    pub async fn call<T, F, Fut>(
+        &self,
+        action: &'static str,
+        repeat: Repeat,
+        log: &mut Vec<Attempt>,
+        mut call: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(T, u16), ApiError>>,
+    {
+        let max_attempts = self.settings.max_attempts.max(1);
+        let mut last: Option<ApiError> = None;
+        for attempt in 1..=max_attempts {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let (at, started) = (SystemTime::now(), Instant::now());
+            let result = call().await;
+            let latency = started.elapsed();
+            let e = match result {
+                Ok((value, status)) => {
+                    self.breaker.success();
+                    log.push(tried(at, action, Ok(status), latency));
+                    return Ok(value);
+                }
+                // Stopped while waiting for its turn: never sent, nothing to log.
+                Err(ApiError::NotSent) => break,
+                Err(e) => e,
+            };
+            log.push(tried(at, action, Err(&e), latency));
+            let after = match self.judge(&e) {
+                Some(_) if repeat == Repeat::Never && e.maybe_applied() => {
+                    return Err(Failure::Unsure(e));
+                }
+                Some(after) => after,
+                None => return Err(Failure::Answer(e)),
+            };
+            if attempt >= max_attempts {
+                return Err(Failure::GaveUp(e));
+            }
+            last = Some(e);
+            if !self.pause(attempt, after).await {
+                break;
+            }
+        }
+        Err(Failure::Stopped(last))
+    }
+
+    /// Carries out one `sync` action to its end: done, failed, or (when the run stops
+    /// before it is sent) pending. Suspend and reactivate change nothing when repeated,
+    /// so transient failures are tried again; a resend sends an e-mail, so once the
+    /// server may have acted on one it is never sent again (at most once beats twice).
+    pub async fn act(&self, job: &ActionJob) -> ActionOutcome {
+        let (customer_id, user_id) = (job.customer_id, job.access_user_id);
+        let (verb, repeat) = match job.kind {
+            ActionKind::Resend => ("resend", Repeat::Never),
+            ActionKind::Suspend | ActionKind::Prune => ("suspend", Repeat::Yes),
+            ActionKind::Reactivate => ("reactivate", Repeat::Yes),
+        };
+        let mut attempts = Vec::new();
+        let result = self
+            .call(verb, repeat, &mut attempts, || async {
+                let status = match job.kind {
+                    ActionKind::Resend => self.client.resend(customer_id, user_id).await?,
+                    ActionKind::Reactivate => {
+                        self.client
+                            .set_suspended(customer_id, user_id, false)
+                            .await?
+                    }
+                    ActionKind::Suspend | ActionKind::Prune => {
+                        self.client
+                            .set_suspended(customer_id, user_id, true)
+                            .await?
+                    }
+                };
+                Ok(((), status))
+            })
+            .await;
+        let (state, error, unsure) = match &result {
+            Ok(()) => (ActionState::Done, None, false),
+            Err(failure) => self.action_failed(failure, attempts.is_empty()),
+        };
+        ActionOutcome {
+            action_id: job.id,
+            state,
+            error,
+            http_status: result
+                .err()
+                .and_then(|f| f.error().and_then(ApiError::status)),
+            unsure,
+            attempts,
+        }
+    }
+
+    /// Where a failed action stands, in words, and whether it may have acted.
+    fn action_failed(
+        &self,
+        failure: &Failure,
+        unsent: bool,
+    ) -> (ActionState, Option<String>, bool) {
+        let max_attempts = self.settings.max_attempts.max(1);
+        let why = || {
+            self.abort_reason()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "the run stopped".into())
+        };
+        match failure {
+            Failure::Stopped(None) if unsent => (ActionState::Pending, None, false),
+            Failure::Stopped(None) => (
+                ActionState::Failed,
+                Some(format!("not finished ({})", why())),
+                false,
+            ),
+            Failure::Stopped(Some(e)) => (
+                ActionState::Failed,
+                Some(format!(
+                    "not finished ({}); last error: {}",
+                    why(),
+                    explain(e)
+                )),
+                false,
+            ),
+            Failure::Answer(e) => match disposition(e) {
+                // Refused credentials: nothing was done.
+                Disposition::Abort(message) => (ActionState::Pending, Some(message), false),
+                // Turned away (a wait beyond --max-retry-wait): nothing was done.
+                Disposition::Retry { .. } => (
+                    ActionState::Pending,
+                    self.abort_reason().map(|r| r.to_string()),
+                    false,
+                ),
+                // A conflict answer to a resend or a suspension: the API refused it.
+                Disposition::Exists => (
+                    ActionState::Failed,
+                    Some(format!("the API refused it: {e}")),
+                    false,
+                ),
+                Disposition::Reject(message) => (ActionState::Failed, Some(message), false),
+            },
+            Failure::Unsure(e) => (
+                ActionState::Failed,
+                Some(format!(
+                    "may have been sent ({}); not sent again until the next period",
+                    explain(e)
+                )),
+                true,
+            ),
+            Failure::GaveUp(e) => (
+                ActionState::Failed,
+                Some(format!(
+                    "gave up after {max_attempts} attempts: {}",
+                    explain(e)
+                )),
+                false,
+            ),
+        }
+    }
+}
+
+/// May a try that may have acted on the server be made again?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Yes: the call changes nothing when repeated (a read, a suspension).
+    Yes,
+    /// Never: it sends an e-mail.
+    Never,
+}
+
+/// Why a call through [`Sender::call`] did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The run stopped before another try; the last answer, if a try was made.
+    Stopped(Option<ApiError>),
+    /// An answer another try would not change (or that stopped the run).
+    Answer(ApiError),
+    /// A try may have acted, and the call must not be repeated.
+    Unsure(ApiError),
+    /// Every attempt failed; the last answer.
+    GaveUp(ApiError),
+}
+
+impl Failure {
+    /// The last answer, if a try was made.
+    pub fn error(&self) -> Option<&ApiError> {
+        match self {
+            Failure::Stopped(e) => e.as_ref(),
+            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) => Some(e),
+        }
+    }
+
+    /// The last answer, or [`ApiError::NotSent`] when none came.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            Failure::Stopped(e) => e.unwrap_or(ApiError::NotSent),
+            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) => e,
+        }
+    }
 }
 
 /// An answer that says the user exists, while the access list shows no such user.
@@ -605,6 +784,33 @@ pub fn unconfirmed(answer: &ApiError) -> (State, String) {
     }
 }
 
+/// One try, as the attempt log keeps it: the HTTP status it got, or the error.
+fn tried(
+    at: SystemTime,
+    action: &'static str,
+    answer: Result<u16, &ApiError>,
+    latency: Duration,
+) -> Attempt {
+    match answer {
+        Ok(status) => Attempt {
+            at,
+            action,
+            http_status: Some(status),
+            latency,
+            class: "ok",
+            error: None,
+        },
+        Err(e) => Attempt {
+            at,
+            action,
+            http_status: e.status(),
+            latency,
+            class: e.class().as_str(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 /// One job's progress through its attempts.
 struct JobRun<'a> {
     job: &'a Job,
@@ -615,25 +821,6 @@ struct JobRun<'a> {
 }
 
 impl JobRun<'_> {
-    fn log(
-        &mut self,
-        at: SystemTime,
-        action: &'static str,
-        status: Option<u16>,
-        latency: Duration,
-        class: &'static str,
-        error: Option<String>,
-    ) {
-        self.attempts.push(Attempt {
-            at,
-            action,
-            http_status: status,
-            latency,
-            class,
-            error,
-        });
-    }
-
     fn finish(
         &mut self,
         state: State,

@@ -1,7 +1,28 @@
 //! `validate` and `run --dry-run`: read and resolve every row and say what would
 //! happen; nothing is sent and the ledger is only read.
 
-use super::*;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::io::Write;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::NewAccessUser;
+use crate::cli::InputArgs;
+use crate::domain::{self, AdmitOptions, Decision};
+use crate::input::{self, Field, Invitee, Reader, Record};
+use crate::ledger::Ledger;
+use crate::resolve::Resolver;
+use crate::settings::Settings;
+
+use super::Exit;
+use super::preflight::ledger_folder;
+use super::setup::{
+    Reach, connect, offline_resolver, open_inputs, open_ledger, resolver, spawn_reader,
+};
 
 // ---------------------------------------------------------------------------------
 // `validate` and `run --dry-run`: read and resolve, send nothing.
@@ -34,19 +55,19 @@ pub(crate) struct Finding<'a> {
 }
 
 pub(crate) async fn check_files(
-    global: &Global,
+    global: &Settings,
     a: &InputArgs,
     mode: Check,
     rate: NonZeroU32,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
     let readers = open_inputs(a)?;
-    let path = ledger_path(global, a.sandbox);
+    let path = global.ledger.clone();
     ledger_folder(&path)?;
     // Only the directory and references need the API. Without credentials, a fresh
     // copy of the directory in the ledger is enough to check names; with no ledger
     // there is no copy, and none is created just to find that out.
-    let endpoint = match endpoint(global, a.sandbox) {
+    let endpoint = match global.endpoint() {
         Err(no_api) if !path.exists() => return Err(no_api),
         other => other,
     };
@@ -56,48 +77,79 @@ pub(crate) async fn check_files(
             let api = connect(endpoint, Reach::reading(rate, stop.clone())).await?;
             resolver(&mut ledger, &api, a, &readers).await?
         }
-        Err(no_api) => offline_resolver(global, &mut ledger, a, no_api, stop)?,
+        Err(no_api) => offline_resolver(global, &mut ledger, a, no_api)?,
     };
     check_rows(global, readers, resolver, &mut ledger, mode).await
 }
 
 /// Reads and resolves every row, says what is wrong with each and what would happen.
 async fn check_rows(
-    global: &Global,
+    global: &Settings,
     readers: Vec<Reader>,
-    mut resolver: Resolver,
+    resolver: Resolver,
     ledger: &mut Ledger,
     mode: Check,
 ) -> anyhow::Result<Exit> {
     let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let dry = matches!(mode, Check::DryRun { .. });
-    let opts = AdmitOptions {
-        retry_rejected: matches!(
-            mode,
-            Check::DryRun {
-                retry_rejected: true
-            }
-        ),
+    let mut checker = Checker {
+        resolver,
+        ledger,
+        dry,
+        opts: AdmitOptions {
+            retry_rejected: matches!(
+                mode,
+                Check::DryRun {
+                    retry_rejected: true
+                }
+            ),
+        },
+        hasher: RandomState::new(),
+        seen: HashSet::default(),
+        summary: CheckSummary::default(),
     };
-    // Duplicates within the input, by a keyed 64-bit hash of the key: 8 bytes a row,
-    // and for a million rows a false duplicate has odds of about 1 in 30 million.
-    let hasher = RandomState::new();
-    let mut seen: HashSet<u64, BuildHasherDefault<PassThrough>> = HashSet::default();
-    let mut summary = CheckSummary::default();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let text = !global.json && !global.quiet;
+    let mut out = Findings {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        json: global.json,
+        lines: !global.json && !global.quiet && (!dry || global.verbose),
+        first: true,
+    };
     if global.json {
-        write!(out, "{{\"findings\":[")?;
+        write!(out.out, "{{\"findings\":[")?;
     }
-    let mut first = true;
-    let mut emit = |out: &mut dyn Write, f: Finding<'_>| -> std::io::Result<()> {
-        if global.json {
-            if !first {
-                write!(out, ",")?;
+    // Reading and checking each row's text runs on the reader's thread; resolving and
+    // duplicate detection here, so the two cores share the work.
+    let mut batches = spawn_reader(readers, CancellationToken::new());
+    while let Some(batch) = batches.recv().await {
+        for record in batch? {
+            checker.check(&record, &mut out).await?;
+        }
+    }
+    let summary = checker.summary;
+    print_check_summary(global, &mut out.out, dry, &summary, &notes)?;
+    let no_rows = notes.iter().any(|n| n.no_rows());
+    let problems = summary.invalid + summary.unresolved + summary.still_rejected > 0;
+    Ok(Exit::of_problems(no_rows || problems))
+}
+
+/// The findings, written as they come: items of a JSON array, or one line each.
+struct Findings<W: Write> {
+    out: W,
+    json: bool,
+    /// One line a finding (not with `--json`, `-q`, or a dry run without `-v`).
+    lines: bool,
+    first: bool,
+}
+
+impl<W: Write> Findings<W> {
+    fn emit(&mut self, f: Finding<'_>) -> std::io::Result<()> {
+        if self.json {
+            if !self.first {
+                write!(self.out, ",")?;
             }
-            first = false;
-            serde_json::to_writer(&mut *out, &f)?;
-        } else if text && (!dry || global.verbose) {
+            self.first = false;
+            serde_json::to_writer(&mut self.out, &f)?;
+        } else if self.lines {
             let col = f
                 .column
                 .map(|c| format!(" column \"{c}\""))
@@ -108,127 +160,132 @@ async fn check_rows(
                 format!(" value \"{}\"", f.value)
             };
             writeln!(
-                out,
+                self.out,
                 "{}:{}: {}:{col}{val}: {}",
                 f.file, f.line, f.severity, f.message
             )?;
         }
         Ok(())
-    };
-    // Reading and checking each row's text runs on the reader's thread; resolving and
-    // duplicate detection here, so the two cores share the work.
-    let mut batches = spawn_reader(readers, CancellationToken::new());
-    while let Some(batch) = batches.recv().await {
-        for record in batch? {
-            summary.rows += 1;
-            let who = match &record.parsed {
-                Ok(who) => who,
-                Err(problems) => {
-                    summary.invalid += 1;
-                    for p in problems {
-                        emit(
-                            &mut out,
-                            Finding {
-                                file: &record.file,
-                                line: record.line,
-                                severity: "invalid",
-                                column: p.column.as_deref(),
-                                value: &p.value,
-                                message: p.message.clone(),
-                            },
-                        )?;
-                    }
-                    continue;
-                }
-            };
-            for w in &record.warnings {
-                summary.warnings += 1;
-                emit(
-                    &mut out,
-                    Finding {
-                        file: &record.file,
-                        line: record.line,
-                        severity: "warning",
-                        column: w.column.as_deref(),
-                        value: &w.value,
-                        message: w.message.clone(),
-                    },
-                )?;
-            }
-            let (customer_col, customer_val) = customer_cell(&record, who, resolver.is_fixed());
-            let resolved = match resolver.resolve(who).await {
-                Ok(r) => r,
-                Err(u) => {
-                    summary.unresolved += 1;
-                    emit(
-                        &mut out,
-                        Finding {
-                            file: &record.file,
-                            line: record.line,
-                            severity: "unresolved",
-                            column: customer_col,
-                            value: customer_val,
-                            message: u.to_string(),
-                        },
-                    )?;
-                    continue;
-                }
-            };
-            if let Some(warning) = crate::resolve::inactive_warning(&resolved) {
-                summary.warnings += 1;
-                emit(
-                    &mut out,
-                    Finding {
-                        file: &record.file,
-                        line: record.line,
-                        severity: "warning",
-                        column: customer_col,
-                        value: customer_val,
-                        message: warning,
-                    },
-                )?;
-            }
-            let key = ledger::email_key(&who.email);
-            let hash = hasher.hash_one((resolved.id, &key));
-            if !seen.insert(hash) {
-                summary.duplicate += 1;
-                emit(
-                    &mut out,
-                    Finding {
-                        file: &record.file,
-                        line: record.line,
-                        severity: "duplicate",
-                        column: record.columns.name_of(Field::Email),
-                        value: &who.email,
-                        message: "the same customer and e-mail appear earlier in this input".into(),
-                    },
-                )?;
-                continue;
-            }
-            if !dry {
-                summary.would_send += 1;
-                continue;
-            }
-            let user = NewAccessUser {
-                email: who.email.clone(),
-                name: who.name.clone(),
-                id: who.user_id,
-                status: who.status,
-            };
-            match ledger::decide(ledger.peek(resolved.id, &who.email)?.as_ref(), &user, opts) {
-                Decision::Send { .. } => summary.would_send += 1,
-                Decision::Done(_) => summary.already_done += 1,
-                Decision::StillRejected => summary.still_rejected += 1,
-            }
-        }
     }
+}
+
+/// One finding about `record`.
+fn finding<'a>(
+    record: &'a Record,
+    severity: &'static str,
+    column: Option<&'a str>,
+    value: &'a str,
+    message: String,
+) -> Finding<'a> {
+    Finding {
+        file: &record.file,
+        line: record.line,
+        severity,
+        column,
+        value,
+        message,
+    }
+}
+
+/// What `validate` and a dry run keep while they read.
+struct Checker<'l> {
+    resolver: Resolver,
+    ledger: &'l mut Ledger,
+    dry: bool,
+    opts: AdmitOptions,
+    /// Duplicates within the input, by a keyed 64-bit hash of the key: 8 bytes a row,
+    /// and for a million rows a false duplicate has odds of about 1 in 30 million.
+    hasher: RandomState,
+    seen: HashSet<u64, BuildHasherDefault<PassThrough>>,
+    summary: CheckSummary,
+}
+
+impl Checker<'_> {
+    /// Checks one record: its problems and warnings, its customer, a duplicate, and
+    /// (dry run) what the ledger would decide.
+    async fn check<W: Write>(
+        &mut self,
+        record: &Record,
+        out: &mut Findings<W>,
+    ) -> anyhow::Result<()> {
+        self.summary.rows += 1;
+        let who = match &record.parsed {
+            Ok(who) => who,
+            Err(problems) => {
+                self.summary.invalid += 1;
+                for p in problems {
+                    let (column, value) = (p.column.as_deref(), p.value.as_str());
+                    out.emit(finding(record, "invalid", column, value, p.message.clone()))?;
+                }
+                return Ok(());
+            }
+        };
+        for w in &record.warnings {
+            self.summary.warnings += 1;
+            let (column, value) = (w.column.as_deref(), w.value.as_str());
+            out.emit(finding(record, "warning", column, value, w.message.clone()))?;
+        }
+        let (column, value) = customer_cell(record, who, self.resolver.is_fixed());
+        let resolved = match self.resolver.resolve(who).await {
+            Ok(r) => r,
+            Err(u) => {
+                self.summary.unresolved += 1;
+                out.emit(finding(record, "unresolved", column, value, u.to_string()))?;
+                return Ok(());
+            }
+        };
+        if let Some(warning) = crate::resolve::inactive_warning(&resolved) {
+            self.summary.warnings += 1;
+            out.emit(finding(record, "warning", column, value, warning))?;
+        }
+        let key = domain::email_key(&who.email);
+        if !self.seen.insert(self.hasher.hash_one((resolved.id, &key))) {
+            self.summary.duplicate += 1;
+            let column = record.columns.name_of(Field::Email);
+            let message = "the same customer and e-mail appear earlier in this input";
+            out.emit(finding(
+                record,
+                "duplicate",
+                column,
+                &who.email,
+                message.into(),
+            ))?;
+            return Ok(());
+        }
+        if !self.dry {
+            self.summary.would_send += 1;
+            return Ok(());
+        }
+        let user = NewAccessUser {
+            email: who.email.clone(),
+            name: who.name.clone(),
+            id: who.user_id,
+            status: who.status,
+        };
+        let existing = self.ledger.peek(resolved.id, &who.email)?;
+        match domain::decide(existing.as_ref(), &user, self.opts) {
+            Decision::Send { .. } => self.summary.would_send += 1,
+            Decision::Done(_) => self.summary.already_done += 1,
+            Decision::StillRejected => self.summary.still_rejected += 1,
+        }
+        Ok(())
+    }
+}
+
+/// The end of the findings: the notes and the counts, as JSON or a few lines.
+fn print_check_summary(
+    global: &Settings,
+    out: &mut impl Write,
+    dry: bool,
+    summary: &CheckSummary,
+    notes: &[Arc<input::Notes>],
+) -> anyhow::Result<()> {
     let notes_said: Vec<String> = notes.iter().flat_map(|n| n.lines()).collect();
-    let no_rows = notes.iter().any(|n| n.no_rows());
     if global.json {
         write!(out, "],\"notes\":")?;
-        serde_json::to_writer(&mut out, &notes_said)?;
+        serde_json::to_writer(&mut *out, &notes_said)?;
         write!(out, ",\"summary\":")?;
-        serde_json::to_writer(&mut out, &summary)?;
+        serde_json::to_writer(&mut *out, summary)?;
         writeln!(out, "}}")?;
     } else if !global.quiet {
         let verb = if dry { "dry run" } else { "validate" };
@@ -254,13 +311,7 @@ async fn check_rows(
         }
     }
     out.flush()?;
-    Ok(
-        if no_rows || summary.invalid + summary.unresolved + summary.still_rejected > 0 {
-            Exit::Problems
-        } else {
-            Exit::Ok
-        },
-    )
+    Ok(())
 }
 
 /// The column and value a row's customer is taken from, in the order the resolver

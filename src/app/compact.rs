@@ -5,21 +5,24 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::app::{Exit, ledger_path, open_ledger};
-use crate::cli::{CompactArgs, Global};
+use crate::cli::CompactArgs;
+use crate::settings::Settings;
+
+use super::Exit;
+use super::setup::open_ledger;
 
 /// Seconds in a day, for `--older-than`.
 const DAY: u64 = 24 * 60 * 60;
 
-pub(crate) fn compact(global: &Global, a: CompactArgs) -> anyhow::Result<Exit> {
-    let path = ledger_path(global, false);
+pub(crate) fn compact(global: &Settings, a: CompactArgs) -> anyhow::Result<Exit> {
+    let path = &global.ledger;
     if !path.is_file() {
         anyhow::bail!(
             "no ledger at {}; nothing to compact (name one with --ledger)",
             path.display()
         );
     }
-    let mut ledger = open_ledger(&path)?;
+    let mut ledger = open_ledger(path)?;
     let done = ledger.compact(Duration::from_secs(u64::from(a.older_than) * DAY))?;
     let mut out = std::io::stdout().lock();
     if global.json {

@@ -1,68 +1,48 @@
-//! Each command's `run`: the pipeline readable top to bottom.
+//! Each command's wiring, one file a command, on [`crate::settings::Settings`] built once
+//! from the flags and the environment.
 //!
 //! `run`: open the inputs → lock and open the ledger → log in → load the directory →
-//! read and resolve rows → admit them to the ledger (skipping what is done) → send →
-//! record → summary. The stages live in their own modules; this one wires them and
-//! decides the exit code. Errors that stop a command are `anyhow` errors whose kind
-//! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`.
+//! read and resolve rows → admit them to the ledger (skipping what is done) → the
+//! engine marks, sends, records → summary. The stages live in their own modules; this
+//! one wires them. Errors that stop a command are `anyhow` errors whose kind
+//! ([`Aborted`], a busy ledger, anything else) picks the exit code in `main`
+//! ([`exit_for`]); a run that began ends through the engine's one exit-code rule.
 //!
 //! `preflight.rs` checks what can be checked before the first request; `setup.rs` opens
-//! what every command needs (the API, the ledger, the inputs, the resolver); `invite.rs`
-//! is `run` and `retry`; `check.rs` is `validate` and `run --dry-run`; `report.rs` is
-//! `status`, `export` and `customers`; `message.rs` says a failure in one line.
+//! what every command needs (the API, the ledger, the inputs, the resolver);
+//! `engine.rs` is the mark → send → record loop and the end of every command that
+//! changes the portal; `invite.rs` is `run` and `retry`; `sync.rs` is `sync` (its
+//! printing in `sync/report.rs`); `check.rs` is `validate` and `run --dry-run`;
+//! `report.rs` is `status`, `export` and `customers`; `message.rs` says a failure in
+//! one line. Files import from each other by name; nothing is re-exported by glob.
 
 mod check;
 mod compact;
+mod engine;
 mod invite;
 mod message;
 mod preflight;
 mod report;
 mod setup;
+mod sync;
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::io::Write;
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
-use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{Customer, NewAccessUser};
-use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
-use crate::cli::{self, Args, Command, Global, InputArgs, SendArgs};
-use crate::input::{self, Field, Invitee, Reader, Record};
-use crate::ledger::{
-    self, Admission, AdmitOptions, Decision, Ledger, NewRow, RowStatus, RunId, Verdict, Writer,
-};
-use crate::progress::{Mode, Progress};
-use crate::resolve::{Directory, ReferenceCache, Resolved, Unresolved};
+use crate::cli::{Args, Command};
+use crate::ledger;
 use crate::sandbox;
-use crate::send::{Job, Limiter, Sender, with_retries};
+use crate::settings::Settings;
 
-pub(crate) use check::*;
-pub(crate) use invite::*;
+use check::{Check, check_files};
+use invite::{invite_rows, retry};
 pub use message::error_line;
-pub(crate) use preflight::*;
 pub use report::spreadsheet_safe;
-pub(crate) use report::*;
-pub(crate) use setup::*;
+use report::{customers, export, status};
 
 /// Rows read and admitted to the ledger per transaction.
 pub(crate) const ADMIT_BATCH: usize = 512;
 /// Batches read ahead of the ledger; bounded so memory stays flat however big the file.
 const READ_AHEAD: usize = 4;
-/// Jobs marked `sending` in one transaction, at most; about one round of workers, so a
-/// crash leaves few marks to check.
-const MARK_BATCH: usize = 64;
-/// Mark batches committed ahead of sending.
-const MARKS_AHEAD: usize = 4;
 
 /// How a command ended, as the process's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +57,14 @@ pub enum Exit {
     Aborted = 3,
     /// The ledger is busy with another run.
     Busy = 4,
+}
+
+impl Exit {
+    /// The code of a command that ran to its end: 1 when something needs a person's
+    /// attention (a row with a problem, a refused prune, a file with no rows), else 0.
+    pub fn of_problems(problems: bool) -> Exit {
+        if problems { Exit::Problems } else { Exit::Ok }
+    }
 }
 
 /// A command stopped for a reason that makes the exit code 3.
@@ -104,7 +92,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 
 /// Runs the command that was typed.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
-    let global = args.global;
+    let global = Settings::new(&args.global);
     match args.command {
         Command::Run(a) if a.dry_run => {
             check_files(
@@ -124,7 +112,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
-        Command::Sync(a) => crate::sync::run(&global, a, stop).await,
+        Command::Sync(a) => sync::run(&global, a, stop).await,
         Command::Compact(a) => compact::compact(&global, a),
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
@@ -158,6 +146,6 @@ mod tests {
         assert_eq!(exit_for(&anyhow::Error::new(full)), Exit::Aborted);
         let gone = ledger::Error::Gone { path: "x".into() };
         assert_eq!(exit_for(&anyhow::Error::new(gone)), Exit::Aborted);
-        assert_eq!(exit_for(&anyhow!("bad file")), Exit::Usage);
+        assert_eq!(exit_for(&anyhow::anyhow!("bad file")), Exit::Usage);
     }
 }

@@ -11,45 +11,19 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::api::Credentials;
-use crate::cli::{self, Global};
-
-/// The API a command will talk to, with what it proves itself with; checked, not yet used.
-pub(crate) enum Endpoint {
-    /// The in-process simulator of `--sandbox`: it accepts any token.
-    BuiltinSandbox,
-    /// A real (or stand-alone sandbox) API.
-    Remote {
-        base_url: String,
-        credentials: Credentials,
-    },
-}
-
-/// The endpoint from the flags and the environment: a base URL safe to send
-/// credentials to, and well-formed credentials.
-pub(crate) fn endpoint(global: &Global, use_sandbox: bool) -> anyhow::Result<Endpoint> {
-    if use_sandbox {
-        return Ok(Endpoint::BuiltinSandbox);
-    }
-    Ok(Endpoint::Remote {
-        base_url: cli::base_url(global)?,
-        credentials: cli::credentials_from_env()?,
-    })
-}
+use crate::settings::{Endpoint, Settings};
 
 /// Everything a sending command (`run`, `retry`, `sync`) checks before it opens the
 /// ledger: the ledger's folder, `--results`, then the endpoint.
 pub(crate) fn before_sending(
-    global: &Global,
-    ledger: &Path,
-    use_sandbox: bool,
+    global: &Settings,
     results: Option<&Path>,
 ) -> anyhow::Result<Endpoint> {
-    ledger_folder(ledger)?;
+    ledger_folder(&global.ledger)?;
     if let Some(path) = results {
         results_file(path)?;
     }
-    endpoint(global, use_sandbox)
+    global.endpoint()
 }
 
 /// The folder a path's file lives in, `.` for a bare name.
@@ -84,7 +58,7 @@ pub(crate) fn ledger_folder(path: &Path) -> anyhow::Result<()> {
         bail!(
             "--ledger {} is a folder; name a file, e.g. {}",
             path.display(),
-            path.join(cli::DEFAULT_LEDGER).display()
+            path.join(crate::cli::DEFAULT_LEDGER).display()
         );
     }
     Ok(())

@@ -1,14 +1,30 @@
 //! `status`, `export` and `customers`: what the ledger and the directory hold, for a
 //! person or a spreadsheet. Nothing here writes to the API.
 
-use super::*;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::Customer;
+use crate::cli;
+use crate::domain::{RowStatus, RunId};
+use crate::input::{self};
+use crate::ledger::{self, Ledger};
+use crate::settings::Settings;
+
+use super::Exit;
+use super::preflight::ledger_folder;
+use super::setup::{Reach, connect, load_directory, open_ledger};
 
 // ---------------------------------------------------------------------------------
 // `status`, `export`, `customers`: reading the ledger and the directory.
 
 /// Opens an existing ledger without taking the run lock: reads go on beside a run.
-pub(crate) fn open_existing(global: &Global) -> anyhow::Result<Ledger> {
-    Ok(Ledger::open_read_only(&ledger_path(global, false))?)
+pub(crate) fn open_existing(global: &Settings) -> anyhow::Result<Ledger> {
+    Ok(Ledger::open_read_only(&global.ledger)?)
 }
 
 /// `status --json`: the counts, and what the ledger cannot confirm.
@@ -20,7 +36,7 @@ struct StatusReport<'a> {
     resends_unconfirmed: u64,
 }
 
-pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit> {
+pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     let counts = ledger.status_counts(run)?;
     if run.is_some() && counts.run.is_none() {
@@ -67,7 +83,7 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
                     writeln!(out, "  {:<11} {n}", status.as_str())?;
                 }
             }
-            crate::sync::write_action_counts(&mut out, &counts.actions)?;
+            super::sync::write_action_counts(&mut out, &counts.actions)?;
         }
         None => writeln!(out, "No runs yet.")?,
     }
@@ -101,10 +117,10 @@ pub(crate) fn status(global: &Global, run: Option<RunId>) -> anyhow::Result<Exit
     Ok(Exit::Ok)
 }
 
-pub(crate) fn export(global: &Global, a: cli::ExportArgs) -> anyhow::Result<Exit> {
+pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
     if a.actions {
-        crate::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        super::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
         return Ok(Exit::Ok);
     }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
@@ -227,19 +243,19 @@ pub(crate) struct CustomerLine<'a> {
 }
 
 pub(crate) async fn customers(
-    global: &Global,
+    global: &Settings,
     a: cli::CustomersArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<Exit> {
-    let path = ledger_path(global, false);
-    ledger_folder(&path)?;
-    let endpoint = endpoint(global, false)?;
+    let path = &global.ledger;
+    ledger_folder(path)?;
+    let endpoint = global.endpoint()?;
     // Reading an existing ledger's copy takes no lock and writes nothing; a fetch that
     // is to be kept (`--refresh`, or no ledger yet) opens it to write.
     let mut ledger = if a.refresh || !path.exists() {
-        open_ledger(&path)?
+        open_ledger(path)?
     } else {
-        Ledger::open_read_only(&path)?
+        Ledger::open_read_only(path)?
     };
     let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;

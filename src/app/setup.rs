@@ -1,7 +1,28 @@
 //! Setting up a command: the API and its limiter, the ledger, the inputs, the
 //! directory and the resolver, and the reader thread. Nothing here sends an invitation.
 
-use super::*;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::NewAccessUser;
+use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
+use crate::cli::{self, InputArgs, SendArgs};
+use crate::domain::Verdict;
+use crate::input::{self, Field, Reader, Record};
+use crate::ledger::Ledger;
+use crate::resolve::{Directory, Lookups, Resolver};
+use crate::sandbox;
+use crate::send::{Limiter, with_retries};
+use crate::settings::{Endpoint, Settings};
+
+use super::{ADMIT_BATCH, Aborted, READ_AHEAD};
 
 // ---------------------------------------------------------------------------------
 // Setting up: the API, the ledger, the inputs, the directory.
@@ -125,16 +146,6 @@ pub(crate) async fn connect_to_send(
     Ok(api)
 }
 
-pub(crate) fn ledger_path(global: &Global, sandbox: bool) -> PathBuf {
-    global.ledger.clone().unwrap_or_else(|| {
-        PathBuf::from(if sandbox {
-            cli::SANDBOX_LEDGER
-        } else {
-            cli::DEFAULT_LEDGER
-        })
-    })
-}
-
 /// Locks, then opens, the ledger: a second run on it, by whatever path, exits 4 at once.
 /// The lock lives in the ledger and goes with it.
 pub(crate) fn open_ledger(path: &Path) -> anyhow::Result<Ledger> {
@@ -202,101 +213,6 @@ pub(crate) fn api_abort(e: ApiError) -> anyhow::Error {
 // ---------------------------------------------------------------------------------
 // Resolving rows to customers.
 
-/// Turns a row's customer columns into a customer id.
-pub(crate) struct Resolver {
-    directory: Option<Directory>,
-    /// `--customer`: every row goes here.
-    fixed: Option<Resolved>,
-    references: ReferenceCache,
-    /// Each raw customer name's answer: a file names the same customers over and over,
-    /// and folding Unicode per row is the costliest part of resolving.
-    names: HashMap<String, Result<Resolved, Unresolved>>,
-    client: Option<Arc<Client>>,
-    /// The built-in sandbox `client` talks to, kept alive as long as this resolver: a
-    /// reference is looked up row by row, after the [`Api`] itself may be gone.
-    _sandbox: Option<Arc<sandbox::Sandbox>>,
-    max_attempts: u32,
-    stop: CancellationToken,
-}
-
-/// Raw names remembered at most; past this the memo starts afresh, so memory stays flat
-/// whatever the file.
-pub(crate) const NAME_MEMO: usize = 100_000;
-
-impl Resolver {
-    /// Whether `--customer` sends every row to one customer.
-    pub(crate) fn is_fixed(&self) -> bool {
-        self.fixed.is_some()
-    }
-
-    pub(crate) async fn resolve(&mut self, who: &Invitee) -> Result<Resolved, Unresolved> {
-        if let Some(fixed) = &self.fixed {
-            return Ok(fixed.clone());
-        }
-        if let Some(id) = who.customer_id {
-            return match &self.directory {
-                Some(d) => d.by_id(id),
-                None => Ok(Resolved {
-                    id,
-                    status: crate::api::types::CustomerStatus::Active,
-                }),
-            };
-        }
-        if let Some(reference) = who
-            .customer_reference
-            .as_deref()
-            .filter(|r| !r.trim().is_empty())
-        {
-            if let Some(known) = self.references.get(reference) {
-                return known.clone();
-            }
-            let answer = match &self.client {
-                None => Err(Unresolved::LookupFailed {
-                    reference: reference.into(),
-                    error: "no API to ask".into(),
-                }),
-                Some(client) => match with_retries(self.max_attempts, &self.stop, || {
-                    client.customer_by_reference(reference.trim())
-                })
-                .await
-                {
-                    Ok(Some(c)) => Ok(Resolved {
-                        id: c.id,
-                        status: c.status,
-                    }),
-                    Ok(None) => Err(Unresolved::UnknownReference {
-                        reference: reference.trim().into(),
-                    }),
-                    Err(e) => Err(Unresolved::LookupFailed {
-                        reference: reference.into(),
-                        error: crate::send::explain(&e),
-                    }),
-                },
-            };
-            self.references.insert(reference, answer.clone());
-            return answer;
-        }
-        match (&who.customer, &self.directory) {
-            (Some(name), Some(d)) => {
-                if let Some(known) = self.names.get(name.as_str()) {
-                    return known.clone();
-                }
-                if self.names.len() >= NAME_MEMO {
-                    self.names.clear();
-                }
-                let answer = d.by_name(name);
-                self.names.insert(name.clone(), answer.clone());
-                answer
-            }
-            (Some(name), None) => Err(Unresolved::NotFound {
-                name: name.clone(),
-                suggestions: vec![],
-            }),
-            (None, _) => Err(Unresolved::Missing),
-        }
-    }
-}
-
 /// Builds the resolver: loads the directory when some row resolves by name.
 pub(crate) async fn resolver(
     ledger: &mut Ledger,
@@ -316,29 +232,28 @@ pub(crate) async fn resolver(
         (Some(name), Some(d)) => Some(d.by_name(name).map_err(|u| anyhow!("--customer: {u}"))?),
         _ => None,
     };
-    Ok(Resolver {
-        directory,
-        fixed,
-        references: ReferenceCache::default(),
-        names: HashMap::new(),
-        client: Some(api.client.clone()),
-        _sandbox: api.sandbox.clone(),
+    let lookups = Lookups {
+        client: api.client.clone(),
+        keep_alive: api
+            .sandbox
+            .clone()
+            .map(|sb| sb as Arc<dyn std::any::Any + Send + Sync>),
         max_attempts: api.max_attempts,
         stop: api.stop.clone(),
-    })
+    };
+    Ok(Resolver::new(directory, fixed, Some(lookups)))
 }
 
 /// A resolver from the ledger's copy of the directory alone, for `validate` without
 /// credentials; `no_api` is the reason the API cannot be used, returned when the copy
 /// is missing or stale.
 pub(crate) fn offline_resolver(
-    global: &Global,
+    global: &Settings,
     ledger: &mut Ledger,
     a: &InputArgs,
     no_api: anyhow::Error,
-    stop: CancellationToken,
 ) -> anyhow::Result<Resolver> {
-    let base_url = cli::base_url(global)?;
+    let base_url = global.base_url()?;
     let Some(cached) = ledger.cached_customers(&base_url, a.customers_ttl)? else {
         return Err(no_api);
     };
@@ -356,16 +271,7 @@ pub(crate) fn offline_resolver(
             "bbinvite: no credentials: checking names against the ledger's copy of the directory"
         );
     }
-    Ok(Resolver {
-        directory: Some(directory),
-        fixed,
-        references: ReferenceCache::default(),
-        names: HashMap::new(),
-        client: None,
-        _sandbox: None,
-        max_attempts: 1,
-        stop,
-    })
+    Ok(Resolver::new(Some(directory), fixed, None))
 }
 
 /// What the read and resolve stages make of one record.

@@ -14,12 +14,11 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
 use super::query::HAS_ROWS;
 use super::spool::Counted;
-use super::{
-    Admission, AdmitOptions, Decision, EXISTING_COLUMNS, Existing, Ledger, NewRow, Result,
-    RowStatus, RunId, Verdict, decide, email_key, now_text, write_in,
-};
+use super::{EXISTING_COLUMNS, Ledger, NewRow, Result, now_text, write_in};
 use crate::api::types::{AccessStatus, NewAccessUser};
-use crate::send::Job;
+use crate::domain::{
+    Admission, AdmitOptions, Decision, Existing, Job, RowStatus, RunId, Verdict, decide, email_key,
+};
 
 /// The why of a row that names a key already named earlier in the same input.
 const DUPLICATE: &str = "the same customer and e-mail appear earlier in this input";

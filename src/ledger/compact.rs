@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{Ledger, Result, RunId, time_text};
+use super::{Ledger, Result, time_text};
+use crate::domain::RunId;
 
 /// What `compact` did.
 #[derive(Debug, Clone, Serialize)]

@@ -23,14 +23,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::api::types::{AccessStatus, Customer, CustomerStatus, NewAccessUser};
-use crate::send::{Job, Outcome};
+use crate::domain::{Existing, Job, Outcome, RowStatus, RunId, State, Verdict, email_key};
 
 pub use admit::cells_hash;
 pub use checkpoint::Checkpointer;
 pub use compact::Compacted;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
-pub use sync::{ActionKind, ActionOutcome, ActionRow, ActionState, KeyView, NewAction, Present};
+pub use sync::{ActionRow, KeyView, Present};
 pub use writer::{Writer, WriterThread};
 
 /// The migrations, in order. Never edit one that has landed: add the next.
@@ -113,128 +113,6 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A run's id in the ledger.
-pub type RunId = i64;
-
-/// Where an invitation stands. Stored as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    Pending,
-    Sending,
-    Invited,
-    Exists,
-    Failed,
-    Rejected,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Sending => "sending",
-            State::Invited => "invited",
-            State::Exists => "exists",
-            State::Failed => "failed",
-            State::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<State> {
-        Some(match s {
-            "pending" => State::Pending,
-            "sending" => State::Sending,
-            "invited" => State::Invited,
-            "exists" => State::Exists,
-            "failed" => State::Failed,
-            "rejected" => State::Rejected,
-            _ => return None,
-        })
-    }
-
-    /// Invited or exists: nothing more to send, ever.
-    pub fn is_done(self) -> bool {
-        matches!(self, State::Invited | State::Exists)
-    }
-}
-
-/// What became of one input row. The first six mirror its invitation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RowStatus {
-    Invited,
-    Exists,
-    Pending,
-    Sending,
-    Failed,
-    Rejected,
-    Invalid,
-    Unresolved,
-    Duplicate,
-}
-
-impl RowStatus {
-    pub const ALL: [RowStatus; 9] = [
-        RowStatus::Invited,
-        RowStatus::Exists,
-        RowStatus::Pending,
-        RowStatus::Sending,
-        RowStatus::Failed,
-        RowStatus::Rejected,
-        RowStatus::Invalid,
-        RowStatus::Unresolved,
-        RowStatus::Duplicate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RowStatus::Invited => "invited",
-            RowStatus::Exists => "exists",
-            RowStatus::Pending => "pending",
-            RowStatus::Sending => "sending",
-            RowStatus::Failed => "failed",
-            RowStatus::Rejected => "rejected",
-            RowStatus::Invalid => "invalid",
-            RowStatus::Unresolved => "unresolved",
-            RowStatus::Duplicate => "duplicate",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RowStatus> {
-        RowStatus::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn from_state(s: State) -> RowStatus {
-        match s {
-            State::Pending => RowStatus::Pending,
-            State::Sending => RowStatus::Sending,
-            State::Invited => RowStatus::Invited,
-            State::Exists => RowStatus::Exists,
-            State::Failed => RowStatus::Failed,
-            State::Rejected => RowStatus::Rejected,
-        }
-    }
-
-    /// A row that ends like this makes the run exit 1.
-    pub fn is_problem(self) -> bool {
-        matches!(
-            self,
-            RowStatus::Failed | RowStatus::Rejected | RowStatus::Invalid | RowStatus::Unresolved
-        )
-    }
-}
-
-/// One request made for an invitation, for the audit trail.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub at: SystemTime,
-    /// `invite`, `confirm` (a look at the access list), `resend`, `suspend`, `reactivate`.
-    pub action: &'static str,
-    pub http_status: Option<u16>,
-    pub latency: Duration,
-    /// `ok`, or an [`crate::api::ErrorClass`] name.
-    pub class: &'static str,
-    pub error: Option<String>,
-}
-
 /// An input row on its way into the ledger.
 #[derive(Debug, Clone)]
 pub struct NewRow {
@@ -244,50 +122,6 @@ pub struct NewRow {
     pub cells: String,
     pub email: Option<String>,
     pub verdict: Verdict,
-}
-
-/// What the read and resolve stages made of a row.
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    /// Bad input: the reason says which column and what to fix.
-    Invalid(String),
-    /// No customer, or several.
-    Unresolved {
-        customer_id: Option<i64>,
-        reason: String,
-    },
-    /// Ready to invite.
-    Invite {
-        customer_id: i64,
-        user: NewAccessUser,
-    },
-}
-
-/// What the ledger decided for a row with an invitation to send.
-#[derive(Debug, Clone)]
-pub enum Admission {
-    /// Recorded with this final status; nothing to send.
-    Settled { row_id: i64, status: RowStatus },
-    /// To be sent.
-    Send(Job),
-}
-
-/// What a rerun does with a `rejected` invitation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AdmitOptions {
-    pub retry_rejected: bool,
-}
-
-/// The state of one key as a read-only look sees it (`validate`, `--dry-run`).
-#[derive(Debug, Clone)]
-pub struct Existing {
-    pub state: State,
-    pub email: String,
-    pub name: String,
-    pub user_id: Option<i64>,
-    pub access_status: Option<String>,
-    pub unsure: bool,
-    pub last_error: Option<String>,
 }
 
 /// The columns of `invitations` that [`Existing::read`] reads, in its order.
@@ -338,51 +172,6 @@ pub(crate) fn write_in<T>(
         source,
     })
 }
-
-/// The decision for a row whose key the ledger may already know, shared by the real
-/// admission and the read-only plan so the two can never disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Never seen, or pending/failed: send it. `check_first` when an earlier call may
-    /// have created the user without our seeing the answer.
-    Send { check_first: bool },
-    /// Invited or exists already.
-    Done(State),
-    /// Rejected before, and the row did not change.
-    StillRejected,
-}
-
-pub fn decide(existing: Option<&Existing>, user: &NewAccessUser, opts: AdmitOptions) -> Decision {
-    let Some(e) = existing else {
-        return Decision::Send { check_first: false };
-    };
-    match e.state {
-        State::Invited | State::Exists => Decision::Done(e.state),
-        State::Sending => Decision::Send { check_first: true },
-        State::Pending | State::Failed => Decision::Send {
-            check_first: e.unsure,
-        },
-        State::Rejected => {
-            let changed = e.email != user.email
-                || e.name != user.name
-                || e.user_id != user.id
-                || e.access_status.as_deref() != user.status.map(AccessStatus::as_str);
-            if changed || opts.retry_rejected {
-                Decision::Send {
-                    check_first: e.unsure,
-                }
-            } else {
-                Decision::StillRejected
-            }
-        }
-    }
-}
-
-/// The lower-cased, trimmed e-mail that keys an invitation.
-pub fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
@@ -884,7 +673,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::send::Outcome;
+    use crate::domain::{Admission, AdmitOptions, Outcome};
 
     fn user(email: &str, name: &str) -> NewAccessUser {
         NewAccessUser {

@@ -8,7 +8,8 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
-use super::{Error, Ledger, NewRow, Result, RowStatus, RunId};
+use super::{Error, Ledger, NewRow, Result};
+use crate::domain::{RowStatus, RunId};
 
 /// A row counted, not recorded: where it is in its batch, and what it became.
 #[derive(Debug, Clone, Copy)]

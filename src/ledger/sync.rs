@@ -11,109 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use rusqlite::params;
-use serde::Serialize;
+
+use crate::domain::{ActionOutcome, NewAction};
 
 use super::{
-    Attempt, EXISTING_COLUMNS, Error, Existing, Ledger, Result, RowStatus, RunId, State, now_text,
-    time_text,
+    EXISTING_COLUMNS, Error, Existing, Ledger, Result, RowStatus, RunId, State, now_text, time_text,
 };
-
-/// What an action does to an access user. Stored as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionKind {
-    /// `POST …/resend`: sends an e-mail, so never twice in one period.
-    Resend,
-    /// `PUT …/suspend` because the sheet's status says so.
-    Suspend,
-    /// `PUT …/reactivate` because the sheet's status says so.
-    Reactivate,
-    /// `PUT …/suspend` of a user who is not in the sheet (never a deletion).
-    Prune,
-}
-
-impl ActionKind {
-    pub const ALL: [ActionKind; 4] = [
-        ActionKind::Resend,
-        ActionKind::Suspend,
-        ActionKind::Reactivate,
-        ActionKind::Prune,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Resend => "resend",
-            ActionKind::Suspend => "suspend",
-            ActionKind::Reactivate => "reactivate",
-            ActionKind::Prune => "prune",
-        }
-    }
-}
-
-/// Where an action stands. Stored as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionState {
-    /// Decided, not yet sent (or never sent: the run stopped first).
-    Pending,
-    /// Committed before the request leaves; left so only by a process that died.
-    Sending,
-    Done,
-    Failed,
-    /// A prune without `--yes`: shown, not applied.
-    Skipped,
-    /// A prune the `--max-prune` guard refused.
-    Refused,
-}
-
-impl ActionState {
-    pub const ALL: [ActionState; 6] = [
-        ActionState::Pending,
-        ActionState::Sending,
-        ActionState::Done,
-        ActionState::Failed,
-        ActionState::Skipped,
-        ActionState::Refused,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionState::Pending => "pending",
-            ActionState::Sending => "sending",
-            ActionState::Done => "done",
-            ActionState::Failed => "failed",
-            ActionState::Skipped => "skipped",
-            ActionState::Refused => "refused",
-        }
-    }
-}
-
-/// An action a sync run decided on, on its way into the ledger.
-#[derive(Debug, Clone)]
-pub struct NewAction {
-    pub customer_id: i64,
-    pub email: String,
-    pub access_user_id: i64,
-    pub kind: ActionKind,
-    /// The input row that asked for it; `None` for a prune.
-    pub row_id: Option<i64>,
-    pub why: String,
-    /// Pending, or skipped or refused when it is not to be applied.
-    pub state: ActionState,
-}
-
-/// What became of an action.
-#[derive(Debug, Clone)]
-pub struct ActionOutcome {
-    pub action_id: i64,
-    /// Done, failed, or pending (never sent: the run stopped or the credentials failed).
-    pub state: ActionState,
-    pub error: Option<String>,
-    pub http_status: Option<u16>,
-    /// The last call may have acted without our seeing the answer.
-    pub unsure: bool,
-    pub attempts: Vec<Attempt>,
-}
 
 /// What the ledger knows of one (customer, e-mail) key, for the plan.
 #[derive(Debug, Clone, Default)]
@@ -261,7 +164,7 @@ impl Ledger {
                     insert.execute(params![
                         run,
                         a.customer_id,
-                        super::email_key(&a.email),
+                        crate::domain::email_key(&a.email),
                         a.email,
                         a.kind.as_str(),
                         a.access_user_id,
@@ -438,8 +341,9 @@ mod tests {
 
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::ledger::{Admission, AdmitOptions, NewRow, Verdict};
-    use crate::send::Outcome;
+    use crate::domain::Outcome;
+    use crate::domain::{ActionKind, ActionState, Admission, AdmitOptions, Attempt, Verdict};
+    use crate::ledger::NewRow;
 
     fn admit_one(l: &mut Ledger, run: RunId, customer_id: i64, email: &str) -> Admission {
         let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
@@ -574,7 +478,7 @@ mod tests {
         };
         // b was in flight when the process died.
         l.mark_sending(std::slice::from_ref(&cut)).unwrap();
-        let present = |job: &crate::send::Job, key: &str, uid| Present {
+        let present = |job: &crate::domain::Job, key: &str, uid| Present {
             row_id: job.row_id,
             customer_id: 1,
             email_key: key.into(),

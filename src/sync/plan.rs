@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::api::types::{AccessStatus, AccessUser};
-use crate::ledger::{self, ActionKind, AdmitOptions, Decision, KeyView, Verdict};
+use crate::domain::{self, ActionKind, AdmitOptions, Decision, Verdict};
+use crate::ledger::KeyView;
 
 /// What sync does, or found, for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -243,7 +244,7 @@ pub fn compute(
         if let Ok(users) = list {
             let by_key = index.entry(customer_id).or_default();
             for u in users {
-                by_key.entry(ledger::email_key(&u.email)).or_insert(u);
+                by_key.entry(domain::email_key(&u.email)).or_insert(u);
             }
         }
         customers.insert(
@@ -256,12 +257,68 @@ pub fn compute(
             },
         );
     }
-
-    let mut entries = Vec::new();
-    let mut seen: HashSet<(i64, String)> = HashSet::new();
-    let mut wanted: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
-    let mut protected: HashSet<String> = HashSet::new();
+    let mut rows_plan = RowsPlan {
+        lists,
+        index: &index,
+        ledger,
+        opts,
+        entries: Vec::new(),
+        seen: HashSet::new(),
+        wanted: BTreeMap::new(),
+        protected: HashSet::new(),
+    };
     for (i, row) in rows.iter().enumerate() {
+        rows_plan.row(i, row);
+    }
+    let RowsPlan {
+        mut entries,
+        wanted,
+        protected,
+        ..
+    } = rows_plan;
+    if opts.prune {
+        for (customer_id, keys) in &wanted {
+            let (Some(Ok(users)), Some(plan)) =
+                (lists.get(customer_id), customers.get_mut(customer_id))
+            else {
+                continue;
+            };
+            entries.extend(prunes(*customer_id, users, keys, &protected, plan, opts));
+        }
+    }
+    for e in &entries {
+        if let Some(customer_id) = e.customer_id {
+            let plan = customers
+                .entry(customer_id)
+                .or_insert_with(|| CustomerPlan {
+                    customer_id,
+                    ..CustomerPlan::default()
+                });
+            *plan.counts.entry(e.action).or_insert(0) += 1;
+        }
+    }
+    Plan { entries, customers }
+}
+
+/// The plan of the sheet's rows, built a row at a time.
+struct RowsPlan<'a> {
+    lists: &'a HashMap<i64, Result<Vec<AccessUser>, String>>,
+    /// Each readable access list, by e-mail key.
+    index: &'a HashMap<i64, HashMap<String, &'a AccessUser>>,
+    ledger: &'a HashMap<(i64, String), KeyView>,
+    opts: &'a Options,
+    entries: Vec<Entry>,
+    seen: HashSet<(i64, String)>,
+    /// The keys the sheet wants, by customer.
+    wanted: BTreeMap<i64, HashSet<String>>,
+    /// E-mails of rows that could not be used: never pruned.
+    protected: HashSet<String>,
+}
+
+impl RowsPlan<'_> {
+    /// Plans one row: a problem, a user to invite, or one already there (and what its
+    /// access needs).
+    fn row(&mut self, i: usize, row: &SheetRow) {
         let entry = |customer_id, email: &str, action, why: String| Entry {
             row: Some(i),
             customer_id,
@@ -276,65 +333,45 @@ pub fn compute(
             Verdict::Invalid(reason) | Verdict::Unresolved { reason, .. } => {
                 let email = row.email_cell.as_deref().unwrap_or("").trim();
                 if !email.is_empty() {
-                    protected.insert(ledger::email_key(email));
+                    self.protected.insert(domain::email_key(email));
                 }
                 let (customer_id, action) = match &row.verdict {
                     Verdict::Unresolved { customer_id, .. } => (*customer_id, Action::Unresolved),
                     _ => (None, Action::Invalid),
                 };
-                entries.push(entry(customer_id, email, action, reason.clone()));
-                continue;
+                self.entries
+                    .push(entry(customer_id, email, action, reason.clone()));
+                return;
             }
             Verdict::Invite { customer_id, user } => (*customer_id, user),
         };
-        let key = ledger::email_key(&user.email);
-        wanted.entry(customer_id).or_default().insert(key.clone());
-        let Some(users) = index.get(&customer_id) else {
-            let why = match lists.get(&customer_id) {
+        let key = domain::email_key(&user.email);
+        self.wanted
+            .entry(customer_id)
+            .or_default()
+            .insert(key.clone());
+        let Some(users) = self.index.get(&customer_id) else {
+            let why = match self.lists.get(&customer_id) {
                 Some(Err(e)) => format!("could not read customer {customer_id}'s access list: {e}"),
                 _ => format!("customer {customer_id}'s access list was not read"),
             };
-            entries.push(entry(
-                Some(customer_id),
-                &user.email,
-                Action::Unreadable,
-                why,
-            ));
-            continue;
+            let unreadable = entry(Some(customer_id), &user.email, Action::Unreadable, why);
+            self.entries.push(unreadable);
+            return;
         };
-        if !seen.insert((customer_id, key.clone())) {
-            entries.push(entry(
-                Some(customer_id),
-                &user.email,
-                Action::Duplicate,
-                "the same customer and e-mail appear earlier in this input".into(),
-            ));
-            continue;
+        if !self.seen.insert((customer_id, key.clone())) {
+            let why = "the same customer and e-mail appear earlier in this input".into();
+            let duplicate = entry(Some(customer_id), &user.email, Action::Duplicate, why);
+            self.entries.push(duplicate);
+            return;
         }
-        let view = ledger.get(&(customer_id, key.clone()));
+        let view = self.ledger.get(&(customer_id, key.clone()));
         let existing = view.and_then(|v| v.existing.as_ref());
         let Some(there) = users.get(&key) else {
-            let (action, why) = match ledger::decide(existing, user, opts.admit) {
-                Decision::Send { .. } => (Action::Invite, "not in the access list".to_string()),
-                Decision::Done(state) => (
-                    Action::Gone,
-                    format!(
-                        "{} before, but no longer in the access list (removed on the portal?); a user is invited once, so not again",
-                        state.as_str()
-                    ),
-                ),
-                Decision::StillRejected => (
-                    Action::Rejected,
-                    format!(
-                        "{} (unchanged since; fix the row or use --retry-rejected)",
-                        existing
-                            .and_then(|e| e.last_error.clone())
-                            .unwrap_or_else(|| "rejected earlier".into())
-                    ),
-                ),
-            };
-            entries.push(entry(Some(customer_id), &user.email, action, why));
-            continue;
+            let (action, why) = missing(existing, user, self.opts);
+            self.entries
+                .push(entry(Some(customer_id), &user.email, action, why));
+            return;
         };
         let done = existing.is_some_and(|e| e.state.is_done());
         let (action, why) = if done {
@@ -347,78 +384,97 @@ pub fn compute(
         };
         let mut membership = entry(Some(customer_id), &there.email, action, why);
         membership.access_user_id = Some(there.id);
-        entries.push(membership);
-        if let Some((action, why)) = access_action(user.status, there, view, opts) {
+        self.entries.push(membership);
+        if let Some((action, why)) = access_action(user.status, there, view, self.opts) {
             let mut act = entry(Some(customer_id), &there.email, action, why);
             act.access_user_id = Some(there.id);
-            entries.push(act);
+            self.entries.push(act);
         }
     }
+}
 
-    if opts.prune {
-        for (customer_id, keys) in &wanted {
-            let (Some(Ok(users)), Some(plan)) =
-                (lists.get(customer_id), customers.get_mut(customer_id))
-            else {
-                continue;
-            };
-            let mut candidates: Vec<&AccessUser> = Vec::new();
-            for u in users {
-                let key = ledger::email_key(&u.email);
-                if keys.contains(&key) || u.status == Some(AccessStatus::Suspended) {
-                    continue;
-                }
-                if protected.contains(&key) {
-                    plan.protected += 1;
-                    continue;
-                }
-                candidates.push(u);
-            }
-            if candidates.is_empty() {
-                continue;
-            }
-            candidates.sort_by_key(|u| (ledger::email_key(&u.email), u.id));
-            let current = users.len();
-            let refused = candidates.len() as f64 * 100.0 > opts.max_prune_pct * current as f64;
-            let hold = if refused {
-                plan.prune_refused = Some(PruneRefusal {
-                    would_suspend: candidates.len(),
-                    current,
-                    max_prune_pct: opts.max_prune_pct,
-                });
-                Some(Hold::Refused)
-            } else if !opts.yes {
-                Some(Hold::NeedsYes)
-            } else {
-                None
-            };
-            for u in candidates {
-                entries.push(Entry {
-                    row: None,
-                    customer_id: Some(*customer_id),
-                    email: u.email.clone(),
-                    action: Action::Prune,
-                    access_user_id: Some(u.id),
-                    why: format!("not in the sheet; {}", status_text(u.status)),
-                    hold,
-                    origin: None,
-                });
-            }
-        }
+/// What to do with a user of the sheet the access list does not hold, as the ledger's
+/// one admission rule decides it, and why.
+fn missing(
+    existing: Option<&crate::domain::Existing>,
+    user: &crate::api::types::NewAccessUser,
+    opts: &Options,
+) -> (Action, String) {
+    match domain::decide(existing, user, opts.admit) {
+        Decision::Send { .. } => (Action::Invite, "not in the access list".to_string()),
+        Decision::Done(state) => (
+            Action::Gone,
+            format!(
+                "{} before, but no longer in the access list (removed on the portal?); a user is invited once, so not again",
+                state.as_str()
+            ),
+        ),
+        Decision::StillRejected => (
+            Action::Rejected,
+            format!(
+                "{} (unchanged since; fix the row or use --retry-rejected)",
+                existing
+                    .and_then(|e| e.last_error.clone())
+                    .unwrap_or_else(|| "rejected earlier".into())
+            ),
+        ),
     }
+}
 
-    for e in &entries {
-        if let Some(customer_id) = e.customer_id {
-            let plan = customers
-                .entry(customer_id)
-                .or_insert_with(|| CustomerPlan {
-                    customer_id,
-                    ..CustomerPlan::default()
-                });
-            *plan.counts.entry(e.action).or_insert(0) += 1;
+/// The prunes of one customer: its users the sheet does not want, unless suspended
+/// already or named by a row that could not be used; held without `--yes`, refused
+/// (all of them) beyond `--max-prune`.
+fn prunes(
+    customer_id: i64,
+    users: &[AccessUser],
+    keys: &HashSet<String>,
+    protected: &HashSet<String>,
+    plan: &mut CustomerPlan,
+    opts: &Options,
+) -> Vec<Entry> {
+    let mut candidates: Vec<&AccessUser> = Vec::new();
+    for u in users {
+        let key = domain::email_key(&u.email);
+        if keys.contains(&key) || u.status == Some(AccessStatus::Suspended) {
+            continue;
         }
+        if protected.contains(&key) {
+            plan.protected += 1;
+            continue;
+        }
+        candidates.push(u);
     }
-    Plan { entries, customers }
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    candidates.sort_by_key(|u| (domain::email_key(&u.email), u.id));
+    let current = users.len();
+    let refused = candidates.len() as f64 * 100.0 > opts.max_prune_pct * current as f64;
+    let hold = if refused {
+        plan.prune_refused = Some(PruneRefusal {
+            would_suspend: candidates.len(),
+            current,
+            max_prune_pct: opts.max_prune_pct,
+        });
+        Some(Hold::Refused)
+    } else if !opts.yes {
+        Some(Hold::NeedsYes)
+    } else {
+        None
+    };
+    candidates
+        .into_iter()
+        .map(|u| Entry {
+            row: None,
+            customer_id: Some(customer_id),
+            email: u.email.clone(),
+            action: Action::Prune,
+            access_user_id: Some(u.id),
+            why: format!("not in the sheet; {}", status_text(u.status)),
+            hold,
+            origin: None,
+        })
+        .collect()
 }
 
 /// The resend, suspension or reactivation a user of the sheet who is in the access list
@@ -554,7 +610,7 @@ pub fn parse_api_time(text: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::ledger::{Existing, State};
+    use crate::domain::{Existing, State};
 
     const DAY: Duration = Duration::from_secs(86_400);
 

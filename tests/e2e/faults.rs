@@ -65,8 +65,9 @@ fn errors_drops_and_429s_end_with_every_key_created_exactly_once() {
 #[test]
 fn sigkill_at_any_moment_then_rerun_invites_each_key_exactly_once() {
     let w = World::new();
+    // Slow enough that a kill lands mid-run, never after the last row.
     w.faults(Faults {
-        latency_ms: 2,
+        latency_ms: 20,
         ..w.sandbox.faults()
     });
     let file = w.write("in.csv", &invitees_csv(0, 2000));
@@ -79,12 +80,21 @@ fn sigkill_at_any_moment_then_rerun_invites_each_key_exactly_once() {
         "16",
         "-q",
     ];
-    // Kill points spread over the run; fixed so the test is repeatable.
-    for kill_after_ms in [150u64, 400, 90, 700] {
+    // Kill points spread over the rows, each after this many more invitations left.
+    for more in [150u64, 400, 90, 300] {
+        let before = posts(&w.truth());
         let mut child = spawn_background(&w, &args);
-        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        let reached = wait_for(&w, Duration::from_secs(60), |t| posts(t) >= before + more);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        assert!(reached, "the run never sent {more} more invitations");
+        // Killed mid-work: some invitations marked and in flight, some not yet sent.
+        let sending = ledger_count(
+            &w,
+            "SELECT count(*) FROM invitations WHERE state = 'sending'",
+        );
+        assert!(sending > 0, "no invitation was in flight at the kill");
+        assert!(created_once(&w) < 2000, "the kill came after the last row");
     }
     let mut child = spawn_background(&w, &args);
     let code = wait_bounded(&mut child, Duration::from_secs(120));

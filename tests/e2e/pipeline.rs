@@ -329,6 +329,68 @@ fn the_builtin_sandbox_runs_the_samples_with_no_account() {
     }
 }
 
+/// The README's quick start, end to end on the sandbox with no account and no
+/// `--ledger`: every command that reads or resends from the ledger finds the sandbox's
+/// own ledger with `--sandbox`, as `run` does.
+#[test]
+fn the_quick_start_works_end_to_end_on_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let bbinvite = |args: &[&str]| {
+        assert_cmd::Command::cargo_bin("bbinvite")
+            .unwrap()
+            .current_dir(dir.path())
+            .env_clear()
+            .args(args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let sample = samples("invitees.csv");
+    let sample = sample.to_str().unwrap();
+    let out = bbinvite(&["run", sample, "--sandbox", "--rate", "500", "-q"]);
+    assert_eq!(code(&out), 1, "the deliberately bad rows: {}", text(&out));
+    assert!(dir.path().join("bbinvite-sandbox.db").exists());
+    assert!(!dir.path().join("bbinvite.db").exists());
+
+    let out = bbinvite(&["status", "--sandbox", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let invited = status["ledger"]["invited"].as_u64().unwrap_or(0);
+    assert!(invited > 20, "{status}");
+
+    let out = bbinvite(&["export", "--sandbox", "--status", "invited"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert_eq!(
+        lines,
+        invited + 1,
+        "a header and each invited row: {}",
+        text(&out)
+    );
+
+    let out = bbinvite(&["retry", "--sandbox", "--rate", "500", "--json"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "nothing failed, nothing to send: {}",
+        text(&out)
+    );
+    let retried: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(retried["rows"].as_u64(), Some(0), "{retried}");
+
+    let out = bbinvite(&["customers", "--sandbox", "--search", "Vertex"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Vertex"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !dir.path().join("bbinvite.db").exists(),
+        "no real ledger was made"
+    );
+}
+
 #[test]
 fn a_dry_run_reports_what_would_be_sent_and_sends_nothing() {
     let w = World::new();

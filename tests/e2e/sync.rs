@@ -45,11 +45,6 @@ fn resends_of(w: &World, customer: i64, email: &str) -> u64 {
         .map_or(0, |u| u.resends)
 }
 
-fn ledger_count(w: &World, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
@@ -540,9 +535,22 @@ fn a_sync_killed_midway_resumes_without_repeating_actions() {
         [&|t| posts(t) >= 30, &|t| route(t, RESEND) >= 20];
     for ready in kill_when {
         let mut child = spawn_background(&w, &args);
-        wait_for(&w, bound, ready);
+        let reached = wait_for(&w, bound, ready);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        assert!(reached, "the sync never got that far");
+        // Killed mid-work: something marked and in flight, something not yet sent.
+        let sending = ledger_count(
+            &w,
+            "SELECT (SELECT count(*) FROM invitations WHERE state = 'sending') + (SELECT count(*) FROM actions WHERE state = 'sending')",
+        );
+        assert!(sending > 0, "nothing was in flight at the kill");
+        let t = w.truth();
+        let created = t.keys.iter().filter(|k| k.created == 1).count();
+        assert!(
+            created < 150 || route(&t, RESEND) < 200 || route(&t, SUSPEND) < 100,
+            "the kill came after the last request"
+        );
     }
     let in_flight = ledger_count(
         &w,

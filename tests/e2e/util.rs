@@ -210,6 +210,12 @@ pub fn spawn_background(w: &World, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// One number the ledger answers (a count), read beside bbinvite as any reader would.
+pub fn ledger_count(w: &World, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
 /// Polls the sandbox until `ready` holds of its truth or `limit` passes (a bound, not a
 /// timing assertion); says which.
 pub fn wait_for(w: &World, limit: std::time::Duration, ready: impl Fn(&Truth) -> bool) -> bool {

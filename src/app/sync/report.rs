@@ -10,10 +10,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::plan::{self, Action, Hold, Plan};
-use crate::app;
-use crate::cli::Global;
-use crate::ledger::{self, ActionKind, ActionState, Ledger, RowStatus, RunId};
+use crate::app::report::{create_private, ignore_broken_pipe, spreadsheet_safe};
+use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
+use crate::ledger::{self, Ledger};
+use crate::settings::Settings;
+use crate::sync::plan::{self, Action, Hold, Plan};
 
 /// `--plan --json`: the plan for scripts.
 #[derive(Serialize)]
@@ -26,7 +27,7 @@ struct PlanReport<'a> {
 }
 
 /// Prints the plan: counts per action, per customer, then the rows (all but unchanged).
-pub(super) fn print_plan(global: &Global, plan: &Plan, rows: usize) -> anyhow::Result<()> {
+pub(super) fn print_plan(global: &Settings, plan: &Plan, rows: usize) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let shown = || {
         plan.entries
@@ -78,6 +79,40 @@ fn write_plan<'a>(
             writeln!(out, "  {:<11} {n}{note}", action.as_str())?;
         }
     }
+    write_customers(out, plan)?;
+    writeln!(out, "Rows (customer, e-mail, action, why):")?;
+    let entries: Vec<&plan::Entry> = entries.collect();
+    // Wide enough for most e-mails, not for the odd very long one.
+    let width = entries
+        .iter()
+        .map(|e| e.email.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for e in entries {
+        let customer = e.customer_id.map_or("-".to_string(), |c| c.to_string());
+        let hold = match e.hold {
+            Some(Hold::NeedsYes) => " [not without --yes]",
+            Some(Hold::Refused) => " [refused by --max-prune]",
+            None => "",
+        };
+        let action = format!("{}{hold}", e.action.as_str());
+        let origin = e
+            .origin
+            .as_ref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {customer:>9}  {:<width$}  {action:<10}  {}{origin}",
+            e.email, e.why
+        )?;
+    }
+    Ok(())
+}
+
+/// The plan's table per customer: those with something to do or to say.
+fn write_customers(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     const COLUMNS: [Action; 6] = [
         Action::Invite,
         Action::Exists,
@@ -113,34 +148,6 @@ fn write_plan<'a>(
     }
     if quiet > 0 {
         writeln!(out, "  ({quiet} customers with nothing to do)")?;
-    }
-    writeln!(out, "Rows (customer, e-mail, action, why):")?;
-    let entries: Vec<&plan::Entry> = entries.collect();
-    // Wide enough for most e-mails, not for the odd very long one.
-    let width = entries
-        .iter()
-        .map(|e| e.email.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(40);
-    for e in entries {
-        let customer = e.customer_id.map_or("-".to_string(), |c| c.to_string());
-        let hold = match e.hold {
-            Some(Hold::NeedsYes) => " [not without --yes]",
-            Some(Hold::Refused) => " [refused by --max-prune]",
-            None => "",
-        };
-        let action = format!("{}{hold}", e.action.as_str());
-        let origin = e
-            .origin
-            .as_ref()
-            .map(|o| format!(" ({o})"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  {customer:>9}  {:<width$}  {action:<10}  {}{origin}",
-            e.email, e.why
-        )?;
     }
     Ok(())
 }
@@ -230,7 +237,7 @@ pub(super) struct RefusedLine {
 }
 
 pub(super) fn print_summary(
-    global: &Global,
+    global: &Settings,
     s: &Summary,
     plan: &Plan,
     top_errors: &[(String, u64)],
@@ -323,7 +330,7 @@ pub(crate) fn write_actions(
     path: Option<&Path>,
 ) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(app::create_private(p)?),
+        Some(p) => Box::new(create_private(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));
@@ -359,14 +366,14 @@ pub(crate) fn write_actions(
                     a.sent_at.unwrap_or_default(),
                     a.updated_at,
                 ];
-                csv.write_record(cells.iter().map(|c| app::spreadsheet_safe(c)))
+                csv.write_record(cells.iter().map(|c| spreadsheet_safe(c)))
                     .map_err(csv_err)
             })
         })
         .map(|_| ())
-        .or_else(app::ignore_broken_pipe)?;
+        .or_else(ignore_broken_pipe)?;
     csv.flush()
-        .or_else(|e| app::ignore_broken_pipe(ledger::Error::Output(e)))?;
+        .or_else(|e| ignore_broken_pipe(ledger::Error::Output(e)))?;
     Ok(())
 }
 

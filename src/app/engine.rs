@@ -1,0 +1,410 @@
+//! The engine every command that changes the portal drives (`run`, `retry`, `sync`):
+//! mark → send → record, then finish with one exit code.
+//!
+//! A command brings its own work (invitations, `sync`'s actions) as a stream; the engine
+//! marks it `sending` in small batches committed ahead of the requests (a resend alone,
+//! just before its request), sends each item as a task of its own through the one
+//! [`Sender`] (limiter, breaker, attempt runner), and records every outcome through the
+//! ledger's [`Writer`]. The concurrency of a run lives here and only here. It holds no
+//! SQL (the ledger does), no HTTP policy (`send` does), and prints only the per-row
+//! lines `-v` asks for; each command prints its own summary from what [`finish`] hands
+//! it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::invite::write_results;
+use super::message::error_line;
+use super::preflight::before_sending;
+use super::setup::{Api, connect_to_send, open_ledger};
+use super::{Aborted, Exit, exit_for};
+use crate::cli::{self, SendArgs};
+use crate::domain::{ActionJob, ActionKind, ActionState, Job, Outcome, RowStatus, RunId};
+use crate::ledger::{self, Ledger, StatusCounts, Writer, WriterThread};
+use crate::progress::Progress;
+use crate::send::{Abort, Sender};
+use crate::settings::Settings;
+use tokio_util::sync::CancellationToken;
+
+/// Items marked `sending` in one transaction, at most; about one round of workers, so a
+/// crash leaves few marks to check.
+pub(crate) const MARK_BATCH: usize = 64;
+/// Mark batches committed ahead of sending.
+const MARKS_AHEAD: usize = 4;
+
+/// One request's worth of work.
+pub(crate) enum Work {
+    Invite(Job),
+    Act(ActionJob),
+}
+
+/// What became of one [`Work`].
+enum Done {
+    Invite(String, Outcome),
+    Act(ActionJob, crate::domain::ActionOutcome),
+}
+
+/// What the engine sends with and records into: one run of a command.
+pub(crate) struct Engine {
+    pub sender: Arc<Sender>,
+    pub writer: Writer,
+    thread: WriterThread,
+    pub run: RunId,
+    pub progress: Arc<Progress>,
+    pub verbose: bool,
+}
+
+/// Everything a command that changes the portal opens before its run begins, in one
+/// order: the checks of `preflight`, the ledger (locked), the API (logged in, on the
+/// same API as the ledger's), and the sender that every request goes through.
+pub(crate) async fn open(
+    global: &Settings,
+    send: &SendArgs,
+    results: Option<&Path>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Ledger, Api, Arc<Sender>)> {
+    let endpoint = before_sending(global, results)?;
+    let mut ledger = open_ledger(&global.ledger)?;
+    let settings = cli::send_settings(send);
+    let api = connect_to_send(endpoint, &settings, send, &mut ledger, stop).await?;
+    let sender = Arc::new(Sender::new(api.client.clone(), settings, stop.clone()));
+    Ok((ledger, api, sender))
+}
+
+/// A receiver as a stream.
+pub(crate) fn stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+impl Engine {
+    /// Starts the run's ledger writer: ready to admit, dispatch and record.
+    pub(crate) fn start(
+        ledger: Ledger,
+        run: RunId,
+        sender: Arc<Sender>,
+        progress: Arc<Progress>,
+        verbose: bool,
+    ) -> anyhow::Result<Engine> {
+        let (writer, thread) = Writer::spawn(ledger, run)?;
+        Ok(Engine {
+            sender,
+            writer,
+            thread,
+            run,
+            progress,
+            verbose,
+        })
+    }
+
+    /// Ends the run: see [`finish`].
+    pub(crate) fn finish(
+        self,
+        ending: Ending<'_>,
+        pipeline: anyhow::Result<()>,
+        summarise: impl FnOnce(&Closed<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Exit> {
+        let parts = (self.writer, self.thread);
+        finish(
+            ending,
+            parts,
+            &self.progress,
+            &self.sender,
+            pipeline,
+            summarise,
+        )
+    }
+
+    /// Marks work `sending`, sends it with bounded concurrency, and records each outcome.
+    /// Stops taking new work when the run is stopped; what was not taken stays pending.
+    pub(crate) async fn dispatch(&self, work: impl Stream<Item = Work>) -> anyhow::Result<()> {
+        let stop = self.sender.stop_token().clone();
+        let concurrency = self.sender.settings().concurrency.max(1);
+        let marked = work
+            .take_until(stop.cancelled_owned())
+            .ready_chunks(MARK_BATCH.min(concurrency * 2))
+            .map(|batch| mark(self.writer.clone(), batch))
+            // The next batch is marked while this one is sent, so workers never wait on
+            // a commit; at most a few batches are marked ahead of their requests.
+            .buffered(MARKS_AHEAD)
+            .flat_map(futures::stream::iter);
+        let mut done = std::pin::pin!(
+            marked
+                .map(|(work, marked)| {
+                    // Each request is a task, so the work spreads over every core.
+                    tokio::spawn(send(self.sender.clone(), self.writer.clone(), work, marked))
+                })
+                .buffer_unordered(concurrency)
+        );
+        while let Some(finished) = done.next().await {
+            let finished = finished.map_err(|e| anyhow!("a sending task failed: {e}"))?;
+            let Some(finished) = finished else {
+                // The mark was not committed: sending would break exactly-once.
+                self.writer.check()?;
+                bail!("the ledger could not record a batch before sending");
+            };
+            self.record(finished).await?;
+        }
+        Ok(())
+    }
+
+    async fn record(&self, done: Done) -> anyhow::Result<()> {
+        match done {
+            Done::Invite(origin, outcome) => {
+                report_outcome(&self.progress, self.verbose, &origin, &outcome);
+                self.writer.record(outcome).await?;
+            }
+            Done::Act(job, outcome) => {
+                if self.verbose && outcome.state == ActionState::Failed {
+                    self.progress.println(&format!(
+                        "customer {} {}: {} failed: {}",
+                        job.customer_id,
+                        job.email,
+                        job.kind.as_str(),
+                        outcome.error.as_deref().unwrap_or("")
+                    ));
+                }
+                let run = self.run;
+                self.writer
+                    .call(move |l| l.record_actions(run, &[outcome]))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Commits one batch's marks: invitations and idempotent actions together. A resend
+/// left `sending` by a crash is not sent again this period, so each is marked alone,
+/// just before its request (see [`send`]): a crash loses at most those in flight.
+async fn mark(writer: Writer, batch: Vec<Work>) -> Vec<(Work, bool)> {
+    let jobs: Vec<Job> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Work::Invite(job) => Some(job.clone()),
+            Work::Act(_) => None,
+        })
+        .collect();
+    let ids: Vec<i64> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Work::Act(a) if a.kind != ActionKind::Resend => Some(a.id),
+            _ => None,
+        })
+        .collect();
+    let marked = writer
+        .call(move |l| {
+            if !jobs.is_empty() {
+                l.mark_sending(&jobs)?;
+            }
+            if !ids.is_empty() {
+                l.mark_actions_sending(&ids)?;
+            }
+            Ok(())
+        })
+        .await
+        .is_ok();
+    batch.into_iter().map(|w| (w, marked)).collect()
+}
+
+/// Sends one marked item to its end; `None` when its mark was not committed.
+async fn send(sender: Arc<Sender>, writer: Writer, work: Work, marked: bool) -> Option<Done> {
+    if !marked {
+        return None;
+    }
+    Some(match work {
+        Work::Invite(job) => {
+            let origin = job.origin.clone();
+            Done::Invite(origin, sender.process(job).await)
+        }
+        Work::Act(job) => {
+            if job.kind == ActionKind::Resend {
+                let id = job.id;
+                writer
+                    .call(move |l| l.mark_actions_sending(&[id]))
+                    .await
+                    .ok()?;
+            }
+            let outcome = sender.act(&job).await;
+            Done::Act(job, outcome)
+        }
+    })
+}
+
+/// Counts an invitation's outcome, and prints it when it is a problem and `-v` asked.
+pub(crate) fn report_outcome(progress: &Progress, verbose: bool, origin: &str, outcome: &Outcome) {
+    let status = RowStatus::from_state(outcome.state);
+    if verbose && status.is_problem() {
+        progress.println(&format!(
+            "{origin}: {}: {}",
+            status.as_str(),
+            outcome.error.as_deref().unwrap_or("")
+        ));
+    }
+    progress.count(status);
+}
+
+// ---------------------------------------------------------------------------------
+// The end: one exit code, one way to close a run.
+
+/// How a run that began came to its end, as the exit code and the outcome the ledger
+/// keeps. The one place a sending command's exit code is decided: 2 is never returned
+/// (it promises nothing was sent), a failure on the way is 3 (4 for a busy ledger), an
+/// abort is 3, problems among the rows (or `problem` besides them) are 1.
+pub(crate) fn run_exit(
+    pipeline: &anyhow::Result<()>,
+    abort: Option<&Abort>,
+    counts: &StatusCounts,
+    problem: bool,
+) -> (Exit, String) {
+    let row_problems = counts
+        .rows
+        .iter()
+        .any(|(s, n)| *n > 0 && RowStatus::parse(s).is_some_and(RowStatus::is_problem));
+    let failed_actions = counts.actions.values().any(|states| {
+        states
+            .get(ActionState::Failed.as_str())
+            .is_some_and(|n| *n > 0)
+    });
+    match (pipeline, abort) {
+        (Err(e), _) => (late_exit(e), format!("error: {}", error_line(e))),
+        (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
+        (Ok(()), None) => match Exit::of_problems(row_problems || failed_actions || problem) {
+            Exit::Ok => (Exit::Ok, "completed".to_string()),
+            exit => (exit, "completed with problems".to_string()),
+        },
+    }
+}
+
+/// The exit code of a failure once a run has begun: as [`exit_for`] says, but never 2,
+/// since 2 promises that nothing was sent.
+pub(crate) fn late_exit(e: &anyhow::Error) -> Exit {
+    match exit_for(e) {
+        Exit::Usage => Exit::Aborted,
+        other => other,
+    }
+}
+
+/// A failure once a run has begun, as an error whose exit code is [`late_exit`]'s.
+pub(crate) fn after_start(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    match exit_for(&e) {
+        Exit::Usage => anyhow::Error::new(Aborted(error_line(&e))),
+        _ => e,
+    }
+}
+
+/// What [`finish`] needs to know of the command besides the ledger.
+pub(crate) struct Ending<'a> {
+    pub run: RunId,
+    pub started: Instant,
+    /// `--results`, written once the run is closed.
+    pub results: Option<&'a Path>,
+    /// A problem the counts do not show (a file with no rows, a refused prune).
+    pub problem: bool,
+}
+
+/// A closed run, for the command's summary.
+pub(crate) struct Closed<'a> {
+    pub run: RunId,
+    pub ledger: &'a Ledger,
+    pub counts: &'a StatusCounts,
+    pub outcome: &'a str,
+    pub exit: Exit,
+    pub elapsed: Duration,
+}
+
+/// The end of a sending command: commit, close the run, write results, summarise.
+/// The run has begun, so requests may have gone out: whatever fails from here on (or
+/// failed on the way) exits 3, never 2, and the counts are printed when they can be.
+fn finish(
+    ending: Ending<'_>,
+    (writer, thread): (Writer, WriterThread),
+    progress: &Progress,
+    sender: &Sender,
+    pipeline: anyhow::Result<()>,
+    summarise: impl FnOnce(&Closed<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<Exit> {
+    progress.finish();
+    let mut ledger = writer
+        .close(thread)
+        .map_err(|e| after_start(stopped_by_ledger(e, progress)))?;
+    let run = ending.run;
+    let abort = sender.abort_reason();
+    let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
+    let (mut exit, mut outcome) = run_exit(&pipeline, abort.as_ref(), &counts, ending.problem);
+    let unwritten = ending
+        .results
+        .and_then(|path| write_results(&mut ledger, run, path).err());
+    if let Some(e) = &unwritten {
+        exit = late_exit(e);
+        outcome = format!("{outcome}; {}", error_line(e));
+    }
+    ledger
+        .finish_run(run, &outcome, exit as i32)
+        .map_err(|e| after_start(stopped_by_ledger(e.into(), progress)))?;
+    let closed = Closed {
+        run,
+        ledger: &ledger,
+        counts: &counts,
+        outcome: &outcome,
+        exit,
+        elapsed: ending.started.elapsed(),
+    };
+    if let Err(e) = summarise(&closed)
+        && !is_broken_pipe(&e)
+    {
+        return Err(after_start(e));
+    }
+    pipeline.map_err(after_start)?;
+    if let Some(e) = unwritten {
+        return Err(e);
+    }
+    if let Some(reason) = abort {
+        return Err(anyhow::Error::new(Aborted(reason.to_string())));
+    }
+    Ok(exit)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A run the ledger failed under (a full disk, the file deleted or replaced): exit 3,
+/// in one line saying what happened, what was done, and what to do.
+fn stopped_by_ledger(err: anyhow::Error, progress: &Progress) -> anyhow::Error {
+    let cause = err.chain().find_map(|c| c.downcast_ref::<ledger::Error>());
+    let what_now = match cause {
+        Some(ledger::Error::Gone { .. }) => {
+            "put the ledger file back before running again, or the next run sends those invitations again"
+        }
+        Some(ledger::Error::Sql { .. } | ledger::Error::Unwritable { .. }) => {
+            "free some space (or fix the disk), then run the same command again: the invitations in flight are checked before any is sent again"
+        }
+        _ => return err,
+    };
+    let done = match progress.summary_counts() {
+        c if c.is_empty() => "no row".to_string(),
+        c => c,
+    };
+    let msg = match cause {
+        Some(ledger::Error::Sql { path, source }) => {
+            format!(
+                "the ledger {} could not be written ({source})",
+                path.display()
+            )
+        }
+        Some(known) => known.to_string(),
+        None => err.to_string(),
+    };
+    anyhow::Error::new(Aborted(format!(
+        "{msg}; the run stopped sending after these rows: {done}; {what_now}"
+    )))
+}
