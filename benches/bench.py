@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reproduces the figures in BENCHMARKS.md.
 
-    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N]
+    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N]
 
 The sync scenario's size is fixed (200 customers x 50 users), whatever --rows says.
 
@@ -358,6 +358,91 @@ def scenario_scale(args, work):
     return results
 
 
+def ledger_bytes(ledger):
+    """The ledger's size on disk: the .db and its WAL, if one is left."""
+    return sum(os.path.getsize(p) for p in (ledger, ledger + "-wal") if os.path.exists(p))
+
+
+def backdate_runs(ledger, first, last):
+    """Dates runs `first`..`last` five years back, as if they were old nights."""
+    import sqlite3
+    db = sqlite3.connect(ledger)
+    db.execute("UPDATE runs SET started_at = '2021-01-01T02:30:00.000Z' WHERE id BETWEEN ? AND ?",
+               (first, last))
+    db.commit()
+    db.close()
+
+
+def scenario_growth(args, work):
+    """A ledger that lasts: the same sheet run night after night (`--nights`, default 30),
+    the growth of the ledger over those nights, one no-op night's time against `validate`
+    of the same file (directory cached for both), and `compact` of a ledger holding the
+    rows of 30 first runs (the first 20 dated five years back)."""
+    rows, nights, customers = args.rows, args.nights, 5_000
+    inp = os.path.join(work, f"growth-{rows}.csv")
+    write_invitees(inp, rows, customers)
+    fast = ("--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    results = []
+    for i in range(args.repeat):
+        sb = Sandbox("--generate-customers", str(customers))
+        ledger = os.path.join(work, f"growth-{rows}-{i}.db")
+        try:
+            env = env_for(sb)
+            run_bbinvite(sb, inp, ledger, *fast)
+            after_first = ledger_bytes(ledger)
+            noop = []
+            for _ in range(nights):
+                noop.append(run_bbinvite(sb, inp, ledger, *fast))
+            grown = ledger_bytes(ledger) - after_first
+            check = measured([BIN, "validate", inp, "--ledger", ledger, "--rate", "100000", "-q"], env)
+            if check["code"] not in (0, 1):
+                raise SystemExit(f"validate failed ({check['code']}): {check['err'][-2000:]}")
+            again = run_bbinvite(sb, inp, ledger, *fast)
+            posts = sum(k["posts"] for k in sb.truth()["keys"])
+        finally:
+            sb.stop()
+        compact = compact_run(work, rows, customers, i)
+        results.append({
+            "grown_kib": grown / 1024, "night_kib": grown / 1024 / nights,
+            "rerun_s": again["wall"], "validate_s": check["wall"],
+            "rerun_ratio": again["wall"] / check["wall"], "rerun_rows_s": rows / again["wall"],
+            "rerun_mib": max(r["rss_kib"] for r in noop + [again]) / 1024,
+            "compact_s": compact["wall"], "compact_mb_before": compact["before"] / 1e6,
+            "compact_mb_after": compact["after"] / 1e6,
+        })
+        print(f"  growth {rows} rows #{i + 1}: {nights} nights grew {grown / 1024:.1f} KiB "
+              f"(first run {after_first / 1e6:.1f} MB; {posts} posts for {rows} keys); no-op rerun "
+              f"{again['wall']:.2f}s vs validate {check['wall']:.2f}s ({again['wall'] / check['wall']:.2f}x, "
+              f"{rows / again['wall']:.0f} rows/s, {results[-1]['rerun_mib']:.1f} MiB); compact "
+              f"{compact['wall']:.2f}s, {compact['before'] / 1e6:.1f} -> {compact['after'] / 1e6:.1f} MB",
+              flush=True)
+    return results
+
+
+def compact_run(work, rows, customers, i):
+    """`compact` of a ledger holding `rows` rows over 30 first runs, 20 of them old."""
+    runs = 30
+    ledger = os.path.join(work, f"compact-{rows}-{i}.db")
+    sb = Sandbox("--generate-customers", str(customers))
+    try:
+        per = rows // runs
+        for night in range(runs):
+            inp = os.path.join(work, f"compact-night-{night}.csv")
+            with open(inp, "w") as f:
+                f.write("email,name,customer\n")
+                for k in range(night * per, (night + 1) * per):
+                    f.write(f"user{k}@bench.example,User {k},Customer {k % customers + 1:05d} Ltd\n")
+            run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    finally:
+        sb.stop()
+    backdate_runs(ledger, 1, 20)
+    before = ledger_bytes(ledger)
+    r = measured([BIN, "compact", "--ledger", ledger, "--older-than", "90", "--json"], None)
+    if r["code"] != 0:
+        raise SystemExit(f"compact failed ({r['code']}): {r['err'][-2000:]}")
+    return {"wall": r["wall"], "before": before, "after": ledger_bytes(ledger)}
+
+
 SCENARIOS = {
     "pipeline": scenario_pipeline,
     "faults": scenario_faults,
@@ -366,6 +451,7 @@ SCENARIOS = {
     "latency": scenario_latency,
     "rate": scenario_rate,
     "scale": scenario_scale,
+    "growth": scenario_growth,
 }
 
 
@@ -531,6 +617,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rows", type=int, default=None,
                     help="rows per input (default: 10,000; 1,000,000 for validate)")
+    ap.add_argument("--nights", type=int, default=30, help="no-op nights of the growth scenario")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
@@ -541,6 +628,9 @@ def main():
             scenario_args = argparse.Namespace(**vars(args))
             if scenario_args.rows is None:
                 scenario_args.rows = 1_000_000 if name in ("validate", "report") else 10_000
+
+
+                scenario_args.rows = {"validate": 1_000_000, "growth": 200_000}.get(name, 10_000)
             summarize(name, SCENARIOS[name](scenario_args, work))
 
 

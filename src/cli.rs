@@ -182,6 +182,8 @@ Examples:
   bbinvite template --format xlsx --output users.xlsx
   bbinvite template --output users.csv && bbinvite validate users.csv")]
     Template(TemplateArgs),
+    /// Drop the row records and attempts of old runs, keeping every current state
+    Compact(CompactArgs),
 }
 
 /// `help [COMMAND]...`
@@ -256,6 +258,15 @@ where
     use clap::FromArgMatches;
     let matches = command().try_get_matches_from(args)?;
     Args::from_arg_matches(&matches)
+}
+
+/// `compact`: retention for a ledger of years of nightly runs.
+#[derive(Debug, ClapArgs)]
+pub struct CompactArgs {
+    /// Remove the row records and attempts of runs started more than DAYS days ago;
+    /// every invitation's and action's state and every run's counts are kept
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    pub older_than: u32,
 }
 
 /// How input files are read.

@@ -45,6 +45,9 @@ pub(crate) async fn invite_rows(
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
+    if send.results.is_some() {
+        ledger.keep_counted_rows(run)?;
+    }
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "run");
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let concurrency = engine.sender.settings().concurrency;

@@ -19,6 +19,7 @@
 //! `template`. Files import from each other by name; nothing is re-exported by glob.
 
 mod check;
+mod compact;
 mod engine;
 mod invite;
 mod manual;
@@ -149,6 +150,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             report_html::announce_unless_done("sync", started, ended, &flags)
         }
         Command::Report(a) => report_html::report(&global, a),
+        Command::Compact(a) => compact::compact(&global, a),
         Command::Sandbox(a) => {
             sandbox::serve(a).await?;
             Ok(Exit::Ok)

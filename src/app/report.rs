@@ -24,14 +24,7 @@ use super::setup::{Reach, connect, load_directory, open_ledger};
 
 /// Opens an existing ledger without taking the run lock: reads go on beside a run.
 pub(crate) fn open_existing(global: &Settings) -> anyhow::Result<Ledger> {
-    let path = &global.ledger;
-    if !path.exists() {
-        bail!(
-            "no ledger at {}; run `bbinvite run FILE` first, or name one with --ledger",
-            path.display()
-        );
-    }
-    Ok(Ledger::open(path)?)
+    Ok(Ledger::open_read_only(&global.ledger)?)
 }
 
 /// `status --json`: the counts, and what the ledger cannot confirm.
@@ -96,8 +89,12 @@ pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Ex
     }
     writeln!(
         out,
-        "Whole ledger ({} invitations):",
-        counts.ledger.values().sum::<u64>()
+        "Whole ledger ({} invitations; {:.1} MB on disk; row records kept from {}):",
+        counts.ledger.values().sum::<u64>(),
+        counts.ledger_bytes as f64 / 1e6,
+        counts
+            .oldest_kept_run
+            .map_or_else(|| "no run".to_string(), |r| format!("run {r}"))
     )?;
     for (state, n) in &counts.ledger {
         writeln!(out, "  {state:<11} {n}")?;
@@ -127,6 +124,16 @@ pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Ex
         return Ok(Exit::Ok);
     }
     write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
+    let counted = ledger.counted_only(a.run)?;
+    let done_wanted = a.statuses.is_empty()
+        || a.statuses
+            .iter()
+            .any(|s| matches!(s, RowStatus::Invited | RowStatus::Exists));
+    if counted > 0 && done_wanted && !global.quiet {
+        eprintln!(
+            "{counted} rows of this run were already done with the same cells as before: counted, not recorded one by one (`run --results FILE` lists every row)"
+        );
+    }
     Ok(Exit::Ok)
 }
 
@@ -243,7 +250,13 @@ pub(crate) async fn customers(
     let path = &global.ledger;
     ledger_folder(path)?;
     let endpoint = global.endpoint()?;
-    let mut ledger = open_ledger(path)?;
+    // Reading an existing ledger's copy takes no lock and writes nothing; a fetch that
+    // is to be kept (`--refresh`, or no ledger yet) opens it to write.
+    let mut ledger = if a.refresh || !path.exists() {
+        open_ledger(path)?
+    } else {
+        Ledger::open_read_only(path)?
+    };
     let api = connect(endpoint, Reach::reading(a.rate, stop)).await?;
     let dir = load_directory(&mut ledger, &api, a.customers_ttl, a.refresh).await?;
     let list: Vec<&Customer> = match &a.search {

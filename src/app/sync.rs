@@ -72,6 +72,9 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         return Ok(Exit::of_problems(plan.has_problems()));
     }
     let run = ledger.begin_run("sync", &api.base_url, &files, false)?;
+    if results.is_some() {
+        ledger.keep_counted_rows(run)?;
+    }
     // Under the lock, a resend still `sending` was cut off by a sync that died: say so
     // once, here; it is not sent again in its period.
     let interrupted = ledger.settle_interrupted_resends(report::UNCONFIRMED_RESEND)?;

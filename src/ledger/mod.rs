@@ -6,10 +6,13 @@
 //! This module decides nothing about HTTP: it stores what the send stage reports and
 //! hands back the work that is not done.
 
+mod admit;
 mod checkpoint;
+mod compact;
 mod lock;
 mod query;
 mod report_data;
+mod spool;
 mod sync;
 mod writer;
 
@@ -21,12 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::api::types::{AccessStatus, Customer, CustomerStatus, NewAccessUser};
-use crate::domain::{
-    Admission, AdmitOptions, Decision, Existing, Job, Outcome, RowStatus, RunId, State, Verdict,
-    decide, email_key,
-};
+use crate::domain::{Existing, Job, Outcome, RowStatus, RunId, State, Verdict, email_key};
 
+pub use admit::cells_hash;
 pub use checkpoint::Checkpointer;
+pub use compact::Compacted;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
 pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
@@ -40,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0001_ledger.sql"),
     ),
     ("0002_sync", include_str!("../../migrations/0002_sync.sql")),
+    (
+        "0003_growth",
+        include_str!("../../migrations/0003_growth.sql"),
+    ),
 ];
 
 /// SQLite's page cache, in KiB.
@@ -61,6 +67,12 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A reading command named a ledger that is not there.
+    #[error("no ledger at {path}; run `bbinvite run FILE` first, or name one with --ledger")]
+    Missing { path: PathBuf },
+    /// The rows kept aside for `--results` could not be written or read back.
+    #[error("cannot keep the rows for the results in a temporary file: {0}")]
+    Spool(std::io::Error),
     /// The ledger's folder does not exist.
     #[error(
         "cannot create the ledger {path}: its folder does not exist; create the folder or choose another --ledger"
@@ -114,6 +126,54 @@ pub struct NewRow {
     pub verdict: Verdict,
 }
 
+/// The columns of `invitations` that [`Existing::read`] reads, in its order.
+pub(crate) const EXISTING_COLUMNS: &str =
+    "state, email, name, user_id, access_status, unsure, last_error";
+
+impl Existing {
+    /// Reads [`EXISTING_COLUMNS`] starting at column `at` of a result row.
+    pub(crate) fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Existing> {
+        Ok(Existing {
+            state: read_state(r, at)?,
+            email: r.get(at + 1)?,
+            name: r.get(at + 2)?,
+            user_id: r.get(at + 3)?,
+            access_status: r.get(at + 4)?,
+            unsure: r.get(at + 5)?,
+            last_error: r.get(at + 6)?,
+        })
+    }
+}
+
+/// An invitation's state at column `at`, read without copying its text; an unknown one
+/// reads as pending, so it is sent (after a look, if it may have acted).
+pub(crate) fn read_state(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<State> {
+    Ok(match r.get_ref(at)? {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(State::parse),
+        _ => None,
+    }
+    .unwrap_or(State::Pending))
+}
+
+/// Runs `f` in a savepoint and commits it: atomic alone, and nested in the group
+/// transaction of the ledger's thread when there is one. An error rolls back whatever
+/// `f` wrote, and names the ledger's file.
+pub(crate) fn write_in<T>(
+    conn: &mut Connection,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
+    let run = || {
+        let sp = conn.savepoint()?;
+        let out = f(&sp)?;
+        sp.commit()?;
+        Ok(out)
+    };
+    run().map_err(|source| Error::Sql {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
@@ -121,6 +181,10 @@ pub struct Ledger {
     /// The invitations the current run's input has named so far: a second row with
     /// the same key is a duplicate. In memory (8 bytes a key), not a write per row.
     seen: (RunId, HashSet<i64>),
+    /// Rows of the current run counted and not recorded, kept aside for `--results`.
+    spool: Option<spool::Spool>,
+    /// Opened by a reading command: nothing is written.
+    read_only: bool,
     /// The run lock, for a ledger opened to write. Declared last: it must be released
     /// after the connection is closed (see [`LedgerLock`]).
     lock: Option<LedgerLock>,
@@ -184,11 +248,80 @@ impl Ledger {
         Ledger::setup(conn, path)
     }
 
+    /// Opens the ledger at `path` for reading only (`status`, `export`, `customers`):
+    /// no lock is taken and no file is created or written, not even a `-wal` or `-shm`,
+    /// so it works while a run writes the ledger and on a file the user may only read.
+    /// With no WAL beside the file (no run going, none killed) it is read as immutable;
+    /// otherwise through the WAL and its index, as the run left or keeps them. A ledger
+    /// of an older schema is first brought forward once, as a writing command would.
+    pub fn open_read_only(path: &Path) -> Result<Ledger> {
+        if !path.is_file() {
+            return Err(Error::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut ledger = Ledger::reader(path)?;
+        let version = ledger.schema_version()?;
+        if version < MIGRATIONS.len() {
+            drop(ledger);
+            drop(Ledger::open_locked(path)?);
+            ledger = Ledger::reader(path)?;
+        } else if version > MIGRATIONS.len() {
+            return Err(Error::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// A read-only connection to `path`, see [`Ledger::open_read_only`].
+    fn reader(path: &Path) -> Result<Ledger> {
+        use rusqlite::OpenFlags;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let immutable = !Path::new(&wal).exists();
+        let uri = format!(
+            "file:{}?mode=ro{}",
+            uri_path(path),
+            if immutable { "&immutable=1" } else { "" }
+        );
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let sql_err = |source| Error::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&uri, flags).map_err(sql_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(sql_err)?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(sql_err)?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+            seen: (0, HashSet::new()),
+            spool: None,
+            read_only: true,
+            lock: None,
+        })
+    }
+
+    fn schema_version(&mut self) -> Result<usize> {
+        self.sql(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+            .map(|v| v as usize)
+    }
+
     fn setup(conn: Connection, path: PathBuf) -> Result<Ledger> {
         let mut ledger = Ledger {
             conn,
             path,
             seen: (0, HashSet::new()),
+            spool: None,
+            read_only: false,
             lock: None,
         };
         ledger.sql(|c| {
@@ -213,6 +346,14 @@ impl Ledger {
         &self.path
     }
 
+    /// Runs `f` in a savepoint of its own, see [`write_in`].
+    pub(crate) fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        write_in(&mut self.conn, &self.path, f)
+    }
+
     fn sql<T>(&mut self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         f(&mut self.conn).map_err(|source| Error::Sql {
             path: self.path.clone(),
@@ -221,8 +362,7 @@ impl Ledger {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version =
-            self.sql(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))? as usize;
+        let version = self.schema_version()?;
         if version > MIGRATIONS.len() {
             return Err(Error::TooNew {
                 path: self.path.clone(),
@@ -264,7 +404,8 @@ impl Ledger {
         let recorded: Option<String> = self.sql(|c| {
             c.query_row(
                 "SELECT base_url FROM runs WHERE command IN ('run', 'retry', 'sync')
-                 AND EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+                 AND (EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+                      OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id))
                  ORDER BY id DESC LIMIT 1",
                 [],
                 |r| r.get(0),
@@ -322,223 +463,59 @@ impl Ledger {
         })
     }
 
-    /// Records a batch of input rows in one transaction and decides, for each that
-    /// carries an invitation, whether it is sent, already done, or a duplicate of an
-    /// earlier row of this run. Rows come back in the order given.
-    pub fn admit(
-        &mut self,
-        run: RunId,
-        rows: &[NewRow],
-        opts: AdmitOptions,
-    ) -> Result<Vec<Admission>> {
-        let now = now_text();
-        if self.seen.0 != run {
-            self.seen = (run, HashSet::new());
-        }
-        let mut seen = std::mem::take(&mut self.seen.1);
-        let result = self.sql(|c| {
-            let tx = c.savepoint()?;
-            let mut out = Vec::with_capacity(rows.len());
-            {
-                let mut insert_row = tx.prepare_cached(
-                    "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                let mut find = tx.prepare_cached(
-                    "SELECT id, state, email, name, user_id, access_status, unsure, last_error
-                     FROM invitations WHERE customer_id = ?1 AND email_key = ?2",
-                )?;
-                let mut insert_inv = tx.prepare_cached(
-                    "INSERT INTO invitations (customer_id, email_key, email, name, user_id, access_status, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
-                )?;
-                let mut refresh = tx.prepare_cached(
-                    "UPDATE invitations SET email = ?2, name = ?3, user_id = ?4, access_status = ?5,
-                            state = CASE WHEN state = 'rejected' THEN 'pending' ELSE state END, updated_at = ?6
-                     WHERE id = ?1",
-                )?;
-                for row in rows {
-                    let (customer_id, status, error, invitation, job) = match &row.verdict {
-                        Verdict::Invalid(reason) => (None, RowStatus::Invalid, Some(reason.clone()), None, None),
-                        Verdict::Unresolved { customer_id, reason } => {
-                            (*customer_id, RowStatus::Unresolved, Some(reason.clone()), None, None)
-                        }
-                        Verdict::Invite { customer_id, user } => {
-                            let key = email_key(&user.email);
-                            let found = find
-                                .query_row(params![customer_id, key], |r| {
-                                    let state = match r.get_ref(1)? {
-                                        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(State::parse),
-                                        _ => None,
-                                    }
-                                    .unwrap_or(State::Pending);
-                                    // Only a rejected key's data is compared; the rest of a
-                                    // rerun (most rows) reads no text at all.
-                                    let rejected = state == State::Rejected;
-                                    let text = |i| if rejected { r.get::<_, String>(i) } else { Ok(String::new()) };
-                                    Ok((
-                                        r.get::<_, i64>(0)?,
-                                        Existing {
-                                            state,
-                                            email: text(2)?,
-                                            name: text(3)?,
-                                            user_id: if rejected { r.get(4)? } else { None },
-                                            access_status: if rejected { r.get(5)? } else { None },
-                                            unsure: r.get(6)?,
-                                            last_error: if rejected { r.get(7)? } else { None },
-                                        },
-                                    ))
-                                })
-                                .optional()?;
-                            let status_text = user.status.map(AccessStatus::as_str);
-                            match found {
-                                Some((id, _)) if !seen.insert(id) => (
-                                    Some(*customer_id),
-                                    RowStatus::Duplicate,
-                                    Some("the same customer and e-mail appear earlier in this input".to_string()),
-                                    Some(id),
-                                    None,
-                                ),
-                                Some((id, existing)) => match decide(Some(&existing), user, opts) {
-                                    Decision::Done(state) => {
-                                        (Some(*customer_id), RowStatus::from_state(state), None, Some(id), None)
-                                    }
-                                    Decision::StillRejected => {
-                                        let why = existing.last_error.clone().unwrap_or_else(|| "rejected earlier".into());
-                                        (
-                                            Some(*customer_id),
-                                            RowStatus::Rejected,
-                                            Some(format!("{why} (unchanged since; fix the row or use --retry-rejected)")),
-                                            Some(id),
-                                            None,
-                                        )
-                                    }
-                                    Decision::Send { check_first } => {
-                                        refresh.execute(params![id, user.email, user.name, user.id, status_text, now])?;
-                                        let job = Job {
-                                            invitation_id: id,
-                                            row_id: 0,
-                                            customer_id: *customer_id,
-                                            user: user.clone(),
-                                            check_first,
-                                            origin: String::new(),
-                                        };
-                                        (Some(*customer_id), RowStatus::Pending, None, Some(id), Some(job))
-                                    }
-                                },
-                                None => {
-                                    insert_inv.execute(params![customer_id, key, user.email, user.name, user.id, status_text, now])?;
-                                    let id = tx.last_insert_rowid();
-                                    seen.insert(id);
-                                    let job = Job {
-                                        invitation_id: id,
-                                        row_id: 0,
-                                        customer_id: *customer_id,
-                                        user: user.clone(),
-                                        check_first: false,
-                                        origin: String::new(),
-                                    };
-                                    (Some(*customer_id), RowStatus::Pending, None, Some(id), Some(job))
-                                }
-                            }
-                        }
-                    };
-                    insert_row.execute(params![
-                        run,
-                        row.source,
-                        row.line as i64,
-                        row.cells,
-                        row.email,
-                        customer_id,
-                        invitation,
-                        status.as_str(),
-                        error,
-                        now
-                    ])?;
-                    let row_id = tx.last_insert_rowid();
-                    out.push(match job {
-                        Some(mut job) => {
-                            job.row_id = row_id;
-                            Admission::Send(job)
-                        }
-                        None => Admission::Settled { row_id, status },
-                    });
-                }
-            }
-            tx.commit()?;
-            Ok(out)
-        });
-        self.seen.1 = seen;
-        result
-    }
-
     /// Marks a batch `sending` in one transaction, before any of its requests leave.
     pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
-            {
-                let mut inv = tx.prepare_cached(
-                    "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
-                )?;
-                let mut row = tx.prepare_cached(
-                    "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
-                )?;
-                for job in jobs {
-                    inv.execute(params![job.invitation_id, now])?;
-                    row.execute(params![job.row_id, now])?;
-                }
+        self.write(|c| {
+            let mut inv = c.prepare_cached(
+                "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
+            )?;
+            let mut row = c.prepare_cached(
+                "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
+            )?;
+            for job in jobs {
+                inv.execute(params![job.invitation_id, now])?;
+                row.execute(params![job.row_id, now])?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 
     /// Records a batch of outcomes, their rows and their attempts, in one transaction.
     pub fn record(&mut self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
-            {
-                let mut inv = tx.prepare_cached(
-                    "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
-                            attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
-                            unsure = ?7, updated_at = ?8,
-                            done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END
-                     WHERE id = ?1",
-                )?;
-                let mut row = tx.prepare_cached("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?;
-                let mut attempt = tx.prepare_cached(
-                    "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for o in outcomes {
-                    let invites = o.attempts.iter().filter(|a| a.action == "invite").count() as i64;
-                    inv.execute(params![
-                        o.invitation_id,
-                        o.state.as_str(),
-                        o.access_user_id,
-                        invites,
-                        o.http_status,
-                        o.error,
-                        o.unsure,
-                        now
+        self.write(|c| {
+            let mut inv = c.prepare_cached(
+                "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
+                        attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
+                        unsure = ?7, updated_at = ?8,
+                        done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END
+                 WHERE id = ?1",
+            )?;
+            let mut row = c.prepare_cached(
+                "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+            )?;
+            let mut attempt = c.prepare_cached(
+                "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for o in outcomes {
+                let invites = o.attempts.iter().filter(|a| a.action == "invite").count() as i64;
+                let state = o.state.as_str();
+                inv.execute(params![
+                    o.invitation_id, state, o.access_user_id, invites, o.http_status, o.error,
+                    o.unsure, now
+                ])?;
+                row.execute(params![o.row_id, RowStatus::from_state(o.state).as_str(), o.error, now])?;
+                for a in &o.attempts {
+                    let latency = a.latency.as_millis() as i64;
+                    attempt.execute(params![
+                        o.invitation_id, run, time_text(a.at), a.action, a.http_status, latency,
+                        a.class, a.error
                     ])?;
-                    row.execute(params![o.row_id, RowStatus::from_state(o.state).as_str(), o.error, now])?;
-                    for a in &o.attempts {
-                        attempt.execute(params![
-                            o.invitation_id,
-                            run,
-                            time_text(a.at),
-                            a.action,
-                            a.http_status,
-                            a.latency.as_millis() as i64,
-                            a.class,
-                            a.error
-                        ])?;
-                    }
                 }
             }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -546,21 +523,10 @@ impl Ledger {
     pub fn peek(&mut self, customer_id: i64, email: &str) -> Result<Option<Existing>> {
         let key = email_key(email);
         self.sql(|c| {
-            c.prepare_cached(
-                "SELECT state, email, name, user_id, access_status, unsure, last_error
-                 FROM invitations WHERE customer_id = ?1 AND email_key = ?2",
-            )?
-            .query_row(params![customer_id, key], |r| {
-                Ok(Existing {
-                    state: State::parse(&r.get::<_, String>(0)?).unwrap_or(State::Pending),
-                    email: r.get(1)?,
-                    name: r.get(2)?,
-                    user_id: r.get(3)?,
-                    access_status: r.get(4)?,
-                    unsure: r.get(5)?,
-                    last_error: r.get(6)?,
-                })
-            })
+            c.prepare_cached(&format!(
+                "SELECT {EXISTING_COLUMNS} FROM invitations WHERE customer_id = ?1 AND email_key = ?2"
+            ))?
+            .query_row(params![customer_id, key], |r| Existing::read(r, 0))
             .optional()
         })
     }
@@ -575,50 +541,44 @@ impl Ledger {
         } else {
             "('failed', 'pending', 'sending')"
         };
-        self.sql(|c| {
-            let tx = c.savepoint()?;
+        self.write(|c| {
+            let mut select = c.prepare(&format!(
+                "SELECT i.id, i.customer_id, i.email, i.name, i.user_id, i.access_status, i.state, i.unsure,
+                        r.source_id, r.line, r.cells, s.file
+                 FROM invitations i
+                 JOIN rows r ON r.id = (
+                     SELECT max(id) FROM rows
+                     WHERE invitation_id = i.id AND status IN ('pending', 'sending', 'failed', 'rejected'))
+                 JOIN sources s ON s.id = r.source_id
+                 WHERE i.state IN {states}
+                 ORDER BY i.id"
+            ))?;
+            let mut insert_row = c.prepare_cached(
+                "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+            )?;
             let mut jobs = Vec::new();
-            {
-                let mut select = tx.prepare(&format!(
-                    "SELECT i.id, i.customer_id, i.email, i.name, i.user_id, i.access_status, i.state, i.unsure,
-                            r.source_id, r.line, r.cells, s.file
-                     FROM invitations i
-                     JOIN rows r ON r.id = (
-                         SELECT max(id) FROM rows
-                         WHERE invitation_id = i.id AND status IN ('pending', 'sending', 'failed', 'rejected'))
-                     JOIN sources s ON s.id = r.source_id
-                     WHERE i.state IN {states}
-                     ORDER BY i.id"
-                ))?;
-                let mut insert_row = tx.prepare_cached(
-                    "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
-                )?;
-                let mut found = select.query([])?;
-                while let Some(r) = found.next()? {
-                    let id: i64 = r.get(0)?;
-                    let customer_id: i64 = r.get(1)?;
-                    let email: String = r.get(2)?;
-                    let state: String = r.get(6)?;
-                    let unsure: bool = r.get(7)?;
-                    let status: Option<String> = r.get(5)?;
-                    insert_row.execute(params![run, r.get::<_, i64>(8)?, r.get::<_, i64>(9)?, r.get::<_, String>(10)?, email, customer_id, id, now])?;
-                    jobs.push(Job {
-                        invitation_id: id,
-                        row_id: tx.last_insert_rowid(),
-                        customer_id,
-                        user: NewAccessUser {
-                            email,
-                            name: r.get(3)?,
-                            id: r.get(4)?,
-                            status: status.as_deref().and_then(AccessStatus::parse_loose),
-                        },
-                        check_first: unsure || state == "sending",
-                        origin: format!("{}:{}", r.get::<_, String>(11)?, r.get::<_, i64>(9)?),
-                    });
-                }
+            let mut found = select.query([])?;
+            while let Some(r) = found.next()? {
+                let (id, customer_id, email): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                let (source, line, cells): (i64, i64, String) = (r.get(8)?, r.get(9)?, r.get(10)?);
+                insert_row.execute(params![run, source, line, cells, email, customer_id, id, now])?;
+                let status: Option<String> = r.get(5)?;
+                let sending = r.get::<_, String>(6)? == "sending";
+                jobs.push(Job {
+                    invitation_id: id,
+                    row_id: c.last_insert_rowid(),
+                    customer_id,
+                    user: NewAccessUser {
+                        email,
+                        name: r.get(3)?,
+                        id: r.get(4)?,
+                        status: status.as_deref().and_then(AccessStatus::parse_loose),
+                    },
+                    check_first: r.get::<_, bool>(7)? || sending,
+                    origin: format!("{}:{line}", r.get::<_, String>(11)?),
+                });
             }
-            tx.commit()?;
             Ok(jobs)
         })
     }
@@ -661,26 +621,42 @@ impl Ledger {
         })
     }
 
-    /// Replaces the cached directory for `base_url`.
+    /// Replaces the cached directory for `base_url`. A ledger opened read-only keeps
+    /// no copy: nothing is written, and the directory is fetched again next time.
     pub fn store_customers(&mut self, base_url: &str, customers: &[Customer]) -> Result<()> {
-        self.sql(|c| {
-            let tx = c.savepoint()?;
-            tx.execute("DELETE FROM customers WHERE base_url = ?1", [base_url])?;
-            {
-                let mut insert = tx.prepare(
-                    "INSERT OR REPLACE INTO customers (base_url, id, name, reference, status) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for cu in customers {
-                    insert.execute(params![base_url, cu.id, cu.name, cu.reference, cu.status.as_str()])?;
-                }
+        if self.read_only {
+            return Ok(());
+        }
+        self.write(|c| {
+            c.execute("DELETE FROM customers WHERE base_url = ?1", [base_url])?;
+            let mut insert = c.prepare(
+                "INSERT OR REPLACE INTO customers (base_url, id, name, reference, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for cu in customers {
+                insert.execute(params![base_url, cu.id, cu.name, cu.reference, cu.status.as_str()])?;
             }
-            tx.execute(
+            c.execute(
                 "INSERT OR REPLACE INTO customer_fetches (base_url, fetched_at, fetched_unix) VALUES (?1, ?2, ?3)",
                 params![base_url, now_text(), unix_now()],
             )?;
-            tx.commit()
+            Ok(())
         })
     }
+}
+
+/// A path as the path of an SQLite `file:` URI: the characters a URI gives a meaning
+/// to are escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for ch in path.to_string_lossy().chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Creates the ledger file readable by its owner only; it holds names and e-mails.
@@ -699,7 +675,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::domain::Outcome;
+    use crate::domain::{Admission, AdmitOptions, Outcome};
 
     fn user(email: &str, name: &str) -> NewAccessUser {
         NewAccessUser {
@@ -961,5 +937,130 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    fn count(l: &Ledger, sql: &str) -> i64 {
+        l.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Runs `rows` as a night: admitted, and whatever is sent comes back invited.
+    fn night(l: &mut Ledger, rows: &[(u64, &str)], keep: bool) -> (RunId, Vec<Admission>) {
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        if keep {
+            l.keep_counted_rows(run).unwrap();
+        }
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let batch: Vec<NewRow> = rows
+            .iter()
+            .map(|(line, email)| invite_row(src, *line, 1, email))
+            .collect();
+        let adm = l.admit(run, &batch, AdmitOptions::default()).unwrap();
+        let js = jobs(&adm);
+        l.mark_sending(&js).unwrap();
+        settle(l, run, &js, State::Invited);
+        (run, adm)
+    }
+
+    #[test]
+    fn a_done_key_with_unchanged_cells_is_counted_not_recorded() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let rows = [(2, "a@x.io"), (3, "b@x.io"), (4, "c@x.io")];
+        night(&mut l, &rows, false);
+        let recorded = count(&l, "SELECT count(*) FROM rows");
+        let (run2, adm) = night(&mut l, &rows, false);
+        assert!(adm.iter().all(|a| matches!(
+            a,
+            Admission::Settled {
+                row_id: 0,
+                status: RowStatus::Invited
+            }
+        )));
+        assert_eq!(count(&l, "SELECT count(*) FROM rows"), recorded);
+        assert_eq!(
+            l.status_counts(Some(run2)).unwrap().rows.get("invited"),
+            Some(&3)
+        );
+        assert_eq!(l.status_counts(None).unwrap().run.unwrap().id, run2);
+
+        // A changed row of a done key is recorded once, then counted again.
+        let mut changed = invite_row(1, 3, 1, "b@x.io");
+        changed.cells = "[\"b@x.io\",\"new\"]".into();
+        let run3 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l
+            .admit(run3, &[changed.clone()], AdmitOptions::default())
+            .unwrap();
+        assert!(matches!(adm[0], Admission::Settled { row_id, .. } if row_id > 0));
+        let run4 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let adm = l.admit(run4, &[changed], AdmitOptions::default()).unwrap();
+        assert!(matches!(adm[0], Admission::Settled { row_id: 0, .. }));
+    }
+
+    #[test]
+    fn the_export_of_a_run_gives_back_its_counted_rows_in_input_order() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        night(&mut l, &[(2, "a@x.io"), (4, "c@x.io")], false);
+        let (run, _) = night(&mut l, &[(2, "a@x.io"), (3, "b@x.io"), (4, "c@x.io")], true);
+        let mut got = Vec::new();
+        l.export(Some(run), &[], &mut |_| Ok(()), &mut |r| {
+            got.push((r.line, r.status, r.cells.join("|")));
+            Ok(())
+        })
+        .unwrap();
+        let lines: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(lines, [2, 3, 4], "{got:?}");
+        assert!(got.iter().all(|g| g.1 == "invited"), "{got:?}");
+        assert_eq!(got[0].2, "a@x.io");
+    }
+
+    #[test]
+    fn compact_keeps_every_state_each_runs_counts_and_the_rows_retry_needs() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let (run1, adm) = night(&mut l, &[(2, "a@x.io"), (3, "b@x.io")], false);
+        let js = jobs(&adm);
+        // b failed afterwards: its row must stay for `retry`.
+        settle(&mut l, run1, &js[1..], State::Failed);
+        let before = l.status_counts(Some(run1)).unwrap();
+        l.conn
+            .execute(
+                "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+                [],
+            )
+            .unwrap();
+        let done = l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
+        assert_eq!(done.rows_removed, 1);
+        assert_eq!(count(&l, "SELECT count(*) FROM attempts"), 0);
+        let after = l.status_counts(Some(run1)).unwrap();
+        assert_eq!(before.rows, after.rows);
+        assert_eq!(before.ledger, after.ledger);
+        let run2 = l.begin_run("retry", "http://x", &[], false).unwrap();
+        let again = l.requeue_unfinished(run2, false).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].user.email, "b@x.io");
+    }
+
+    #[test]
+    fn a_bad_row_seen_night_after_night_is_stored_once_and_counted_each_night() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let bad = |src, line| NewRow {
+            source: src,
+            line,
+            cells: "[\"not-an-email\"]".into(),
+            email: None,
+            verdict: Verdict::Invalid("no @".into()),
+        };
+        let mut runs = Vec::new();
+        for line in [2, 2, 2, 3] {
+            let run = l.begin_run("run", "http://x", &[], false).unwrap();
+            let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+            l.admit(run, &[bad(src, line)], AdmitOptions::default())
+                .unwrap();
+            runs.push(run);
+        }
+        // Nights 1-3 share one record; night 4 saw it on another line: a record of its own.
+        assert_eq!(count(&l, "SELECT count(*) FROM rows"), 2);
+        for run in runs {
+            let counts = l.status_counts(Some(run)).unwrap();
+            assert_eq!(counts.rows.get("invalid"), Some(&1), "run {run}");
+        }
     }
 }

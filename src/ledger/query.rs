@@ -1,11 +1,13 @@
 //! Read-only questions to the ledger: counts for `status`, rows for `export` and
-//! `--results`. Nothing here writes.
+//! `--results` (the run's recorded rows, merged in input order with the rows it only
+//! counted when their spool was kept). Nothing here writes.
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::spool::{SpoolReader, Spooled};
 use super::{Ledger, Result, RowStatus, RunId};
 
 /// One run as the ledger remembers it.
@@ -31,6 +33,10 @@ pub struct StatusCounts {
     pub top_errors: Vec<(String, u64)>,
     /// The most common last errors of failed and rejected invitations, ledger-wide.
     pub ledger_errors: Vec<(String, u64)>,
+    /// The ledger's size on disk, its WAL included, in bytes.
+    pub ledger_bytes: u64,
+    /// The oldest run whose row records are kept (`compact` removes older ones).
+    pub oldest_kept_run: Option<RunId>,
     /// A sync run's actions besides invitations: per kind, then per state.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub actions: BTreeMap<String, BTreeMap<String, u64>>,
@@ -80,11 +86,7 @@ impl Ledger {
             match run {
                 Some(id) => c.query_row(&format!("{sql} WHERE id = ?1"), [id], map).optional(),
                 None => c
-                    .query_row(
-                        &format!("{sql} WHERE EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id) ORDER BY id DESC LIMIT 1"),
-                        [],
-                        map,
-                    )
+                    .query_row(&format!("{sql} WHERE {HAS_ROWS} ORDER BY id DESC LIMIT 1"), [], map)
                     .optional(),
             }
         })
@@ -99,63 +101,85 @@ impl Ledger {
             Some(id) => self.action_counts(id)?,
             None => BTreeMap::new(),
         };
+        let ledger_bytes = self.size_on_disk();
         self.sql(|c| {
-            let mut rows = BTreeMap::new();
-            if let Some(id) = run_id {
-                let mut stmt = c.prepare(
-                    "SELECT status, count(*) FROM rows WHERE run_id = ?1 GROUP BY status",
-                )?;
-                let it = stmt.query_map([id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })?;
-                for item in it {
-                    let (k, v) = item?;
-                    rows.insert(k, v);
-                }
+            let id = run_id.unwrap_or(-1);
+            let mut rows = counts(
+                c,
+                "SELECT status, count(*) FROM rows WHERE run_id = ?1 GROUP BY status",
+                [id],
+            )?;
+            for (k, v) in counts(
+                c,
+                "SELECT status, n FROM run_counts WHERE run_id = ?1",
+                [id],
+            )? {
+                *rows.entry(k).or_default() += v;
             }
-            let mut ledger = BTreeMap::new();
-            let mut stmt = c.prepare("SELECT state, count(*) FROM invitations GROUP BY state")?;
-            let it = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?;
-            for item in it {
-                let (k, v) = item?;
-                ledger.insert(k, v);
-            }
-            let mut stmt = c.prepare(
+            let ledger = counts(
+                c,
+                "SELECT state, count(*) FROM invitations GROUP BY state",
+                [],
+            )?;
+            let ledger_errors = ranked(
+                c,
                 "SELECT last_error, count(*) AS n FROM invitations
                  WHERE state IN ('failed', 'rejected') AND last_error IS NOT NULL
                  GROUP BY last_error ORDER BY n DESC LIMIT 5",
+                [],
             )?;
-            let ledger_errors = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = c.prepare(
+            let top_errors = ranked(
+                c,
                 "SELECT error, count(*) AS n FROM rows
                  WHERE run_id = ?1 AND status IN ('failed', 'rejected', 'invalid', 'unresolved')
                    AND error IS NOT NULL
                  GROUP BY error ORDER BY n DESC, error LIMIT 5",
+                [id],
             )?;
-            let top_errors = stmt
-                .query_map([run_id.unwrap_or(-1)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let oldest_kept_run = c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0))?;
             Ok(StatusCounts {
                 run: info,
                 rows,
                 ledger,
                 top_errors,
                 ledger_errors,
+                ledger_bytes,
+                oldest_kept_run,
                 actions,
             })
         })
     }
 
+    /// The `.db` file's size plus its WAL's, in bytes; 0 for a ledger in memory.
+    pub fn size_on_disk(&self) -> u64 {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        [self.path.as_os_str(), wal.as_os_str()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Rows of a run that were counted and not recorded one by one.
+    pub fn counted_only(&mut self, run: Option<RunId>) -> Result<u64> {
+        let Some(info) = self.run_info(run)? else {
+            return Ok(0);
+        };
+        self.sql(|c| {
+            c.query_row(
+                "SELECT COALESCE(sum(n), 0) FROM run_counts WHERE run_id = ?1",
+                [info.id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
     /// Streams the rows of a run (the last with rows when `None`), optionally only some
     /// statuses: `header` is called once with the table's shape, then `row` per row.
+    /// The rows the run counted without recording them come too, in input order, when
+    /// their spool was kept ([`Ledger::keep_counted_rows`]) and this is its run.
     pub fn export(
         &mut self,
         run: Option<RunId>,
@@ -163,113 +187,242 @@ impl Ledger {
         header: &mut dyn FnMut(&ExportTable) -> std::io::Result<()>,
         row: &mut dyn FnMut(ExportRow) -> std::io::Result<()>,
     ) -> Result<()> {
-        let info = self.run_info(run)?;
-        let Some(info) = info else {
+        let Some(info) = self.run_info(run)? else {
             return header(&ExportTable {
                 run: None,
                 input_columns: Vec::new(),
             })
             .map_err(super::Error::Output);
         };
-        let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        let mut io_failure = None;
-        self.sql(|c| {
-            // The union of the sources' columns, keeping repeated names apart by position.
-            let mut stmt =
-                c.prepare("SELECT id, columns FROM sources WHERE run_id = ?1 ORDER BY id")?;
-            let sources: Vec<(i64, Vec<String>)> = stmt
-                .query_map([info.id], |r| {
-                    let cols: String = r.get(1)?;
-                    Ok((r.get(0)?, serde_json::from_str(&cols).unwrap_or_default()))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut union: Vec<String> = Vec::new();
-            let mut slots: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-            for (id, cols) in &sources {
-                let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-                let mut mine = Vec::with_capacity(cols.len());
-                for col in cols {
-                    let nth = seen.entry(col.as_str()).or_insert(0);
-                    let existing = union
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, u)| *u == col)
-                        .nth(*nth)
-                        .map(|(i, _)| i);
-                    let slot = match existing {
-                        Some(i) => i,
-                        None => {
-                            union.push(col.clone());
-                            union.len() - 1
-                        }
-                    };
-                    *nth += 1;
-                    mine.push(slot);
-                }
-                slots.insert(*id, mine);
-            }
-            if let Err(e) = header(&ExportTable {
-                run: Some(info.id),
-                input_columns: union.clone(),
-            }) {
-                io_failure = Some(e);
-                return Ok(());
-            }
-            let mut stmt = c.prepare(
-                "SELECT s.file, r.line, r.cells, r.status, r.error, r.customer_id, i.access_user_id,
-                        COALESCE(i.attempts, 0), r.updated_at, r.source_id
-                 FROM rows r JOIN sources s ON s.id = r.source_id
-                 LEFT JOIN invitations i ON i.id = r.invitation_id
-                 WHERE r.run_id = ?1 ORDER BY r.id",
-            )?;
-            let mut q = stmt.query(params![info.id])?;
-            while let Some(r) = q.next()? {
-                let status: String = r.get(3)?;
-                if !wanted.is_empty() && !wanted.contains(&status.as_str()) {
-                    continue;
-                }
-                let raw: String = r.get(2)?;
-                let values: Vec<String> = serde_json::from_str(&raw).unwrap_or_default();
-                let mut cells = vec![String::new(); union.len()];
-                let source: i64 = r.get(9)?;
-                let map = slots.get(&source).map(Vec::as_slice).unwrap_or(&[]);
-                let mut last = None;
-                for (i, v) in values.into_iter().enumerate() {
-                    match map.get(i) {
-                        Some(&slot) => {
-                            cells[slot] = v;
-                            last = Some(slot);
-                        }
-                        None => {
-                            if let Some(slot) = last.or(map.last().copied()) {
-                                let cell = &mut cells[slot];
-                                cell.push_str(" | ");
-                                cell.push_str(&v);
-                            }
-                        }
-                    }
-                }
-                let out = ExportRow {
-                    file: r.get(0)?,
-                    line: r.get::<_, i64>(1)? as u64,
-                    cells,
-                    status,
-                    error: r.get(4)?,
-                    customer_id: r.get(5)?,
-                    access_user_id: r.get(6)?,
-                    attempts: r.get(7)?,
-                    updated_at: r.get(8)?,
-                };
-                if let Err(e) = row(out) {
-                    io_failure = Some(e);
-                    return Ok(());
-                }
-            }
-            Ok(())
-        })?;
-        match io_failure {
+        let shape = self.sql(|c| Shape::of_run(c, info.id))?;
+        header(&ExportTable {
+            run: Some(info.id),
+            input_columns: shape.union.clone(),
+        })
+        .map_err(super::Error::Output)?;
+        let spool = self.take_spool(info.id)?;
+        let mut sink = Sink {
+            wanted: statuses.iter().map(|s| s.as_str()).collect(),
+            row,
+            failure: None,
+        };
+        self.sql(|c| merge_rows(c, info.id, &shape, spool, &mut sink))?;
+        sink.finish()
+    }
+}
+
+/// A run with rows: recorded ones, or rows counted without a record of their own.
+pub(super) const HAS_ROWS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+     OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id))";
+
+/// `(key, count)` pairs of a query, as a map.
+fn counts(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<BTreeMap<String, u64>> {
+    ranked(c, sql, p).map(|v| v.into_iter().collect())
+}
+
+/// `(key, count)` pairs of a query, in its order.
+fn ranked(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = c.prepare(sql)?;
+    stmt.query_map(p, |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?
+    .collect()
+}
+
+/// Where the export's rows go: the status filter, the caller's writer, and its first
+/// failure (after which nothing more is written).
+struct Sink<'a> {
+    wanted: Vec<&'static str>,
+    row: &'a mut dyn FnMut(ExportRow) -> std::io::Result<()>,
+    failure: Option<std::io::Error>,
+}
+
+impl Sink<'_> {
+    fn wants(&self, status: &str) -> bool {
+        self.failure.is_none() && (self.wanted.is_empty() || self.wanted.contains(&status))
+    }
+
+    fn put(&mut self, out: ExportRow) {
+        if let Err(e) = (self.row)(out) {
+            self.failure = Some(e);
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.failure {
             Some(e) => Err(super::Error::Output(e)),
             None => Ok(()),
         }
     }
+}
+
+/// The columns of a run's export: the union of its sources' columns, keeping repeated
+/// names apart by position, and where each source's cells go in it.
+struct Shape {
+    union: Vec<String>,
+    slots: BTreeMap<i64, Vec<usize>>,
+    files: BTreeMap<i64, String>,
+}
+
+impl Shape {
+    fn of_run(c: &Connection, run: RunId) -> rusqlite::Result<Shape> {
+        let mut stmt =
+            c.prepare("SELECT id, columns, file FROM sources WHERE run_id = ?1 ORDER BY id")?;
+        let sources: Vec<(i64, Vec<String>, String)> = stmt
+            .query_map([run], |r| {
+                let cols: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    serde_json::from_str(&cols).unwrap_or_default(),
+                    r.get(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut shape = Shape {
+            union: Vec::new(),
+            slots: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        for (id, cols, file) in sources {
+            let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut mine = Vec::with_capacity(cols.len());
+            for col in &cols {
+                let nth = seen.entry(col.as_str()).or_insert(0);
+                let existing = shape
+                    .union
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| *u == col)
+                    .nth(*nth)
+                    .map(|(i, _)| i);
+                mine.push(existing.unwrap_or_else(|| {
+                    shape.union.push(col.clone());
+                    shape.union.len() - 1
+                }));
+                *nth += 1;
+            }
+            shape.slots.insert(id, mine);
+            shape.files.insert(id, file);
+        }
+        Ok(shape)
+    }
+
+    /// A row's cells (a JSON array) placed in the union's columns; cells beyond a
+    /// ragged row's header are joined into the last one rather than lost.
+    fn align(&self, source: i64, raw: &str) -> Vec<String> {
+        let values: Vec<String> = serde_json::from_str(raw).unwrap_or_default();
+        let mut cells = vec![String::new(); self.union.len()];
+        let map = self.slots.get(&source).map(Vec::as_slice).unwrap_or(&[]);
+        let mut last = None;
+        for (i, v) in values.into_iter().enumerate() {
+            match map.get(i) {
+                Some(&slot) => {
+                    cells[slot] = v;
+                    last = Some(slot);
+                }
+                None => {
+                    if let Some(slot) = last.or(map.last().copied()) {
+                        let cell = &mut cells[slot];
+                        cell.push_str(" | ");
+                        cell.push_str(&v);
+                    }
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// Writes a run's recorded rows, in order, with its spooled rows merged in by their
+/// place in the input (source, then line).
+fn merge_rows(
+    c: &Connection,
+    run: RunId,
+    shape: &Shape,
+    spool: Option<SpoolReader>,
+    sink: &mut Sink<'_>,
+) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare(
+        "SELECT s.file, r.line, r.cells, r.status, r.error, r.customer_id, i.access_user_id,
+                COALESCE(i.attempts, 0), r.updated_at, r.source_id
+         FROM rows r JOIN sources s ON s.id = r.source_id
+         LEFT JOIN invitations i ON i.id = r.invitation_id
+         WHERE r.run_id = ?1 ORDER BY r.id",
+    )?;
+    let mut spooled = spool.into_iter().flatten().peekable();
+    let mut q = stmt.query(params![run])?;
+    while let Some(r) = q.next()? {
+        let place: (i64, u64) = (r.get(9)?, r.get::<_, i64>(1)? as u64);
+        while let Some(s) =
+            spooled.next_if(|s| s.as_ref().map_or(true, |s| (s.source, s.line) < place))
+        {
+            put_spooled(c, shape, s, sink)?;
+        }
+        let status: String = r.get(3)?;
+        if !sink.wants(&status) {
+            continue;
+        }
+        sink.put(ExportRow {
+            file: r.get(0)?,
+            line: place.1,
+            cells: shape.align(place.0, r.get_ref(2)?.as_str()?),
+            status,
+            error: r.get(4)?,
+            customer_id: r.get(5)?,
+            access_user_id: r.get(6)?,
+            attempts: r.get(7)?,
+            updated_at: r.get(8)?,
+        });
+    }
+    for s in spooled {
+        put_spooled(c, shape, s, sink)?;
+    }
+    Ok(())
+}
+
+/// Writes one spooled row, with its invitation's current outcome.
+fn put_spooled(
+    c: &Connection,
+    shape: &Shape,
+    s: Result<Spooled>,
+    sink: &mut Sink<'_>,
+) -> rusqlite::Result<()> {
+    let s = match s {
+        Ok(s) => s,
+        Err(e) => {
+            sink.failure
+                .get_or_insert(std::io::Error::other(e.to_string()));
+            return Ok(());
+        }
+    };
+    if !sink.wants(&s.status) {
+        return Ok(());
+    }
+    let (access_user_id, attempts, updated_at) = c
+        .prepare_cached(
+            "SELECT access_user_id, attempts, updated_at FROM invitations WHERE id = ?1",
+        )?
+        .query_row([s.invitation_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .unwrap_or((None, 0, String::new()));
+    sink.put(ExportRow {
+        file: shape.files.get(&s.source).cloned().unwrap_or_default(),
+        line: s.line,
+        cells: shape.align(s.source, &s.cells),
+        status: s.status,
+        error: None,
+        customer_id: s.customer_id,
+        access_user_id,
+        attempts,
+        updated_at,
+    });
+    Ok(())
 }

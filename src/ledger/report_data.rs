@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::{Error, Ledger, MIGRATIONS, Result, RunId};
+use super::{Error, Ledger, Result, RunId};
 
 /// The page cache of a read-only ledger, in KiB.
 const READ_CACHE_KIB: i64 = 64 * 1024;
@@ -71,34 +71,20 @@ impl Ledger {
     /// report can be made beside a run, or from a copy on a read-only disk. `None` when
     /// its schema is not this binary's: the caller opens it the usual way, which
     /// migrates it or says it is too new.
-    pub fn open_read_only(path: &Path) -> Result<Option<Ledger>> {
-        let sql = |source| Error::Sql {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql)?;
-        if version != MIGRATIONS.len() as i64 {
-            return Ok(None);
-        }
+    pub fn open_for_report(path: &Path) -> Result<Option<Ledger>> {
+        let ledger = Ledger::open_read_only(path)?;
         // A report reads most of a big ledger once: a large cache, sorts in memory, and
         // the file mapped rather than read page by page.
-        conn.execute_batch(&format!(
-            "PRAGMA cache_size = -{READ_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = {READ_MMAP_BYTES};"
-        ))
-        .map_err(sql)?;
-        Ok(Some(Ledger {
-            conn,
-            path: path.to_path_buf(),
-            seen: (0, Default::default()),
-            lock: None,
-        }))
+        ledger
+            .conn
+            .execute_batch(&format!(
+                "PRAGMA cache_size = -{READ_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = {READ_MMAP_BYTES};"
+            ))
+            .map_err(|source| Error::Sql {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Some(ledger))
     }
 
     /// What run `run` sent, and how many of its rows were done before it began.
@@ -113,9 +99,16 @@ impl Ledger {
                 [run],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )?;
+            // Rows done before this run with unchanged cells are only counted, not recorded.
+            let counted: i64 = c.query_row(
+                "SELECT coalesce(sum(n), 0) FROM run_counts
+                 WHERE run_id = ?1 AND status IN ('invited', 'exists')",
+                [run],
+                |r| r.get(0),
+            )?;
             Ok(RunTallies {
                 sent: sent.max(0) as u64 + actions,
-                already_done: done.max(0) as u64,
+                already_done: (done + counted).max(0) as u64,
             })
         })
     }

@@ -14,7 +14,9 @@ use rusqlite::params;
 
 use crate::domain::{ActionOutcome, NewAction};
 
-use super::{Error, Existing, Ledger, Result, RowStatus, RunId, State, now_text, time_text};
+use super::{
+    EXISTING_COLUMNS, Error, Existing, Ledger, Result, RowStatus, RunId, State, now_text, time_text,
+};
 
 /// What the ledger knows of one (customer, e-mail) key, for the plan.
 #[derive(Debug, Clone, Default)]
@@ -63,11 +65,10 @@ impl Ledger {
     pub fn sync_view(&mut self, customer_ids: &[i64]) -> Result<HashMap<(i64, String), KeyView>> {
         self.sql(|c| {
             let mut out: HashMap<(i64, String), KeyView> = HashMap::new();
-            let mut invitations = c.prepare_cached(
-                "SELECT email_key, state, email, name, user_id, access_status, unsure, last_error,
-                        CASE WHEN state = 'invited' THEN done_at END
-                 FROM invitations WHERE customer_id = ?1",
-            )?;
+            let mut invitations = c.prepare_cached(&format!(
+                "SELECT email_key, {EXISTING_COLUMNS}, CASE WHEN state = 'invited' THEN done_at END
+                 FROM invitations WHERE customer_id = ?1"
+            ))?;
             let mut resends = c.prepare_cached(
                 "SELECT email_key, max(sent_at) FROM actions
                  WHERE customer_id = ?1 AND kind = 'resend' AND sent_at IS NOT NULL
@@ -80,15 +81,7 @@ impl Ledger {
                     let key: String = r.get(0)?;
                     let invited: Option<String> = r.get(8)?;
                     let view = out.entry((customer_id, key)).or_default();
-                    view.existing = Some(Existing {
-                        state: State::parse(&r.get::<_, String>(1)?).unwrap_or(State::Pending),
-                        email: r.get(2)?,
-                        name: r.get(3)?,
-                        user_id: r.get(4)?,
-                        access_status: r.get(5)?,
-                        unsure: r.get(6)?,
-                        last_error: r.get(7)?,
-                    });
+                    view.existing = Some(Existing::read(r, 1)?);
                     view.last_contact = invited.as_deref().and_then(read_time);
                 }
                 let mut rows = resends.query([customer_id])?;
@@ -113,8 +106,7 @@ impl Ledger {
     /// status, in order.
     pub fn settle_present(&mut self, present: &[Present]) -> Result<Vec<RowStatus>> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
+        self.write(|tx| {
             let mut out = Vec::with_capacity(present.len());
             {
                 let mut find = tx.prepare_cached(
@@ -153,7 +145,6 @@ impl Ledger {
                     out.push(status);
                 }
             }
-            tx.commit()?;
             Ok(out)
         })
     }
@@ -161,8 +152,7 @@ impl Ledger {
     /// Records the actions a run decided on, in one transaction; returns their ids in order.
     pub fn add_actions(&mut self, run: RunId, actions: &[NewAction]) -> Result<Vec<i64>> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
+        self.write(|tx| {
             let mut ids = Vec::with_capacity(actions.len());
             {
                 let mut insert = tx.prepare_cached(
@@ -178,7 +168,8 @@ impl Ledger {
                         a.email,
                         a.kind.as_str(),
                         a.access_user_id,
-                        a.row_id,
+                        // 0: the row was counted, not recorded (already done, unchanged).
+                        a.row_id.filter(|&id| id > 0),
                         a.state.as_str(),
                         a.why,
                         now
@@ -186,7 +177,6 @@ impl Ledger {
                     ids.push(tx.last_insert_rowid());
                 }
             }
-            tx.commit()?;
             Ok(ids)
         })
     }
@@ -195,8 +185,7 @@ impl Ledger {
     /// The first mark dates the action: a resend counts as sent from then on.
     pub fn mark_actions_sending(&mut self, ids: &[i64]) -> Result<()> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
+        self.write(|tx| {
             {
                 let mut mark = tx.prepare_cached(
                     "UPDATE actions SET state = 'sending', sent_at = COALESCE(sent_at, ?2), updated_at = ?2
@@ -206,15 +195,14 @@ impl Ledger {
                     mark.execute(params![id, now])?;
                 }
             }
-            tx.commit()
+            Ok(())
         })
     }
 
     /// Records what became of actions, with their attempts, in one transaction.
     pub fn record_actions(&mut self, run: RunId, outcomes: &[ActionOutcome]) -> Result<()> {
         let now = now_text();
-        self.sql(|c| {
-            let tx = c.savepoint()?;
+        self.write(|tx| {
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE actions SET state = ?2, attempts = attempts + ?3, last_http = COALESCE(?4, last_http),
@@ -249,7 +237,7 @@ impl Ledger {
                     }
                 }
             }
-            tx.commit()
+            Ok(())
         })
     }
 

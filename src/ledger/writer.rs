@@ -227,7 +227,8 @@ fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<R
 mod tests {
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::ledger::{Admission, AdmitOptions, NewRow, Verdict};
+    use crate::domain::{Admission, AdmitOptions, Verdict};
+    use crate::ledger::NewRow;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_is_answered_only_once_its_writes_are_durable() {

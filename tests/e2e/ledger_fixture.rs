@@ -33,6 +33,17 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
         "{export}"
     );
 
+    // Carried forward: every run, row record, attempt and action is still there.
+    let db = rusqlite::Connection::open(w.ledger()).unwrap();
+    let n = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(n("PRAGMA user_version"), 3);
+    assert_eq!(n("SELECT count(*) FROM runs"), 6);
+    assert_eq!(n("SELECT count(*) FROM invitations"), 32);
+    assert_eq!(n("SELECT count(*) FROM rows"), 185);
+    assert_eq!(n("SELECT count(*) FROM attempts"), 39);
+    assert_eq!(n("SELECT count(*) FROM actions"), 2);
+    assert_eq!(n("SELECT count(*) FROM action_attempts"), 1);
+
     let out = w.run(&["export", "--actions"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
@@ -50,4 +61,56 @@ fn a_rerun_on_a_ledger_of_release_0_1_0_sends_nothing_already_done() {
     let out = w.run(&["run", input.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert_eq!(posts(&w.truth()), 0, "{}", text(&out));
+    // Keys recorded before 0003 have no hash yet: their rows are recorded once more,
+    // then a night with the same cells records none, and its problem rows take the
+    // place of the same rows of the night before.
+    let db = rusqlite::Connection::open(w.ledger()).unwrap();
+    let rows = |db: &rusqlite::Connection| {
+        db.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let before = rows(&db);
+    let out = w.run(&["run", input.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 0, "{}", text(&out));
+    let problems = w.status()["rows"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| !["invited", "exists"].contains(&s.as_str()))
+        .map(|(_, n)| n.as_u64().unwrap() as i64)
+        .sum::<i64>();
+    assert!(problems > 0);
+    assert_eq!(
+        rows(&db),
+        before,
+        "the problem rows seen again replace last night's records; nothing else recorded"
+    );
+}
+
+#[test]
+fn compact_on_a_ledger_of_release_0_1_0_keeps_every_state_and_failed_rows() {
+    let w = World::new();
+    fixture_ledger(&w);
+    let before = w.status();
+    let out = w.run(&["compact", "--older-than", "0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let after = w.status();
+    assert_eq!(before["ledger"], after["ledger"], "{after}");
+    assert_eq!(
+        before["rows"], after["rows"],
+        "the last run's counts: {after}"
+    );
+    let db = rusqlite::Connection::open(w.ledger()).unwrap();
+    let kept: i64 = db
+        .query_row(
+            "SELECT count(DISTINCT invitation_id) FROM rows WHERE status = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 3, "the failed invitations keep a row to retry from");
+    let out = w.run(&["retry"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.status()["ledger"]["invited"], 31);
 }

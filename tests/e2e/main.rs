@@ -10,6 +10,7 @@ mod api_answers;
 mod faults;
 mod input_truth;
 mod ledger_fixture;
+mod ledger_growth;
 mod ledger_safety;
 mod operator;
 mod pipeline;

@@ -1,0 +1,266 @@
+//! A ledger that lasts years of nightly runs: a night that changes nothing writes no
+//! row record, `export` and `--results` still give back what they must, `compact`
+//! keeps every current state and refuses a busy ledger, and reading commands neither
+//! lock nor create anything.
+
+use std::path::Path;
+
+use std::time::Duration;
+
+use bbinvite::sandbox::Faults;
+
+use crate::util::{
+    World, code, invitees_csv, posts, row_count, samples, spawn_background, text, wait_for,
+};
+
+/// A count from the ledger, read on a connection of the test's own.
+fn count(ledger: &Path, sql: &str) -> i64 {
+    let db = rusqlite::Connection::open(ledger).unwrap();
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The names of the files in the work dir.
+fn files(w: &World) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_no_op_rerun_writes_no_row_record_yet_counts_every_row() {
+    let w = World::new();
+    let input = w.write("in.csv", &invitees_csv(0, 400));
+    let input = input.to_str().unwrap();
+    let out = w.run(&["run", input, "--rate", "100000"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let rows = count(&w.ledger(), "SELECT count(*) FROM rows");
+    let size = std::fs::metadata(w.ledger()).unwrap().len();
+    for night in 2..=4 {
+        let out = w.run(&["run", input]);
+        assert_eq!(code(&out), 0, "night {night}: {}", text(&out));
+    }
+    assert_eq!(posts(&w.truth()), 400, "nothing sent again");
+    assert_eq!(
+        count(&w.ledger(), "SELECT count(*) FROM rows"),
+        rows,
+        "no row record for rows already done and unchanged"
+    );
+    let grown = std::fs::metadata(w.ledger()).unwrap().len() - size;
+    assert!(
+        grown <= 32 * 1024,
+        "three no-op nights grew the ledger {grown} bytes"
+    );
+    let st = w.status();
+    assert_eq!(row_count(&st, "invited"), 400, "{st}");
+    assert_eq!(st["run"]["id"], 4, "{st}");
+
+    let results = w.path("results.csv");
+    let out = w.run(&["run", input, "--results", results.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let sheet = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(
+        sheet.lines().count(),
+        1 + 400,
+        "every row of the input comes back"
+    );
+    assert!(
+        sheet
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("user0@example.com,User 0,"),
+        "in input order"
+    );
+    assert_eq!(sheet.matches(",invited,").count(), 400, "{sheet}");
+    assert_eq!(count(&w.ledger(), "SELECT count(*) FROM rows"), rows);
+}
+
+#[test]
+fn a_changed_row_of_a_done_key_is_recorded_once_and_sent_nowhere() {
+    let w = World::new();
+    let first = w.write("in.csv", &invitees_csv(0, 20));
+    assert_eq!(code(&w.run(&["run", first.to_str().unwrap()])), 0);
+    let changed = invitees_csv(0, 20).replace("User 3,", "User Three,");
+    let second = w.write("in2.csv", &changed);
+    for _ in 0..2 {
+        let out = w.run(&["run", second.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    assert_eq!(posts(&w.truth()), 20);
+    assert_eq!(
+        count(&w.ledger(), "SELECT count(*) FROM rows WHERE run_id > 1"),
+        1,
+        "the changed row recorded on the night it changed, then counted"
+    );
+}
+
+#[test]
+fn export_of_a_no_op_run_and_of_a_run_with_bad_rows() {
+    let w = World::new();
+    let input = samples("invitees.csv");
+    let input = input.to_str().unwrap();
+    assert_eq!(code(&w.run(&["run", input])), 1);
+    let out = w.run(&["run", input]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let st = w.status();
+    let invalid = row_count(&st, "invalid");
+    assert!(invalid > 0, "{st}");
+    let again = w.run(&["export", "--run", "2", "--status", "invalid"]);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).lines().count() as u64,
+        1 + invalid,
+        "the last night's export has every bad row: {}",
+        text(&again)
+    );
+    // Seen again, a bad row is stored once: in the last run that saw it.
+    assert_eq!(
+        count(
+            &w.ledger(),
+            "SELECT count(*) FROM rows WHERE status = 'invalid'"
+        ) as u64,
+        invalid
+    );
+    let night1 = w.run(&["status", "--run", "1", "--json"]);
+    let night1: serde_json::Value = serde_json::from_slice(&night1.stdout).unwrap();
+    assert_eq!(
+        row_count(&night1, "invalid"),
+        invalid,
+        "night 1 keeps its counts"
+    );
+    let all = w.run(&["export", "--run", "2"]);
+    let sheet = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        !sheet.contains(",invited,"),
+        "done rows are counted, not copied: {sheet}"
+    );
+    assert!(String::from_utf8_lossy(&all.stderr).contains("counted, not recorded"));
+    let total: u64 = st["rows"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 36, "the counts still add up to the rows read: {st}");
+}
+
+#[test]
+fn compact_keeps_every_current_state_and_the_counts_of_each_run() {
+    let w = World::new();
+    let input = samples("invitees.csv");
+    let input = input.to_str().unwrap();
+    w.run(&["run", input]);
+    w.run(&[
+        "run",
+        w.write("more.csv", &invitees_csv(0, 30)).to_str().unwrap(),
+    ]);
+    let before = w.status();
+    let run1 = w.run(&["status", "--run", "1", "--json"]).stdout;
+    {
+        let db = rusqlite::Connection::open(w.ledger()).unwrap();
+        db.execute(
+            "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    }
+    let out = w.run(&["compact", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(done["rows_removed"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(count(&w.ledger(), "SELECT count(*) FROM attempts"), 0);
+    let after = w.status();
+    assert_eq!(
+        before["ledger"], after["ledger"],
+        "every invitation's state kept"
+    );
+    let run1_after = w.run(&["status", "--run", "1", "--json"]).stdout;
+    let counts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["rows"].clone();
+    assert_eq!(counts(&run1), counts(&run1_after), "run 1's counts kept");
+    let sent = posts(&w.truth());
+    let out = w.run(&["run", input]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), sent, "nothing done is sent again");
+}
+
+#[test]
+fn compact_refuses_a_busy_ledger() {
+    let w = World::new();
+    w.run(&[
+        "run",
+        w.write("in.csv", &invitees_csv(0, 5)).to_str().unwrap(),
+    ]);
+    let held = std::fs::File::open(w.ledger()).unwrap();
+    held.try_lock().unwrap();
+    let out = w.run(&["compact", "--older-than", "0"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    drop(held);
+    assert_eq!(code(&w.run(&["compact", "--older-than", "0"])), 0);
+}
+
+#[test]
+fn reading_commands_take_no_lock_and_create_no_file() {
+    let w = World::new();
+    let input = w.write("in.csv", &invitees_csv(0, 10));
+    assert_eq!(code(&w.run(&["run", input.to_str().unwrap()])), 0);
+    let mut mode = std::fs::metadata(w.ledger()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o444);
+    std::fs::set_permissions(w.ledger(), mode).unwrap();
+    let before = files(&w);
+    // A run holds the ledger's lock meanwhile.
+    let held = std::fs::File::open(w.ledger()).unwrap();
+    held.try_lock().unwrap();
+    let st = w.status();
+    assert_eq!(row_count(&st, "invited"), 10, "{st}");
+    let out = w.run(&["export"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = w.run(&["customers", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(files(&w), before, "no -wal, -shm or lock file created");
+
+    let missing = w.path("none.db");
+    let out = assert_cmd::Command::cargo_bin("bbinvite")
+        .unwrap()
+        .current_dir(w.dir.path())
+        .args(["status", "--ledger", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("none.db"), "{}", text(&out));
+    assert!(!missing.exists(), "no empty ledger made");
+}
+
+#[test]
+fn status_and_export_work_while_a_run_writes_the_ledger() {
+    let w = World::new();
+    w.faults(Faults {
+        latency_ms: 50,
+        ..w.sandbox.faults()
+    });
+    let input = w.write("in.csv", &invitees_csv(0, 200));
+    let args = [
+        "run",
+        input.to_str().unwrap(),
+        "--rate",
+        "100000",
+        "--concurrency",
+        "1",
+    ];
+    let mut child = spawn_background(&w, &args);
+    assert!(
+        wait_for(&w, Duration::from_secs(60), |t| posts(t) >= 5),
+        "the run started"
+    );
+    let st = w.status();
+    assert!(
+        st["run"]["outcome"].is_null(),
+        "the run going is shown: {st}"
+    );
+    let out = w.run(&["export"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let _ = child.kill();
+    let _ = child.wait();
+}
