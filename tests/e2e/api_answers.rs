@@ -2,7 +2,7 @@
 //! the password, a Retry-After of years, a list that ignores `offset`, a body of
 //! gigabytes, a status nobody documented. Each ends in a clear outcome, in bounded time.
 
-use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use bbinvite::sandbox::Faults;
@@ -27,23 +27,6 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `bbinvite ARGS` in the background, stderr kept, for commands that may hang.
-fn spawn(w: &World, args: &[&str]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("bbinvite"))
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(w.ledger())
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Ends a spawned command within `limit` and returns its output.
@@ -246,7 +229,7 @@ fn a_retry_after_of_years_leaves_the_rows_pending_and_exits_3() {
             ..w.sandbox.faults()
         });
         let file = w.write("in.csv", &invitees_csv_ids(0, 10));
-        let child = spawn(&w, &["run", file.to_str().unwrap(), "--rate", "100"]);
+        let child = spawn_kept(&w, &["run", file.to_str().unwrap(), "--rate", "100"]);
         let (code, out) = finish(child, Duration::from_secs(60));
         assert_eq!(code, 3, "{out}");
         assert!(out.contains("--max-retry-wait"), "says what to do: {out}");
@@ -276,7 +259,7 @@ fn a_list_that_ignores_offset_stops_with_an_error() {
         page_cap: Some(2),
         ..w.sandbox.faults()
     });
-    let child = spawn(&w, &["customers", "--refresh", "--rate", "1000"]);
+    let child = spawn_kept(&w, &["customers", "--refresh", "--rate", "1000"]);
     let (code, out) = finish(child, Duration::from_secs(60));
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("offset"), "names the cause: {out}");
@@ -300,7 +283,7 @@ fn a_huge_success_body_is_cut_and_the_row_is_confirmed_through_the_list() {
         ..w.sandbox.faults()
     });
     let file = w.write("in.csv", &invitees_csv_ids(0, 2));
-    let mut child = spawn(&w, &["run", file.to_str().unwrap(), "--rate", "100"]);
+    let mut child = spawn_kept(&w, &["run", file.to_str().unwrap(), "--rate", "100"]);
     let mut peak = 0;
     let start = Instant::now();
     let code = loop {

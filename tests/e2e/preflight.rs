@@ -6,7 +6,7 @@
 //! what a sync says of resends an earlier one left in flight.
 
 use std::collections::BTreeMap;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -114,23 +114,6 @@ fn missing_credentials_or_ledger_folder_stop_before_any_request_and_leave_no_led
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(stderr(&out).contains("no/such/dir"), "{}", text(&out));
     assert_eq!(requests(&w), 0);
-}
-
-/// Runs `bbinvite ARGS` in the background with its output kept.
-fn spawn_kept(w: &World, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"))
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(w.ledger())
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]

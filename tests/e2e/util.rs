@@ -195,6 +195,19 @@ pub fn route_delta(before: &Truth, after: &Truth) -> std::collections::BTreeMap<
 
 /// Starts `bbinvite ARGS --ledger … --base-url …` in the background, for kills.
 pub fn spawn_background(w: &World, args: &[&str]) -> std::process::Child {
+    spawn_with(w, args, std::process::Stdio::null)
+}
+
+/// The same with stdout and stderr kept, for commands whose words a test reads.
+pub fn spawn_kept(w: &World, args: &[&str]) -> std::process::Child {
+    spawn_with(w, args, std::process::Stdio::piped)
+}
+
+fn spawn_with(
+    w: &World,
+    args: &[&str],
+    output: fn() -> std::process::Stdio,
+) -> std::process::Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"))
         .current_dir(w.dir.path())
         .env_clear()
@@ -204,8 +217,8 @@ pub fn spawn_background(w: &World, args: &[&str]) -> std::process::Child {
         .arg(w.ledger())
         .arg("--base-url")
         .arg(w.sandbox.base_url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(output())
+        .stderr(output())
         .spawn()
         .unwrap()
 }
