@@ -25,11 +25,7 @@ pub(crate) fn report(global: &Settings, a: ReportArgs) -> anyhow::Result<Exit> {
             path.display()
         );
     }
-    let mut ledger = match Ledger::open_for_report(path) {
-        Ok(Some(l)) => l,
-        // An older ledger (or one on a disk SQLite cannot open read-only): the usual way.
-        Ok(None) | Err(_) => Ledger::open(path)?,
-    };
+    let mut ledger = Ledger::open_for_report(path)?;
     let data = gather(&mut ledger, a.run)?;
     let page = render(&data);
     write_page(&a.output, &page)?;

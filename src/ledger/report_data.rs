@@ -67,11 +67,9 @@ pub struct AttentionRow {
 }
 
 impl Ledger {
-    /// Opens an existing ledger for reading only: no migration, no lock, no write, so a
-    /// report can be made beside a run, or from a copy on a read-only disk. `None` when
-    /// its schema is not this binary's: the caller opens it the usual way, which
-    /// migrates it or says it is too new.
-    pub fn open_for_report(path: &Path) -> Result<Option<Ledger>> {
+    /// Opens an existing ledger as [`Ledger::open_read_only`] does (no lock, no write, so
+    /// a report can be made beside a run), tuned for reading most of it once.
+    pub fn open_for_report(path: &Path) -> Result<Ledger> {
         let ledger = Ledger::open_read_only(path)?;
         // A report reads most of a big ledger once: a large cache, sorts in memory, and
         // the file mapped rather than read page by page.
@@ -84,7 +82,7 @@ impl Ledger {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Some(ledger))
+        Ok(ledger)
     }
 
     /// What run `run` sent, and how many of its rows were done before it began.
