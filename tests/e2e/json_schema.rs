@@ -311,3 +311,97 @@ fn with_json_a_busy_ledger_is_the_error_object_and_exit_4() {
         assert_error_object(out, 4, args);
     }
 }
+
+#[test]
+fn export_json_is_a_line_a_row_with_the_cells_as_read_and_numbers_as_numbers() {
+    let w = World::new();
+    let file = w.write(
+        "in.csv",
+        "email,name,customer_id,notes\na@example.com,=1+1,101,@home\nb@example.com,B,999,\n",
+    );
+    w.run(&["run", file.to_str().unwrap()]);
+    let out = w.run(&["export", "--json", "--output", "rows.jsonl"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "the rows go to --output: {}",
+        text(&out)
+    );
+    let written = std::fs::read_to_string(w.path("rows.jsonl")).unwrap();
+    let rows: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{written}");
+    let keys: Vec<&str> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "email",
+            "name",
+            "customer_id",
+            "notes",
+            "bbinvite_status",
+            "bbinvite_error",
+            "bbinvite_customer_id",
+            "bbinvite_access_user_id",
+            "bbinvite_attempts",
+            "bbinvite_updated_at"
+        ],
+        "the CSV's columns, in its order"
+    );
+    let invited = &rows[0];
+    assert_eq!(invited["name"], "=1+1", "no spreadsheet escape in JSON");
+    assert_eq!(invited["notes"], "@home");
+    assert_eq!(invited["bbinvite_status"], "invited");
+    assert_eq!(invited["bbinvite_customer_id"], 101);
+    assert!(invited["bbinvite_access_user_id"].is_u64(), "{invited}");
+    assert_eq!(invited["bbinvite_attempts"], 1);
+    assert!(invited["bbinvite_error"].is_null(), "{invited}");
+    let refused = &rows[1];
+    assert_eq!(refused["bbinvite_status"], "rejected", "{refused}");
+    assert!(refused["bbinvite_error"].is_string(), "{refused}");
+    assert!(refused["bbinvite_access_user_id"].is_null(), "{refused}");
+}
+
+#[test]
+fn template_json_describes_the_sheet_and_prints_no_csv() {
+    let w = World::new();
+    let out = w.run(&["template", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", text(&out)));
+    assert_eq!(v["format"], "csv", "{v}");
+    assert!(v["output"].is_null(), "{v}");
+    assert_eq!(v["example"]["Email"], "jo.bloggs@example.com", "{v}");
+}
+
+#[test]
+fn a_plan_entry_names_its_row_by_file_and_line_as_a_finding_does() {
+    let w = World::new();
+    let input = samples("invitees.csv");
+    let input = input.to_str().unwrap();
+    let parsed = |args: &[&str]| -> Value { serde_json::from_slice(&w.run(args).stdout).unwrap() };
+    let checked = parsed(&["validate", input, "--json"]);
+    let finding = &checked["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["value"] == "not-an-email")
+        .unwrap();
+    let plan = parsed(&["sync", input, "--plan", "--json"]);
+    let entry = plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["email"] == "not-an-email")
+        .unwrap();
+    assert_eq!(entry["file"], finding["file"], "{entry}\n{finding}");
+    assert_eq!(entry["line"], finding["line"], "{entry}\n{finding}");
+    assert_eq!(entry["line"], 29, "{entry}");
+}
