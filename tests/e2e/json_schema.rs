@@ -339,22 +339,11 @@ fn export_json_is_a_line_a_row_with_the_cells_as_read_and_numbers_as_numbers() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        keys,
-        [
-            "email",
-            "name",
-            "customer_id",
-            "notes",
-            "bbinvite_status",
-            "bbinvite_error",
-            "bbinvite_customer_id",
-            "bbinvite_access_user_id",
-            "bbinvite_attempts",
-            "bbinvite_updated_at"
-        ],
-        "the CSV's columns, in its order"
-    );
+    let sheet = w.run(&["export"]).stdout;
+    let header = String::from_utf8_lossy(&sheet);
+    let header: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    assert_eq!(keys, header, "the CSV's columns, in its order");
+    assert_eq!(keys[..4], ["email", "name", "customer_id", "notes"]);
     let invited = &rows[0];
     assert_eq!(invited["name"], "=1+1", "no spreadsheet escape in JSON");
     assert_eq!(invited["notes"], "@home");
