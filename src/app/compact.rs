@@ -5,11 +5,22 @@
 use std::io::Write;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::cli::CompactArgs;
+use crate::ledger::Compacted;
 use crate::settings::Settings;
 
 use super::Exit;
 use super::setup::open_ledger;
+
+/// `compact --json` (docs/json.md): the ledger, then what was removed.
+#[derive(Serialize)]
+struct CompactReport<'a> {
+    ledger: String,
+    #[serde(flatten)]
+    done: &'a Compacted,
+}
 
 /// Seconds in a day, for `--older-than`.
 const DAY: u64 = 24 * 60 * 60;
@@ -26,7 +37,11 @@ pub(crate) fn compact(global: &Settings, a: CompactArgs) -> anyhow::Result<Exit>
     let done = ledger.compact(Duration::from_secs(u64::from(a.older_than) * DAY))?;
     let mut out = std::io::stdout().lock();
     if global.json {
-        serde_json::to_writer_pretty(&mut out, &done)?;
+        let report = CompactReport {
+            ledger: path.display().to_string(),
+            done: &done,
+        };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
     }

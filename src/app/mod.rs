@@ -158,7 +158,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
         Command::Help(a) => manual::help(&a.command),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
-        Command::Template(a) => template::template(&a),
+        Command::Template(a) => template::template(&global, &a),
     }
 }
 

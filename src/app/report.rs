@@ -1,18 +1,21 @@
 //! `status`, `export` and `customers`: what the ledger and the directory hold, for a
 //! person or a spreadsheet. Nothing here writes to the API.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::Customer;
 use crate::cli;
 use crate::domain::{RowStatus, RunId};
 use crate::input::{self};
-use crate::ledger::{self, Ledger};
+use crate::ledger::{self, ExportRow, Ledger, RunInfo, StatusCounts};
+use crate::report::json::{ErrorCount, error_counts};
 use crate::settings::Settings;
 
 use super::Exit;
@@ -27,13 +30,52 @@ pub(crate) fn open_existing(global: &Settings) -> anyhow::Result<Ledger> {
     Ok(Ledger::open_read_only(&global.ledger)?)
 }
 
-/// `status --json`: the counts, and what the ledger cannot confirm.
+/// `status --json` (docs/json.md): the run's rows, the whole ledger's invitations, and
+/// what the ledger cannot confirm.
 #[derive(Serialize)]
 struct StatusReport<'a> {
-    #[serde(flatten)]
-    counts: &'a ledger::StatusCounts,
+    ledger: String,
+    run: Option<&'a RunInfo>,
+    /// The run's rows, however they ended.
+    rows: u64,
+    statuses: &'a BTreeMap<String, u64>,
+    top_errors: Vec<ErrorCount>,
+    /// A sync run's actions besides invitations: per kind, then per state.
+    actions: &'a BTreeMap<String, BTreeMap<String, u64>>,
     /// Resends of any sync whose delivery is unknown; none is sent again in its period.
     resends_unconfirmed: u64,
+    invitations: InvitationsReport<'a>,
+    ledger_bytes: u64,
+    oldest_kept_run: Option<RunId>,
+}
+
+/// The whole ledger's invitations, per state, and their most common last errors.
+#[derive(Serialize)]
+struct InvitationsReport<'a> {
+    total: u64,
+    statuses: &'a BTreeMap<String, u64>,
+    top_errors: Vec<ErrorCount>,
+}
+
+impl<'a> StatusReport<'a> {
+    fn new(ledger: &Ledger, counts: &'a StatusCounts, resends_unconfirmed: u64) -> Self {
+        StatusReport {
+            ledger: ledger.path().display().to_string(),
+            run: counts.run.as_ref(),
+            rows: counts.rows.values().sum(),
+            statuses: &counts.rows,
+            top_errors: error_counts(&counts.top_errors),
+            actions: &counts.actions,
+            resends_unconfirmed,
+            invitations: InvitationsReport {
+                total: counts.ledger.values().sum(),
+                statuses: &counts.ledger,
+                top_errors: error_counts(&counts.ledger_errors),
+            },
+            ledger_bytes: counts.ledger_bytes,
+            oldest_kept_run: counts.oldest_kept_run,
+        }
+    }
 }
 
 pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Exit> {
@@ -49,10 +91,7 @@ pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Ex
     let resends_unconfirmed = ledger.unconfirmed_resends()?;
     let mut out = std::io::stdout().lock();
     if global.json {
-        let report = StatusReport {
-            counts: &counts,
-            resends_unconfirmed,
-        };
+        let report = StatusReport::new(&ledger, &counts, resends_unconfirmed);
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
@@ -119,11 +158,16 @@ pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Ex
 
 pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Exit> {
     let mut ledger = open_existing(global)?;
+    let output = a.output.as_deref();
     if a.actions {
-        super::sync::write_actions(&mut ledger, a.run, a.output.as_deref())?;
+        super::sync::write_actions(&mut ledger, a.run, output, global.json)?;
         return Ok(Exit::Ok);
     }
-    write_export(&mut ledger, a.run, &a.statuses, a.output.as_deref())?;
+    if global.json {
+        write_export_lines(&mut ledger, a.run, &a.statuses, output)?;
+    } else {
+        write_export(&mut ledger, a.run, &a.statuses, output)?;
+    }
     let counted = ledger.counted_only(a.run)?;
     let done_wanted = a.statuses.is_empty()
         || a.statuses
@@ -137,6 +181,14 @@ pub(crate) fn export(global: &Settings, a: cli::ExportArgs) -> anyhow::Result<Ex
     Ok(Exit::Ok)
 }
 
+/// Where an export goes: the file named (private, as the ledger is), else stdout.
+pub(crate) fn export_sink(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(create_private(p)?),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
 /// Writes rows as CSV a spreadsheet opens safely.
 pub(crate) fn write_export(
     ledger: &mut Ledger,
@@ -144,10 +196,7 @@ pub(crate) fn write_export(
     statuses: &[RowStatus],
     path: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(create_private(p)?),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let sink = export_sink(path)?;
     let csv = std::cell::RefCell::new(csv::Writer::from_writer(std::io::BufWriter::new(sink)));
     let csv_err = |e: csv::Error| std::io::Error::other(e);
     ledger
@@ -190,6 +239,68 @@ pub(crate) fn write_export(
     Ok(())
 }
 
+/// `export --json`: JSON lines, one object a row with the CSV's columns as its keys:
+/// the input's cells as they were read (no spreadsheet escapes), then the
+/// `bbinvite_*` outcome block, its ids and attempts as numbers.
+fn write_export_lines(
+    ledger: &mut Ledger,
+    run: Option<RunId>,
+    statuses: &[RowStatus],
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(export_sink(path)?);
+    let columns = std::cell::RefCell::new(Vec::new());
+    ledger
+        .export(
+            run,
+            statuses,
+            &mut |table| {
+                columns.replace(table.input_columns.clone());
+                Ok(())
+            },
+            &mut |row| write_json_line(&mut out, &export_line(&columns.borrow(), row)),
+        )
+        .or_else(ignore_broken_pipe)?;
+    out.flush()
+        .or_else(|e| ignore_broken_pipe(ledger::Error::Output(e)))?;
+    Ok(())
+}
+
+/// One exported row as a JSON object, keyed as the CSV's header is.
+fn export_line(columns: &[String], row: ExportRow) -> serde_json::Map<String, Value> {
+    let mut line: serde_json::Map<String, Value> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                c.clone(),
+                row.cells.get(i).cloned().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let outcome: [Value; 6] = [
+        row.status.into(),
+        row.error.into(),
+        row.customer_id.into(),
+        row.access_user_id.into(),
+        row.attempts.into(),
+        row.updated_at.into(),
+    ];
+    line.extend(
+        input::RESULTS_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .zip(outcome),
+    );
+    line
+}
+
+/// Writes one value as a line of JSON (JSON lines: no line breaks inside).
+pub(crate) fn write_json_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
 pub(crate) fn ignore_broken_pipe(e: ledger::Error) -> Result<(), ledger::Error> {
     match &e {
         ledger::Error::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -230,6 +341,15 @@ pub(crate) fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
 /// ```
 pub fn spreadsheet_safe(cell: &str) -> String {
     input::escape_cell(cell)
+}
+
+/// `customers --json`: the customers shown (all, or those `--search` found) of the
+/// directory's total.
+#[derive(Serialize)]
+struct CustomersReport<'a> {
+    shown: usize,
+    total: usize,
+    customers: &'a [CustomerLine<'a>],
 }
 
 #[derive(Debug, Serialize)]
@@ -276,7 +396,12 @@ pub(crate) async fn customers(
         .collect();
     let mut out = std::io::stdout().lock();
     if global.json {
-        serde_json::to_writer_pretty(&mut out, &lines)?;
+        let listed = CustomersReport {
+            shown: lines.len(),
+            total: dir.len(),
+            customers: &lines,
+        };
+        serde_json::to_writer_pretty(&mut out, &listed)?;
         writeln!(out)?;
         return Ok(Exit::Ok);
     }

@@ -39,7 +39,7 @@ use crate::settings::Settings;
 
 use self::report::{RefusedLine, Summary};
 pub(crate) use self::report::{write_action_counts, write_actions};
-use crate::sync::plan::{self, Hold, Plan, SheetRow};
+use crate::sync::plan::{self, Hold, Origin, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.
 pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> anyhow::Result<Exit> {
@@ -187,7 +187,10 @@ async fn read_sheet(
             };
             let verdict = verdict(&record, resolver).await;
             sheet.rows.push(SheetRow {
-                origin: format!("{}:{}", record.file, record.line),
+                origin: Origin {
+                    file: record.file.to_string(),
+                    line: record.line,
+                },
                 email_cell: record.get(Field::Email).map(str::to_string),
                 verdict,
             });
@@ -369,7 +372,7 @@ fn sort_answers(
                         // The list was read after any earlier process died: what is not
                         // in it was not created, so no look is needed before sending.
                         job.check_first = false;
-                        job.origin = row.origin.clone();
+                        job.origin = row.origin.to_string();
                         admitted.jobs.push(job);
                     }
                 }

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rust_xlsxwriter::{Format, Workbook};
+use serde::Serialize;
 
 use crate::app::Exit;
 use crate::cli::{TemplateArgs, TemplateFormat};
+use crate::settings::Settings;
 
 /// The columns, in order: who, which customer (any one of the three), and the
 /// status `sync --apply-status` applies.
@@ -36,8 +38,19 @@ const EXAMPLE: [&str; 6] = [
     "active",
 ];
 
-/// `template [--format csv|xlsx] [--output FILE]`.
-pub(crate) fn template(a: &TemplateArgs) -> anyhow::Result<Exit> {
+/// `template --json` (docs/json.md): the sheet's format, where it was written, its
+/// columns and the example row by column.
+#[derive(Serialize)]
+struct TemplateReport {
+    format: &'static str,
+    output: Option<String>,
+    columns: [&'static str; 6],
+    example: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `template [--format csv|xlsx] [--output FILE]`; with `--json`, the sheet is written
+/// only to `--output` and stdout holds its description.
+pub(crate) fn template(global: &Settings, a: &TemplateArgs) -> anyhow::Result<Exit> {
     let format = a.format.unwrap_or_else(|| format_of(a.output.as_deref()));
     if let Some(path) = &a.output
         && path.exists()
@@ -48,6 +61,7 @@ pub(crate) fn template(a: &TemplateArgs) -> anyhow::Result<Exit> {
         );
     }
     match (format, &a.output) {
+        (TemplateFormat::Csv, None) if global.json => {}
         (TemplateFormat::Csv, None) => write_csv(std::io::stdout().lock())?,
         (TemplateFormat::Csv, Some(path)) => {
             let file = std::fs::File::create(path).with_context(|| cannot_write(path))?;
@@ -57,6 +71,24 @@ pub(crate) fn template(a: &TemplateArgs) -> anyhow::Result<Exit> {
             bail!("an XLSX template is written to a file: add --output FILE.xlsx")
         }
         (TemplateFormat::Xlsx, Some(path)) => write_xlsx(path)?,
+    }
+    if global.json {
+        let report = TemplateReport {
+            format: match format {
+                TemplateFormat::Csv => "csv",
+                TemplateFormat::Xlsx => "xlsx",
+            },
+            output: a.output.as_ref().map(|p| p.display().to_string()),
+            columns: HEADERS,
+            example: HEADERS
+                .iter()
+                .zip(EXAMPLE)
+                .map(|(h, v)| (h.to_string(), v.into()))
+                .collect(),
+        };
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
     }
     Ok(Exit::Ok)
 }

@@ -38,12 +38,13 @@ pub struct Present {
     pub access_user_id: i64,
 }
 
-/// One action, as `export --actions` writes it.
-#[derive(Debug, Clone)]
+/// One action, as `export --actions` writes it (its JSON keys are the CSV's columns).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ActionRow {
     pub run: RunId,
     pub customer_id: i64,
     pub email: String,
+    #[serde(rename = "action")]
     pub kind: String,
     pub state: String,
     pub why: String,

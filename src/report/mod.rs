@@ -1,6 +1,7 @@
 //! What people and monitoring read once a sending command is over: the run's figures
 //! ([`Figures`]), a webhook to a person (`notify`), a Prometheus textfile (`metrics`),
-//! and the HTML report of a run (`html`, drawn with `svg`).
+//! the HTML report of a run (`html`, drawn with `svg`), and the shapes `--json` output
+//! shares (`json`).
 //!
 //! Everything here works over plain data handed in by the commands or read from the
 //! ledger's read-only queries; nothing here sends invitations, writes the ledger, or
@@ -8,6 +9,7 @@
 //! stderr and never changes how the command ended.
 
 pub mod html;
+pub mod json;
 pub mod metrics;
 pub mod notify;
 pub mod series;

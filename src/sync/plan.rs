@@ -113,11 +113,23 @@ pub enum Hold {
     Refused,
 }
 
+/// Where a row was read: its file and line (shown as `file:line`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: u64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
 /// One row of the sheet, as the plan needs it.
 #[derive(Debug, Clone)]
 pub struct SheetRow {
-    /// `file:line`, for messages.
-    pub origin: String,
+    pub origin: Origin,
     /// The e-mail cell as typed, even when the row is unusable: a user the sheet names in
     /// a row it cannot use is never pruned.
     pub email_cell: Option<String>,
@@ -154,10 +166,10 @@ pub struct Entry {
     pub action: Action,
     pub access_user_id: Option<i64>,
     pub why: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
-    /// `file:line` of the row; `None` for a prune.
-    pub origin: Option<String>,
+    /// Where the row was read; `None` for a prune.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
 }
 
 /// The `--max-prune` guard's refusal for one customer.
@@ -180,12 +192,12 @@ pub struct CustomerPlan {
     pub customer_id: i64,
     /// Access users its list holds now; `None` when the list could not be read.
     pub current: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub list_error: Option<String>,
+    /// Entries per action (`actions` in JSON, as the whole plan's counts are).
+    #[serde(rename = "actions")]
     pub counts: BTreeMap<Action, usize>,
     /// Users not in the sheet left alone because an unusable row names their e-mail.
     pub protected: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub prune_refused: Option<PruneRefusal>,
 }
 
@@ -636,7 +648,10 @@ mod tests {
 
     fn row_with(customer_id: i64, email: &str, status: Option<AccessStatus>) -> SheetRow {
         SheetRow {
-            origin: format!("in.csv:{email}"),
+            origin: Origin {
+                file: format!("{email}.csv"),
+                line: 2,
+            },
             email_cell: Some(email.into()),
             verdict: Verdict::Invite {
                 customer_id,
@@ -928,7 +943,10 @@ mod tests {
         let rows = [
             row(1, "a@x.io"),
             SheetRow {
-                origin: "in.csv:3".into(),
+                origin: Origin {
+                    file: "in.csv".into(),
+                    line: 3,
+                },
                 email_cell: Some(" B@x.io ".into()),
                 verdict: Verdict::Invalid("name: missing".into()),
             },

@@ -59,7 +59,11 @@ fn errors_drops_and_429s_end_with_every_key_created_exactly_once() {
         "every key created, after {runs} runs"
     );
     let st = w.status();
-    assert_eq!(st["ledger"]["invited"].as_u64(), Some(300), "{st}");
+    assert_eq!(
+        st["invitations"]["statuses"]["invited"].as_u64(),
+        Some(300),
+        "{st}"
+    );
 }
 
 #[test]

@@ -19,9 +19,9 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     let w = World::new();
     fixture_ledger(&w);
     let status = w.status();
-    assert_eq!(status["ledger"]["invited"], 28, "{status}");
-    assert_eq!(status["ledger"]["exists"], 1, "{status}");
-    assert_eq!(status["ledger"]["failed"], 3, "{status}");
+    assert_eq!(status["invitations"]["statuses"]["invited"], 28, "{status}");
+    assert_eq!(status["invitations"]["statuses"]["exists"], 1, "{status}");
+    assert_eq!(status["invitations"]["statuses"]["failed"], 3, "{status}");
     assert_eq!(status["run"]["id"], 6, "{status}");
 
     let out = w.run(&["export", "--run", "1"]);
@@ -73,7 +73,7 @@ fn a_rerun_on_a_ledger_of_release_0_1_0_sends_nothing_already_done() {
     let out = w.run(&["run", input.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert_eq!(posts(&w.truth()), 0, "{}", text(&out));
-    let problems = w.status()["rows"]
+    let problems = w.status()["statuses"]
         .as_object()
         .unwrap()
         .iter()
@@ -96,9 +96,9 @@ fn compact_on_a_ledger_of_release_0_1_0_keeps_every_state_and_failed_rows() {
     let out = w.run(&["compact", "--older-than", "0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let after = w.status();
-    assert_eq!(before["ledger"], after["ledger"], "{after}");
+    assert_eq!(before["invitations"], after["invitations"], "{after}");
     assert_eq!(
-        before["rows"], after["rows"],
+        before["statuses"], after["statuses"],
         "the last run's counts: {after}"
     );
     let db = rusqlite::Connection::open(w.ledger()).unwrap();
@@ -112,5 +112,5 @@ fn compact_on_a_ledger_of_release_0_1_0_keeps_every_state_and_failed_rows() {
     assert_eq!(kept, 3, "the failed invitations keep a row to retry from");
     let out = w.run(&["retry"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.status()["ledger"]["invited"], 31);
+    assert_eq!(w.status()["invitations"]["statuses"]["invited"], 31);
 }

@@ -138,7 +138,7 @@ fn export_of_a_no_op_run_and_of_a_run_with_bad_rows() {
         "done rows are counted, not copied: {sheet}"
     );
     assert!(String::from_utf8_lossy(&all.stderr).contains("counted, not recorded"));
-    let total: u64 = st["rows"]
+    let total: u64 = st["statuses"]
         .as_object()
         .unwrap()
         .values()
@@ -174,11 +174,12 @@ fn compact_keeps_every_current_state_and_the_counts_of_each_run() {
     assert_eq!(count(&w.ledger(), "SELECT count(*) FROM attempts"), 0);
     let after = w.status();
     assert_eq!(
-        before["ledger"], after["ledger"],
+        before["invitations"], after["invitations"],
         "every invitation's state kept"
     );
     let run1_after = w.run(&["status", "--run", "1", "--json"]).stdout;
-    let counts = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["rows"].clone();
+    let counts =
+        |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["statuses"].clone();
     assert_eq!(counts(&run1), counts(&run1_after), "run 1's counts kept");
     let sent = posts(&w.truth());
     let out = w.run(&["run", input]);

@@ -9,6 +9,7 @@
 mod api_answers;
 mod faults;
 mod input_truth;
+mod json_schema;
 mod ledger_fixture;
 mod ledger_growth;
 mod ledger_safety;

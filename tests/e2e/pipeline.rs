@@ -145,7 +145,7 @@ fn retry_sends_only_the_failed_rows() {
     );
     let st = w.status();
     assert_eq!(row_count(&st, "invited"), 4, "{st}");
-    assert_eq!(st["ledger"]["invited"].as_u64(), Some(7));
+    assert_eq!(st["invitations"]["statuses"]["invited"].as_u64(), Some(7));
 }
 
 #[test]
@@ -355,7 +355,9 @@ fn the_quick_start_works_end_to_end_on_the_sandbox() {
     let out = bbinvite(&["status", "--sandbox", "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let invited = status["ledger"]["invited"].as_u64().unwrap_or(0);
+    let invited = status["invitations"]["statuses"]["invited"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(invited > 20, "{status}");
 
     let out = bbinvite(&["export", "--sandbox", "--status", "invited"]);
@@ -412,7 +414,7 @@ fn a_dry_run_reports_what_would_be_sent_and_sends_nothing() {
     assert_eq!(v["summary"]["invalid"], 1, "{v}");
     assert_eq!(posts(&w.truth()), posted, "a dry run sends nothing");
     assert_eq!(
-        w.status()["ledger"]["invited"].as_u64(),
+        w.status()["invitations"]["statuses"]["invited"].as_u64(),
         Some(6),
         "and records nothing"
     );

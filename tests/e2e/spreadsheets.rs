@@ -242,8 +242,10 @@ fn customers_lists_the_directory_and_flags_shared_names() {
     let w = World::new();
     let out = w.run(&["customers", "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let list = list.as_array().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["shown"], 12, "{listed}");
+    assert_eq!(listed["total"], 12, "{listed}");
+    let list = listed["customers"].as_array().unwrap();
     assert_eq!(list.len(), 12);
     let harbour: Vec<_> = list
         .iter()

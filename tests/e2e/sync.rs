@@ -140,9 +140,9 @@ fn three_new_and_two_removed_users_plan_then_apply_with_prune_yes() {
     let out = w.run(&["sync", file, "--plan", "--prune", "--json", "--rate", "500"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let plan = json(&out);
-    assert_eq!(plan["counts"]["invite"], 3, "{plan}");
-    assert_eq!(plan["counts"]["prune"], 2, "{plan}");
-    assert_eq!(plan["counts"]["exists"], 22, "{plan}");
+    assert_eq!(plan["actions"]["invite"], 3, "{plan}");
+    assert_eq!(plan["actions"]["prune"], 2, "{plan}");
+    assert_eq!(plan["actions"]["exists"], 22, "{plan}");
     assert_eq!(plan["prune_waiting_for_yes"], 2, "{plan}");
     let mut pruned: Vec<&str> = plan["entries"]
         .as_array()
@@ -162,7 +162,7 @@ fn three_new_and_two_removed_users_plan_then_apply_with_prune_yes() {
         .iter()
         .find(|c| c["customer_id"] == 1)
         .unwrap();
-    assert_eq!(customer1["counts"]["invite"], 3, "{customer1}");
+    assert_eq!(customer1["actions"]["invite"], 3, "{customer1}");
     assert_eq!(customer1["current"], 12, "{customer1}");
     assert_eq!(
         route_delta(&before, &w.truth()),

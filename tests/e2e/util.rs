@@ -155,7 +155,7 @@ pub fn samples(name: &str) -> PathBuf {
 }
 
 pub fn row_count(status: &serde_json::Value, s: &str) -> u64 {
-    status["rows"][s].as_u64().unwrap_or(0)
+    status["statuses"][s].as_u64().unwrap_or(0)
 }
 
 #[derive(clap::Parser)]

@@ -10,20 +10,41 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::app::report::{create_private, ignore_broken_pipe, spreadsheet_safe};
+use crate::app::report::{export_sink, ignore_broken_pipe, spreadsheet_safe, write_json_line};
 use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
 use crate::ledger::{self, Ledger};
 use crate::settings::Settings;
 use crate::sync::plan::{self, Action, Hold, Plan};
 
-/// `--plan --json`: the plan for scripts.
+/// `--plan --json` (docs/json.md): the plan for scripts.
 #[derive(Serialize)]
 struct PlanReport<'a> {
     rows: usize,
-    counts: BTreeMap<Action, usize>,
+    /// Entries per action, the whole plan's.
+    actions: BTreeMap<Action, usize>,
     prune_waiting_for_yes: usize,
     customers: Vec<&'a plan::CustomerPlan>,
-    entries: Vec<&'a plan::Entry>,
+    entries: Vec<EntryLine<'a>>,
+}
+
+/// One entry of the plan, with where its row was read as `file` and `line` (null for a
+/// prune), named as validate's findings name them.
+#[derive(Serialize)]
+struct EntryLine<'a> {
+    #[serde(flatten)]
+    entry: &'a plan::Entry,
+    file: Option<&'a str>,
+    line: Option<u64>,
+}
+
+impl<'a> From<&'a plan::Entry> for EntryLine<'a> {
+    fn from(entry: &'a plan::Entry) -> Self {
+        EntryLine {
+            entry,
+            file: entry.origin.as_ref().map(|o| o.file.as_str()),
+            line: entry.origin.as_ref().map(|o| o.line),
+        }
+    }
 }
 
 /// Prints the plan: counts per action, per customer, then the rows (all but unchanged).
@@ -37,10 +58,10 @@ pub(super) fn print_plan(global: &Settings, plan: &Plan, rows: usize) -> anyhow:
     let written = if global.json {
         let report = PlanReport {
             rows,
-            counts: plan.counts(),
+            actions: plan.counts(),
             prune_waiting_for_yes: plan.waiting_for_yes(),
             customers: plan.customers.values().collect(),
-            entries: shown().collect(),
+            entries: shown().map(EntryLine::from).collect(),
         };
         serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
@@ -327,17 +348,26 @@ pub(crate) fn write_action_counts(
     Ok(())
 }
 
-/// `export --actions`: a run's actions as CSV a spreadsheet opens safely.
+/// `export --actions`: a run's actions as CSV a spreadsheet opens safely, or (`json`)
+/// as JSON lines, one object an action with the CSV's columns as its keys.
 pub(crate) fn write_actions(
     ledger: &mut Ledger,
     run: Option<RunId>,
     path: Option<&Path>,
+    json: bool,
 ) -> anyhow::Result<()> {
-    let sink: Box<dyn Write> = match path {
-        Some(p) => Box::new(create_private(p)?),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));
+    let sink = std::io::BufWriter::new(export_sink(path)?);
+    if json {
+        let mut out = sink;
+        ledger
+            .export_actions(run, &mut |a| write_json_line(&mut out, &a))
+            .map(|_| ())
+            .or_else(ignore_broken_pipe)?;
+        out.flush()
+            .or_else(|e| ignore_broken_pipe(ledger::Error::Output(e)))?;
+        return Ok(());
+    }
+    let mut csv = csv::Writer::from_writer(sink);
     let csv_err = |e: csv::Error| std::io::Error::other(e);
     const HEADER: [&str; 11] = [
         "run",
