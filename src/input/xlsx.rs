@@ -262,7 +262,7 @@ mod tests {
             recs[0].columns.name_of(Field::Email),
             Some("E-mail Address")
         );
-        let zoe = invitee_starting(&recs, "zoe");
+        let zoe = invitee_starting(recs, "zoe");
         assert_eq!(zoe.name, "Zoë Dubois");
         assert_eq!(zoe.customer.as_deref(), Some("Café Société"));
     }
