@@ -360,3 +360,23 @@ pub struct ActionOutcome {
     pub unsure: bool,
     pub attempts: Vec<Attempt>,
 }
+
+#[cfg(test)]
+impl Verdict {
+    /// An invitation of `email` (named "Some One") to `customer_id`, as tests write one.
+    pub(crate) fn invite_of(
+        customer_id: i64,
+        email: &str,
+        status: Option<AccessStatus>,
+    ) -> Verdict {
+        Verdict::Invite {
+            customer_id,
+            user: NewAccessUser {
+                email: email.into(),
+                name: "Some One".into(),
+                id: None,
+                status,
+            },
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! customers with one name: an active one wins over suspended, cancelled or deleted
 //! ones; several active ones are ambiguous. No match: the closest names are suggested.
 //! The [`Resolver`] is the only part that may ask the API: a reference it has not seen
-//! is looked up (with the retries of any read) and its answer cached in a
+//! is looked up (through the attempt runner, as every call) and its answer cached in a
 //! [`ReferenceCache`]; names and ids are answered from the [`Directory`] alone.
 
 use std::any::Any;
@@ -15,13 +15,11 @@ use std::sync::Arc;
 
 use caseless::Caseless;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::api::Client;
 use crate::api::types::{Customer, CustomerStatus};
 use crate::input::Invitee;
-use crate::send::{explain, with_retries};
+use crate::send::{Failure, Sender, explain};
 
 /// How many close names an unresolved row suggests.
 const SUGGESTIONS: usize = 3;
@@ -300,14 +298,12 @@ pub struct Resolver {
 
 /// How a [`Resolver`] asks the API for a reference it has not seen.
 pub struct Lookups {
-    pub client: Arc<Client>,
+    /// The attempt runner the look-ups go through (limiter, retries, breaker).
+    pub sender: Arc<Sender>,
     /// What the client needs alive (the built-in sandbox it talks to), kept as long as
     /// the resolver: a reference is looked up row by row, after the command's own
     /// handle on the API may be gone.
     pub keep_alive: Option<Arc<dyn Any + Send + Sync>>,
-    /// Tries per look-up.
-    pub max_attempts: u32,
-    pub stop: CancellationToken,
 }
 
 /// Raw names remembered at most; past this the memo starts afresh, so memory stays flat
@@ -362,10 +358,13 @@ impl Resolver {
                     reference: reference.into(),
                     error: "no API to ask".into(),
                 }),
-                Some(l) => match with_retries(l.max_attempts, &l.stop, || {
-                    l.client.customer_by_reference(reference.trim())
-                })
-                .await
+                Some(l) => match l
+                    .sender
+                    .read("reference", &mut Vec::new(), || {
+                        l.sender.client().customer_by_reference(reference.trim())
+                    })
+                    .await
+                    .map_err(Failure::into_error)
                 {
                     Ok(Some(c)) => Ok(Resolved {
                         id: c.id,

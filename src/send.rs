@@ -1,14 +1,16 @@
-//! Sending: the HTTP policy of a run. One shared rate limiter, retries, a breaker.
+//! Sending: the HTTP policy of a command. One shared rate limiter, retries, a breaker.
 //!
 //! Takes [`Job`]s (an invitation to send, already marked `sending` in the ledger) and
 //! turns each into exactly one [`Outcome`], and [`ActionJob`]s (`sync`'s resends,
-//! suspensions, reactivations) into one [`ActionOutcome`]. Every call but the
-//! invitation's own POST goes through one attempt runner, [`Sender::call`]; every
-//! failed answer is judged in one place (breaker, credentials, `Retry-After` cap), and
-//! HTTP statuses map to what to do in one function, [`disposition`]. A failed
-//! invitation is an outcome, not an error: only a reason to stop the whole run
-//! (credentials refused, the breaker, a signal) is raised, through [`Abort`]. This
-//! module never touches SQL, the input or concurrency (the engine in `app` owns it).
+//! suspensions, reactivations) into one [`ActionOutcome`]. Every API call a command
+//! makes goes through one attempt runner, [`Sender::call`] (reads through
+//! [`Sender::read`]): the invitation's POST, the look in the access list, the directory,
+//! references, access lists, resend, suspend, reactivate. Every failed answer is judged
+//! in one place (breaker, credentials, `Retry-After` cap), and HTTP statuses map to what
+//! to do in one function, [`disposition`]. A failed invitation is an outcome, not an
+//! error: only a reason to stop the whole run (credentials refused, the breaker, a
+//! signal) is raised, through [`Abort`]. This module never touches SQL, the input or
+//! concurrency (the engine in `app` owns it).
 
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -20,7 +22,7 @@ use governor::{DefaultDirectRateLimiter, Jitter, RateLimiter};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::AccessUser;
+use crate::api::types::{AccessUser, NewAccessUser};
 use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
 use crate::domain::{
     ActionJob, ActionKind, ActionOutcome, ActionState, Attempt, Job, Outcome, State,
@@ -231,10 +233,15 @@ impl Breaker {
     /// Returns the reason when this failure trips the breaker.
     fn failure(&self, err: &ApiError) -> Option<String> {
         let kind = match err.class() {
-            // A 429 is the limiter's business; a row's own 4xx says nothing of the API,
-            // except a 403, which usually means the account lacks a permission.
+            // A 429 is the limiter's business.
             ErrorClass::RateLimited | ErrorClass::NotSent => return None,
-            ErrorClass::ClientError if err.status() != Some(403) => return None,
+            // A row's own 4xx says nothing of the API, and ends a run of failures as a
+            // success does; except a 403, which usually means the account lacks a
+            // permission.
+            ErrorClass::ClientError if err.status() != Some(403) => {
+                self.success();
+                return None;
+            }
             ErrorClass::ClientError => "HTTP 403 (forbidden)".to_string(),
             ErrorClass::ServerError => match err.status() {
                 Some(s) => format!("HTTP {s}"),
@@ -301,12 +308,9 @@ impl Sender {
         self.stop.cancel();
     }
 
-    /// A failed call counts toward the breaker, and stops the run when it trips it.
-    fn note_failure(&self, err: &ApiError) {
-        if let Some(reason) = self.breaker.failure(err) {
-            self.abort(Abort::Breaker(reason));
-        }
-        self.check_wait(err);
+    /// The client every call is made with.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Stops the run when `err` asks for a wait longer than `--max-retry-wait`: nothing
@@ -325,74 +329,87 @@ impl Sender {
     }
 
     /// Sends one job to its end: invited, exists, rejected, failed, or (when the run
-    /// stops first) pending.
+    /// stops first) pending. The POST goes through the attempt runner like every other
+    /// call; after a try that may have created the user (or when the ledger says an
+    /// earlier run's may have), the runner looks in the access list before sending again.
     pub async fn process(&self, job: Job) -> Outcome {
+        let (customer_id, user) = (job.customer_id, &job.user);
+        let mut attempts = Vec::new();
+        let mut unsure = job.check_first;
+        let sent = self
+            .run_tries(
+                "invite",
+                Repeat::LookFirst,
+                &mut attempts,
+                &mut unsure,
+                || async {
+                    let answer = self.client.invite(customer_id, user).await?;
+                    Ok((answer.body.id, answer.status))
+                },
+                || async move {
+                    let mut log = Vec::new();
+                    let found = self.confirm(customer_id, user, &mut log).await;
+                    (found.map(|found| found.map(|u| u.id)), log)
+                },
+            )
+            .await;
         let mut run = JobRun {
             job: &job,
-            attempts: Vec::new(),
-            unsure: job.check_first,
+            attempts,
+            unsure,
             last: None,
         };
-        for attempt in 1..=self.settings.max_attempts {
-            if self.stop.is_cancelled() {
-                return run.stopped(self.abort_reason());
-            }
-            if run.unsure
-                && let Some(outcome) = self.look_first(&mut run).await
-            {
-                return outcome;
-            }
-            let started = Instant::now();
-            let at = SystemTime::now();
-            let result =
-                crate::api::attempt(attempt, self.client.invite(job.customer_id, &job.user)).await;
-            let latency = started.elapsed();
-            if matches!(result, Err(ApiError::NotSent)) {
-                // Stopped while waiting for its turn: nothing left, nothing to log.
-                return run.stopped(self.abort_reason());
-            }
-            match result {
-                Ok(answer) => {
-                    self.breaker.success();
-                    run.attempts
-                        .push(tried(at, "invite", Ok(answer.status), latency));
-                    return run.finish(State::Invited, Some(answer.body.id), None);
-                }
-                Err(e) => {
-                    run.attempts.push(tried(at, "invite", Err(&e), latency));
-                    if let Some(outcome) = self.invite_failed(&mut run, e, attempt).await {
-                        return outcome;
-                    }
-                }
-            }
+        match sent {
+            Ok(id) => run.finish(State::Invited, Some(id), None),
+            Err(failure) => self.invite_failed(&mut run, failure).await,
         }
-        let message = match &run.last {
-            Some(e) => format!(
-                "gave up after {} attempts: {}",
-                self.settings.max_attempts,
-                explain(e)
-            ),
-            None => format!("gave up after {} attempts", self.settings.max_attempts),
-        };
-        run.finish(State::Failed, None, Some(message))
     }
 
-    /// Before sending again after a try that may have acted: looks in the access list.
-    /// Found, the job ends invited; not found, it is sent; the look failing ends it,
-    /// since sending blind could invite twice.
-    async fn look_first(&self, run: &mut JobRun<'_>) -> Option<Outcome> {
-        let e = match self.confirm(run).await {
-            Ok(Some(user)) => return Some(run.finish(State::Invited, Some(user.id), None)),
-            Ok(None) => {
-                run.unsure = false;
-                return None;
+    /// Where an invitation ends when its call did not succeed.
+    async fn invite_failed(&self, run: &mut JobRun<'_>, failure: Failure) -> Outcome {
+        match failure {
+            Failure::Stopped(last) => {
+                run.last = last;
+                run.stopped(self.abort_reason())
             }
-            Err(e) => e,
+            Failure::Look(e) => self.look_failed(run, e),
+            Failure::Answer(e) => self.answered(run, e).await,
+            // An invitation is never left unsure by the runner: it looks, then sends.
+            Failure::GaveUp(e) | Failure::Unsure(e) => {
+                let message = format!(
+                    "gave up after {} attempts: {}",
+                    self.settings.max_attempts,
+                    explain(&e)
+                );
+                run.last = Some(e);
+                run.finish(State::Failed, None, Some(message))
+            }
+        }
+    }
+
+    /// An answer another try would not change (or that stopped the run).
+    async fn answered(&self, run: &mut JobRun<'_>, e: ApiError) -> Outcome {
+        let message = match disposition(&e) {
+            Disposition::Exists => return self.confirm_exists(run, e).await,
+            Disposition::Reject(message) => {
+                run.last = Some(e);
+                return run.finish(State::Rejected, None, Some(message));
+            }
+            // Refused credentials: nothing was done, the row waits for the next run.
+            Disposition::Abort(message) => Some(message),
+            // Told to wait longer than allowed: nothing was done, the row waits too.
+            Disposition::Retry { .. } => self.abort_reason().map(|r| r.to_string()),
         };
+        run.last = Some(e);
+        run.finish(State::Pending, None, message)
+    }
+
+    /// The look before sending again failed: sending blind could invite twice, so the
+    /// job ends here (pending when the credentials were refused).
+    fn look_failed(&self, run: &mut JobRun<'_>, e: ApiError) -> Outcome {
         if let Disposition::Abort(message) = disposition(&e) {
-            self.abort(Abort::Auth(message.clone()));
             run.last = Some(e);
-            return Some(run.finish(State::Pending, None, Some(message)));
+            return run.finish(State::Pending, None, Some(message));
         }
         let message = format!(
             "could not check whether an earlier try created the user: {}",
@@ -400,81 +417,25 @@ impl Sender {
         );
         run.last = Some(e);
         if self.stop.is_cancelled() {
-            return Some(run.stopped(self.abort_reason()));
+            return run.stopped(self.abort_reason());
         }
-        Some(run.finish(State::Failed, None, Some(message)))
+        run.finish(State::Failed, None, Some(message))
     }
 
-    /// What a failed invitation POST leads to: an outcome now, or `None` to try again.
-    async fn invite_failed(
+    /// Looks for a user in the customer's access list (an earlier call may have created
+    /// it). A look is harmless to repeat, so it gets tries of its own: a flaky read
+    /// should not use up the invitation's attempts.
+    async fn confirm(
         &self,
-        run: &mut JobRun<'_>,
-        e: ApiError,
-        attempt: u32,
-    ) -> Option<Outcome> {
-        if e.maybe_applied() {
-            run.unsure = true;
-        }
-        match disposition(&e) {
-            Disposition::Exists => {
-                self.judge(&e);
-                Some(self.confirm_exists(run, e).await)
-            }
-            Disposition::Reject(message) => {
-                self.judge(&e);
-                run.last = Some(e);
-                Some(run.finish(State::Rejected, None, Some(message)))
-            }
-            Disposition::Abort(message) => {
-                self.abort(Abort::Auth(message.clone()));
-                run.last = Some(e);
-                Some(run.finish(State::Pending, None, Some(message)))
-            }
-            Disposition::Retry { .. } => self.after_failure(run, e, attempt).await,
-        }
-    }
-
-    /// Handles a retryable failure of an invitation: feeds the breaker, waits the
-    /// backoff. Returns an outcome when the job must end now.
-    async fn after_failure(
-        &self,
-        run: &mut JobRun<'_>,
-        e: ApiError,
-        attempt: u32,
-    ) -> Option<Outcome> {
-        let Some(after) = self.judge(&e) else {
-            // Refused credentials, or a wait longer than allowed: nothing was done, the
-            // row waits for the next run.
-            let message = self.abort_reason().map(|r| r.to_string());
-            run.last = Some(e);
-            return Some(run.finish(State::Pending, None, message));
-        };
-        run.last = Some(e);
-        if attempt >= self.settings.max_attempts {
-            return None;
-        }
-        if self.pause(attempt, after).await {
-            None
-        } else {
-            Some(run.stopped(self.abort_reason()))
-        }
-    }
-
-    /// Looks for the job's user in the access list (an earlier call may have created it).
-    /// A look is harmless to repeat, so it gets tries of its own: a flaky read should not
-    /// use up the invitation's attempts.
-    async fn confirm(&self, run: &mut JobRun<'_>) -> Result<Option<AccessUser>, ApiError> {
-        let (customer_id, user) = (run.job.customer_id, &run.job.user);
-        let found = self
-            .call("confirm", Repeat::Yes, &mut run.attempts, || async {
-                let found = self
-                    .client
-                    .find_access_user(customer_id, &user.email, &user.name)
-                    .await?;
-                Ok((found, 200))
-            })
-            .await;
-        found.map_err(Failure::into_error)
+        customer_id: i64,
+        user: &NewAccessUser,
+        log: &mut Vec<Attempt>,
+    ) -> Result<Option<AccessUser>, Failure> {
+        self.read("confirm", log, || {
+            self.client
+                .find_access_user(customer_id, &user.email, &user.name)
+        })
+        .await
     }
 
     /// After a 409, or a 422 that speaks of existence: the answer alone proves nothing
@@ -483,17 +444,15 @@ impl Sender {
     /// have made it). Not found: see [`unconfirmed`].
     async fn confirm_exists(&self, run: &mut JobRun<'_>, answer: ApiError) -> Outcome {
         let created_by_us = run.unsure;
-        let looked = self.confirm(run).await;
-        let found = match looked {
+        let (customer_id, user) = (run.job.customer_id, &run.job.user);
+        let found = match self.confirm(customer_id, user, &mut run.attempts).await {
             Ok(found) => found,
-            Err(e) => {
+            Err(failure) => {
+                let e = failure.into_error();
                 let message = format!(
                     "the API answered {answer}, but the access list could not be read to confirm the user is there: {}",
                     explain(&e)
                 );
-                if matches!(disposition(&e), Disposition::Abort(_)) {
-                    self.abort(Abort::Auth(e.to_string()));
-                }
                 run.last = Some(e);
                 return run.finish(State::Failed, None, Some(message));
             }
@@ -510,38 +469,25 @@ impl Sender {
         run.last = Some(answer);
         run.finish(state, None, Some(message))
     }
-    /// The one policy for a failed answer: feeds the breaker (a row's own 4xx says
-    /// nothing of the API, except a 403), stops the run on refused credentials or a
-    /// `Retry-After` beyond `--max-retry-wait`. Returns the wait the server asked for when
-    /// another try may help, `None` when it cannot.
+
+    /// The one policy for a failed answer: stops the run on refused credentials or a
+    /// `Retry-After` beyond `--max-retry-wait`, and feeds the breaker (which trips on a
+    /// run of one kind of failure). Returns the wait the server asked for when another
+    /// try may help, `None` when it cannot.
     fn judge(&self, e: &ApiError) -> Option<Option<Duration>> {
-        match disposition(e) {
+        let after = match disposition(e) {
             Disposition::Abort(message) => {
                 self.abort(Abort::Auth(message));
-                None
+                return None;
             }
-            Disposition::Exists => {
-                self.breaker.success();
-                None
-            }
-            Disposition::Reject(_) => {
-                if e.status() == Some(403) {
-                    self.note_failure(e);
-                } else {
-                    self.breaker.success();
-                }
-                None
-            }
-            Disposition::Retry { after } => {
-                if self.check_wait(e) {
-                    return None;
-                }
-                if let Some(reason) = self.breaker.failure(e) {
-                    self.abort(Abort::Breaker(reason));
-                }
-                Some(after)
-            }
+            Disposition::Retry { .. } if self.check_wait(e) => return None,
+            Disposition::Retry { after } => Some(after),
+            Disposition::Exists | Disposition::Reject(_) => None,
+        };
+        if let Some(reason) = self.breaker.failure(e) {
+            self.abort(Abort::Breaker(reason));
         }
+        after
     }
 
     /// Waits before try `attempt + 1`: full-jitter backoff, or longer when the server
@@ -554,23 +500,67 @@ impl Sender {
         }
     }
 
-    /// The attempt runner every call of a run but the invitation itself goes through
-    /// (the look in the access list, list reads, resend, suspend, reactivate): each try
-    /// waits its turn at the shared limiter (the client's gate), is logged in `log` under
-    /// `action`, and is judged by `Sender::judge`; transient failures are tried again
-    /// after [`backoff`] or the server's `Retry-After`, up to `--max-attempts`, unless
-    /// `repeat` says a try that may have acted must not be repeated. `call` answers the
-    /// value and the HTTP status it came with.
+    /// A call through the attempt runner (see [`Sender::call`]) that reads and changes
+    /// nothing: the directory, a reference, an access list. Tries are logged in `log`.
+    pub async fn read<T, F, Fut>(
+        &self,
+        action: &'static str,
+        log: &mut Vec<Attempt>,
+        mut read: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.call(action, Repeat::Yes, log, || {
+            let answer = read();
+            async move { Ok((answer.await?, 200)) }
+        })
+        .await
+    }
+
+    /// The attempt runner every call of a command goes through (the invitation, the look
+    /// in the access list, the directory and other reads, resend, suspend, reactivate):
+    /// each try waits its turn at the shared limiter (the client's gate), is logged in
+    /// `log` under `action`, and is judged by `Sender::judge`; transient failures are
+    /// tried again after [`backoff`] or the server's `Retry-After`, up to
+    /// `--max-attempts`, as `repeat` allows. `call` answers the value and the HTTP
+    /// status it came with.
     pub async fn call<T, F, Fut>(
         &self,
         action: &'static str,
         repeat: Repeat,
         log: &mut Vec<Attempt>,
-        mut call: F,
+        call: F,
     ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(T, u16), ApiError>>,
+    {
+        let mut unsure = false;
+        let no_look = || async { (Ok(None), Vec::new()) };
+        self.run_tries(action, repeat, log, &mut unsure, call, no_look)
+            .await
+    }
+
+    /// The runner's loop (see [`Sender::call`]). `unsure` says whether a try may have
+    /// acted; while it holds, a [`Repeat::LookFirst`] call runs `look` before its next
+    /// try: found, that is the call's value; not found, the try is made. A look answers
+    /// with the tries it made, which join the log.
+    async fn run_tries<T, F, Fut, L, LookFut>(
+        &self,
+        action: &'static str,
+        repeat: Repeat,
+        log: &mut Vec<Attempt>,
+        unsure: &mut bool,
+        mut call: F,
+        mut look: L,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(T, u16), ApiError>>,
+        L: FnMut() -> LookFut,
+        LookFut: Future<Output = (Result<Option<T>, Failure>, Vec<Attempt>)>,
     {
         let max_attempts = self.settings.max_attempts.max(1);
         let mut last: Option<ApiError> = None;
@@ -578,8 +568,21 @@ impl Sender {
             if self.stop.is_cancelled() {
                 break;
             }
+            if *unsure && repeat == Repeat::LookFirst {
+                let (found, tries) = look().await;
+                log.extend(tries);
+                match found {
+                    Ok(Some(found)) => return Ok(found),
+                    Ok(None) => *unsure = false,
+                    Err(Failure::Stopped(seen)) => {
+                        last = seen.or(last);
+                        break;
+                    }
+                    Err(failure) => return Err(Failure::Look(failure.into_error())),
+                }
+            }
             let (at, started) = (SystemTime::now(), Instant::now());
-            let result = call().await;
+            let result = crate::api::attempt(attempt, call()).await;
             let latency = started.elapsed();
             let e = match result {
                 Ok((value, status)) => {
@@ -592,10 +595,11 @@ impl Sender {
                 Err(e) => e,
             };
             log.push(tried(at, action, Err(&e), latency));
+            if repeat != Repeat::Yes && e.maybe_applied() {
+                *unsure = true;
+            }
             let after = match self.judge(&e) {
-                Some(_) if repeat == Repeat::Never && e.maybe_applied() => {
-                    return Err(Failure::Unsure(e));
-                }
+                Some(_) if repeat == Repeat::Never && *unsure => return Err(Failure::Unsure(e)),
                 Some(after) => after,
                 None => return Err(Failure::Answer(e)),
             };
@@ -709,7 +713,8 @@ impl Sender {
                 )),
                 true,
             ),
-            Failure::GaveUp(e) => (
+            // An action never looks first: a failed look is one more failed try.
+            Failure::GaveUp(e) | Failure::Look(e) => (
                 ActionState::Failed,
                 Some(format!(
                     "gave up after {max_attempts} attempts: {}",
@@ -728,6 +733,9 @@ pub enum Repeat {
     Yes,
     /// Never: it sends an e-mail.
     Never,
+    /// Only once a look shows the earlier try did not act (the invitation: a second
+    /// POST of a user it created would be answered "exists").
+    LookFirst,
 }
 
 /// Why a call through [`Sender::call`] did not succeed.
@@ -741,6 +749,8 @@ pub enum Failure {
     Unsure(ApiError),
     /// Every attempt failed; the last answer.
     GaveUp(ApiError),
+    /// The look before a repeat (see [`Repeat::LookFirst`]) could not be made.
+    Look(ApiError),
 }
 
 impl Failure {
@@ -748,7 +758,9 @@ impl Failure {
     pub fn error(&self) -> Option<&ApiError> {
         match self {
             Failure::Stopped(e) => e.as_ref(),
-            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) => Some(e),
+            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) | Failure::Look(e) => {
+                Some(e)
+            }
         }
     }
 
@@ -756,7 +768,7 @@ impl Failure {
     pub fn into_error(self) -> ApiError {
         match self {
             Failure::Stopped(e) => e.unwrap_or(ApiError::NotSent),
-            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) => e,
+            Failure::Answer(e) | Failure::Unsure(e) | Failure::GaveUp(e) | Failure::Look(e) => e,
         }
     }
 }
@@ -859,44 +871,6 @@ impl JobRun<'_> {
                 self.finish(State::Failed, None, Some(message))
             }
             None => self.finish(State::Failed, None, Some(format!("not finished ({why})"))),
-        }
-    }
-}
-
-/// Runs a read-only call (the directory, a reference) with the same retry policy as
-/// invitations: transient failures are retried with backoff, up to `max_attempts`.
-/// Safe only for calls that change nothing on the server.
-pub async fn with_retries<T, F, Fut>(
-    max_attempts: u32,
-    stop: &CancellationToken,
-    mut call: F,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match crate::api::attempt(attempt, call()).await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let after = match disposition(&e) {
-                    Disposition::Retry { after } => after,
-                    _ => return Err(e),
-                };
-                if attempt >= max_attempts
-                    || stop.is_cancelled()
-                    || too_long_wait(&e, DEFAULT_MAX_RETRY_WAIT).is_some()
-                {
-                    return Err(e);
-                }
-                let wait = backoff(attempt).max(after.unwrap_or(Duration::ZERO));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.cancelled() => return Err(e),
-                }
-                attempt += 1;
-            }
         }
     }
 }

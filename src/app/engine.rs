@@ -73,7 +73,7 @@ pub(crate) async fn open(
     let mut ledger = open_ledger(&global.ledger)?;
     let settings = cli::send_settings(send);
     let api = connect_to_send(endpoint, &settings, send, &mut ledger, stop).await?;
-    let sender = Arc::new(Sender::new(api.client.clone(), settings, stop.clone()));
+    let sender = api.sender.clone();
     Ok((ledger, api, sender))
 }
 

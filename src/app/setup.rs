@@ -1,5 +1,6 @@
-//! Setting up a command: the API and its limiter, the ledger, the inputs, the
-//! directory and the resolver, and the reader thread. Nothing here sends an invitation.
+//! Setting up a command: the API with its limiter and attempt runner, the ledger, the
+//! inputs, the directory and the resolver, and the reader thread. Nothing here sends an
+//! invitation; every call it makes (the directory) goes through the runner.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,7 +20,7 @@ use crate::ledger::Ledger;
 use crate::rate::Rate;
 use crate::resolve::{Directory, Lookups, Resolver};
 use crate::sandbox;
-use crate::send::{Limiter, with_retries};
+use crate::send::{DEFAULT_MAX_RETRY_WAIT, Failure, Limiter, Sender, Settings as SendSettings};
 use crate::settings::{Endpoint, Settings};
 
 use super::{ADMIT_BATCH, Aborted, READ_AHEAD};
@@ -30,25 +31,22 @@ use super::{ADMIT_BATCH, Aborted, READ_AHEAD};
 /// How the ledger names the built-in sandbox of `--sandbox`.
 pub(crate) const BUILTIN_SANDBOX: &str = "the built-in sandbox";
 
-/// The API to talk to, with the limiter every request waits on.
+/// The API to talk to, and the attempt runner every call to it goes through.
 pub(crate) struct Api {
     pub(crate) client: Arc<Client>,
+    /// The runner (limiter, retries, breaker) for this command's every call.
+    pub(crate) sender: Arc<Sender>,
     /// Which API this is, as the ledger records it: the base URL, or one name for every
     /// built-in sandbox (whose port changes from run to run).
     pub(crate) base_url: String,
-    /// Tries for read-only calls made outside the send stage.
-    pub(crate) max_attempts: u32,
-    pub(crate) stop: CancellationToken,
     /// Keeps an in-process sandbox alive while the API or a resolver asking it is in use.
     sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 /// How an [`Api`] is reached and how hard it is tried.
 pub(crate) struct Reach {
-    limiter: Arc<Limiter>,
+    settings: SendSettings,
     timeout: Duration,
-    pool: usize,
-    max_attempts: u32,
     stop: CancellationToken,
 }
 
@@ -56,27 +54,26 @@ impl Reach {
     /// For commands that only read: the given rate, default tries.
     pub(crate) fn reading(rate: Rate, stop: CancellationToken) -> Reach {
         Reach {
-            limiter: Arc::new(Limiter::new(rate, rate.per_second_whole(), stop.clone())),
+            settings: SendSettings {
+                rate,
+                burst: rate.per_second_whole(),
+                concurrency: 4,
+                max_attempts: 5,
+                max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
+            },
             timeout: Duration::from_secs(30),
-            pool: 4,
-            max_attempts: 5,
             stop,
         }
     }
 
     pub(crate) fn sending(
-        settings: &crate::send::Settings,
+        settings: &SendSettings,
         send: &SendArgs,
         stop: CancellationToken,
     ) -> Reach {
         Reach {
-            limiter: Arc::new(
-                Limiter::new(settings.rate, settings.burst, stop.clone())
-                    .with_max_pause(settings.max_retry_wait),
-            ),
+            settings: settings.clone(),
             timeout: send.timeout,
-            pool: settings.concurrency,
-            max_attempts: settings.max_attempts,
             stop,
         }
     }
@@ -85,10 +82,8 @@ impl Reach {
 /// Starts the client (and the built-in sandbox, when asked). No request is made.
 pub(crate) async fn connect(endpoint: Endpoint, reach: Reach) -> anyhow::Result<Api> {
     let Reach {
-        limiter,
+        settings,
         timeout,
-        pool,
-        max_attempts,
         stop,
     } = reach;
     let (base_url, credentials, sandbox) = match endpoint {
@@ -113,20 +108,23 @@ pub(crate) async fn connect(endpoint: Endpoint, reach: Reach) -> anyhow::Result<
         base_url: base_url.clone(),
         credentials,
         timeout,
-        pool_size: pool,
+        pool_size: settings.concurrency,
     })
     .map_err(|e| anyhow!("{e}"))?
-    .with_gate(limiter);
+    .with_gate(Arc::new(
+        Limiter::new(settings.rate, settings.burst, stop.clone())
+            .with_max_pause(settings.max_retry_wait),
+    ));
+    let client = Arc::new(client);
     let base_url = if sandbox.is_some() {
         BUILTIN_SANDBOX.to_string()
     } else {
         base_url
     };
     Ok(Api {
-        client: Arc::new(client),
+        sender: Arc::new(Sender::new(client.clone(), settings, stop)),
+        client,
         base_url,
-        max_attempts,
-        stop,
         sandbox,
     })
 }
@@ -135,7 +133,7 @@ pub(crate) async fn connect(endpoint: Endpoint, reach: Reach) -> anyhow::Result<
 /// (before any request), then logs in, so wrong credentials stop it before any row.
 pub(crate) async fn connect_to_send(
     endpoint: Endpoint,
-    settings: &crate::send::Settings,
+    settings: &SendSettings,
     send: &SendArgs,
     ledger: &mut Ledger,
     stop: &CancellationToken,
@@ -195,11 +193,25 @@ pub(crate) async fn load_directory(
     if !refresh && let Some(cached) = ledger.cached_customers(&api.base_url, ttl)? {
         return Ok(Directory::new(cached));
     }
-    let customers = with_retries(api.max_attempts, &api.stop, || api.client.all_customers())
+    let customers = api
+        .sender
+        .read("directory", &mut Vec::new(), || api.client.all_customers())
         .await
-        .map_err(api_abort)?;
+        .map_err(|f| read_abort(&api.sender, f, "the customer directory"))?;
     ledger.store_customers(&api.base_url, &customers)?;
     Ok(Directory::new(customers))
+}
+
+/// A read that failed before any row was sent: the reason the run stopped, when the
+/// runner stopped it (the breaker, a `Retry-After` beyond `--max-retry-wait`, a signal),
+/// else the failure itself. Exit 3.
+pub(crate) fn read_abort(sender: &Sender, failure: Failure, what: &str) -> anyhow::Error {
+    match sender.abort_reason() {
+        Some(reason) => anyhow::Error::new(Aborted(format!(
+            "{reason} (while reading {what}; nothing was sent)"
+        ))),
+        None => api_abort(failure.into_error()),
+    }
 }
 
 /// An API failure that stops a command before its rows: exit 3.
@@ -233,13 +245,11 @@ pub(crate) async fn resolver(
         _ => None,
     };
     let lookups = Lookups {
-        client: api.client.clone(),
+        sender: api.sender.clone(),
         keep_alive: api
             .sandbox
             .clone()
             .map(|sb| sb as Arc<dyn std::any::Any + Send + Sync>),
-        max_attempts: api.max_attempts,
-        stop: api.stop.clone(),
     };
     Ok(Resolver::new(directory, fixed, Some(lookups)))
 }

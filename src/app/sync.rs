@@ -34,7 +34,7 @@ use crate::input::{Columns, Field, Reader};
 use crate::ledger::{NewRow, Present, Writer};
 use crate::progress::{Mode, Progress};
 use crate::resolve::Resolver;
-use crate::send::{Abort, Disposition, Repeat, Sender, disposition, explain};
+use crate::send::{Abort, Disposition, Sender, disposition, explain};
 use crate::settings::Settings;
 
 use self::report::{RefusedLine, Summary};
@@ -225,9 +225,7 @@ async fn read_lists(
             async move {
                 // A read is logged nowhere: the ledger's attempts are those of a row.
                 let users = sender
-                    .call("list", Repeat::Yes, &mut Vec::new(), || async {
-                        Ok((client.all_access(customer_id).await?, 200))
-                    })
+                    .read("list", &mut Vec::new(), || client.all_access(customer_id))
                     .await;
                 (customer_id, users.map_err(|f| f.into_error()))
             }

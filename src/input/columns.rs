@@ -296,10 +296,7 @@ impl Columns {
 mod tests {
     use super::super::results::RESULTS_COLUMNS;
     use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::input::testutil::names;
 
     #[test]
     fn normalize_drops_case_and_punctuation() {

@@ -807,15 +807,7 @@ mod tests {
             assert!(recs.len() >= 4, "{name}: {recs:?}");
             assert!(recs.iter().all(|r| r.parsed.is_ok()), "{name}: {recs:?}");
             assert_eq!(emails(&recs[..2]), expected, "{name}");
-            let zoe = recs
-                .iter()
-                .find_map(|r| {
-                    r.parsed
-                        .as_ref()
-                        .ok()
-                        .filter(|i| i.email.starts_with("zoe"))
-                })
-                .unwrap();
+            let zoe = invitee_starting(&recs, "zoe");
             assert_eq!(zoe.name, "Zoë Dubois", "{name}");
             assert_eq!(zoe.customer.as_deref(), Some("Café Société"), "{name}");
         }

@@ -672,6 +672,24 @@ pub(crate) mod testutil {
     pub fn fixture(name: &str) -> String {
         format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
     }
+
+    /// Owned strings, as a header row holds them.
+    pub fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The first valid invitee whose e-mail starts with `prefix`.
+    pub fn invitee_starting<'a>(records: &'a [Record], prefix: &str) -> &'a Invitee {
+        records
+            .iter()
+            .find_map(|r| {
+                r.parsed
+                    .as_ref()
+                    .ok()
+                    .filter(|i| i.email.starts_with(prefix))
+            })
+            .unwrap()
+    }
 }
 
 #[cfg(test)]

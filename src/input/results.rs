@@ -72,11 +72,8 @@ pub(crate) fn unescape(cell: &mut String) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::input::testutil::names;
     use proptest::prelude::{any, prop_assert_eq, proptest};
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn both_generations_of_the_outcome_block_are_recognised() {

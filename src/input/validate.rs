@@ -60,24 +60,7 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
 
     let email = email_cell(cell(Field::Email), column(Field::Email), &mut problems);
 
-    let mut name = collapse(cell(Field::Name));
-    if name.is_empty() {
-        name = collapse(&format!(
-            "{} {}",
-            cell(Field::FirstName),
-            cell(Field::LastName)
-        ));
-    }
-    if name.is_empty() {
-        let col = [Field::Name, Field::FirstName, Field::LastName]
-            .into_iter()
-            .find_map(column);
-        problems.push(Problem {
-            column: col,
-            value: String::new(),
-            message: "the name is empty: the invitation needs the person's name".to_string(),
-        });
-    }
+    let name = name_cells(&cell, &column, &mut problems);
 
     let customer = optional(cell(Field::Customer));
     let customer_reference = optional(cell(Field::CustomerReference));
@@ -88,23 +71,7 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
     );
     let user_id = whole_number(cell(Field::UserId), column(Field::UserId), &mut problems);
 
-    let status_text = trim(cell(Field::Status));
-    let status = if status_text.is_empty() {
-        None
-    } else {
-        let parsed = AccessStatus::parse_loose(status_text);
-        if parsed.is_none() {
-            problems.push(Problem {
-                column: column(Field::Status),
-                value: status_text.to_string(),
-                message: format!(
-                    "\"{status_text}\" is not a status: use active, suspended or \
-                     awaitingActivation, or leave it empty"
-                ),
-            });
-        }
-        parsed
-    };
+    let status = status_cell(cell(Field::Status), column(Field::Status), &mut problems);
 
     for field in [
         Field::Email,
@@ -132,6 +99,58 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         status,
         user_id,
     })
+}
+
+/// The person's name: the name column, else first and last name joined; empty is a
+/// problem (the invitation needs it).
+fn name_cells<'a>(
+    cell: &impl Fn(Field) -> &'a str,
+    column: &impl Fn(Field) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> String {
+    let mut name = collapse(cell(Field::Name));
+    if name.is_empty() {
+        name = collapse(&format!(
+            "{} {}",
+            cell(Field::FirstName),
+            cell(Field::LastName)
+        ));
+    }
+    if name.is_empty() {
+        let col = [Field::Name, Field::FirstName, Field::LastName]
+            .into_iter()
+            .find_map(column);
+        problems.push(Problem {
+            column: col,
+            value: String::new(),
+            message: "the name is empty: the invitation needs the person's name".to_string(),
+        });
+    }
+    name
+}
+
+/// The status cell: empty is none; anything but a status is a problem.
+fn status_cell(
+    cell: &str,
+    column: Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<AccessStatus> {
+    let text = trim(cell);
+    if text.is_empty() {
+        return None;
+    }
+    let parsed = AccessStatus::parse_loose(text);
+    if parsed.is_none() {
+        problems.push(Problem {
+            column,
+            value: text.to_string(),
+            message: format!(
+                "\"{text}\" is not a status: use active, suspended or \
+                 awaitingActivation, or leave it empty"
+            ),
+        });
+    }
+    parsed
 }
 
 /// The e-mail cell, NFKC-folded (full-width forms become the letters they show); an

@@ -212,7 +212,7 @@ fn datetime_text(dt: &ExcelDateTime) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::testutil::fixture;
+    use super::super::testutil::{fixture, invitee_starting};
     use super::super::{Field, Options, open};
     use super::*;
     use calamine::{CellErrorType, ExcelDateTimeType};
@@ -262,15 +262,7 @@ mod tests {
             recs[0].columns.name_of(Field::Email),
             Some("E-mail Address")
         );
-        let zoe = recs
-            .iter()
-            .find_map(|r| {
-                r.parsed
-                    .as_ref()
-                    .ok()
-                    .filter(|i| i.email.starts_with("zoe"))
-            })
-            .unwrap();
+        let zoe = invitee_starting(recs, "zoe");
         assert_eq!(zoe.name, "Zoë Dubois");
         assert_eq!(zoe.customer.as_deref(), Some("Café Société"));
     }

@@ -692,10 +692,7 @@ mod tests {
             line,
             cells: format!("[\"{email}\"]"),
             email: Some(email.into()),
-            verdict: Verdict::Invite {
-                customer_id,
-                user: user(email, "Some One"),
-            },
+            verdict: Verdict::invite_of(customer_id, email, None),
         }
     }
 

@@ -341,7 +341,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::types::NewAccessUser;
     use crate::domain::Outcome;
     use crate::domain::{ActionKind, ActionState, Admission, AdmitOptions, Attempt, Verdict};
     use crate::ledger::NewRow;
@@ -353,15 +352,7 @@ mod tests {
             line: 2,
             cells: "[]".into(),
             email: Some(email.into()),
-            verdict: Verdict::Invite {
-                customer_id,
-                user: NewAccessUser {
-                    email: email.into(),
-                    name: "Some One".into(),
-                    id: None,
-                    status: None,
-                },
-            },
+            verdict: Verdict::invite_of(customer_id, email, None),
         };
         l.admit(run, &[row], AdmitOptions::default())
             .unwrap()

@@ -315,21 +315,7 @@ fn requests(out: &mut String, d: &ReportData) {
         format_ms(t.start_ms),
         t.width_ms / 1000
     );
-    out.push_str("<section id=\"latency\"><h2>Latency</h2>");
-    match t.latency {
-        Some(l) => {
-            out.push_str("<table style=\"max-width:720px\"><tbody>");
-            for (name, v) in ["p50", "p90", "p95", "p99", "max"].iter().zip(l) {
-                let _ = write!(
-                    out,
-                    "<tr><td>{name}</td><td style=\"width:60%\"><div class=\"bar\" style=\"width:{:.1}%\"><i style=\"width:100%;background:#5dade2\"></i></div></td><td class=\"n\">{v} ms</td></tr>",
-                    (v as f64 / l[4].max(1) as f64 * 100.0).max(1.0)
-                );
-            }
-            out.push_str("</tbody></table>");
-        }
-        None => out.push_str("<p class=\"note\">No request timed.</p>"),
-    }
+    latency(out, t.latency);
     out.push_str("</section><section id=\"trouble\"><h2>Retries, 429s and timeouts</h2>");
     let trouble = [
         Series {
@@ -360,6 +346,25 @@ fn requests(out: &mut String, d: &ReportData) {
         "<p class=\"note\">In all: {} retries, {} answered 429, {} timeouts, {} server errors (5xx).</p></section>",
         t.total.retries, t.total.throttled, t.total.timeouts, t.total.server_errors
     );
+}
+
+/// The latency section's table: p50 to max, as bars against the slowest.
+fn latency(out: &mut String, latency: Option<[i64; 5]>) {
+    out.push_str("<section id=\"latency\"><h2>Latency</h2>");
+    match latency {
+        Some(l) => {
+            out.push_str("<table style=\"max-width:720px\"><tbody>");
+            for (name, v) in ["p50", "p90", "p95", "p99", "max"].iter().zip(l) {
+                let _ = write!(
+                    out,
+                    "<tr><td>{name}</td><td style=\"width:60%\"><div class=\"bar\" style=\"width:{:.1}%\"><i style=\"width:100%;background:#5dade2\"></i></div></td><td class=\"n\">{v} ms</td></tr>",
+                    (v as f64 / l[4].max(1) as f64 * 100.0).max(1.0)
+                );
+            }
+            out.push_str("</tbody></table>");
+        }
+        None => out.push_str("<p class=\"note\">No request timed.</p>"),
+    }
 }
 
 fn errors(out: &mut String, d: &ReportData) {

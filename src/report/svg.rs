@@ -37,75 +37,107 @@ pub fn line_chart(
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(level.map(|l| l.0))
         .fold(0.0_f64, f64::max);
-    let y_max = nice_ceiling(y_top * 1.1);
-    let x_max = if x_max > 0.0 { x_max } else { 1.0 };
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + x / x_max * plot_w;
-    let sy = |y: f64| TOP + plot_h - y / y_max * plot_h;
+    let plot = Plot {
+        x_max: if x_max > 0.0 { x_max } else { 1.0 },
+        y_max: nice_ceiling(y_top * 1.1),
+    };
     let mut out = String::new();
     let _ = write!(
         out,
         r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
         t = escape(title)
     );
-    for i in 0..=4 {
-        let y = y_max * f64::from(i) / 4.0;
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" x2="{x2:.1}" y1="{py:.1}" y2="{py:.1}" stroke="#e3e6ea"/><text x="{tx:.1}" y="{ty:.1}" text-anchor="end" class="tick">{label}</text>"##,
-            x2 = WIDTH - RIGHT,
-            py = sy(y),
-            tx = LEFT - 6.0,
-            ty = sy(y) + 4.0,
-            label = short_number(y)
-        );
-    }
-    let step = nice_ceiling(x_max / 6.0);
-    for i in 0..=6 {
-        let x = step * f64::from(i);
-        if x > x_max + 1e-9 {
-            break;
-        }
-        let _ = write!(
-            out,
-            r#"<text x="{px:.1}" y="{py:.1}" text-anchor="middle" class="tick">{label}</text>"#,
-            px = sx(x),
-            py = HEIGHT - BOTTOM + 16.0,
-            label = short_duration(x)
-        );
-    }
-    let _ = write!(
-        out,
-        r#"<text x="{x:.1}" y="{y:.1}" text-anchor="end" class="tick">{l}</text>"#,
-        x = WIDTH - RIGHT,
-        y = HEIGHT - 4.0,
-        l = escape(x_label)
-    );
+    plot.axes(&mut out, x_label);
     if let Some((value, label)) = level {
         let _ = write!(
             out,
             r##"<line x1="{LEFT}" x2="{x2:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{x2:.1}" y="{ty:.1}" text-anchor="end" class="level">{l}</text>"##,
             x2 = WIDTH - RIGHT,
-            y = sy(value),
-            ty = sy(value) - 5.0,
+            y = plot.sy(value),
+            ty = plot.sy(value) - 5.0,
             l = escape(label)
         );
     }
-    for s in series {
-        let path: Vec<String> = s
-            .points
-            .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-            .collect();
+    plot.lines(&mut out, series);
+    legend(&mut out, series);
+    out.push_str("</svg>");
+    out
+}
+
+/// The data's range, and where a point of it lands in the chart.
+struct Plot {
+    x_max: f64,
+    y_max: f64,
+}
+
+impl Plot {
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + x / self.x_max * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        let plot_h = HEIGHT - TOP - BOTTOM;
+        TOP + plot_h - y / self.y_max * plot_h
+    }
+
+    /// Grid lines with the y ticks, the x ticks, and the x axis' label.
+    fn axes(&self, out: &mut String, x_label: &str) {
+        for i in 0..=4 {
+            let y = self.y_max * f64::from(i) / 4.0;
+            let _ = write!(
+                out,
+                r##"<line x1="{LEFT}" x2="{x2:.1}" y1="{py:.1}" y2="{py:.1}" stroke="#e3e6ea"/><text x="{tx:.1}" y="{ty:.1}" text-anchor="end" class="tick">{label}</text>"##,
+                x2 = WIDTH - RIGHT,
+                py = self.sy(y),
+                tx = LEFT - 6.0,
+                ty = self.sy(y) + 4.0,
+                label = short_number(y)
+            );
+        }
+        let step = nice_ceiling(self.x_max / 6.0);
+        for i in 0..=6 {
+            let x = step * f64::from(i);
+            if x > self.x_max + 1e-9 {
+                break;
+            }
+            let _ = write!(
+                out,
+                r#"<text x="{px:.1}" y="{py:.1}" text-anchor="middle" class="tick">{label}</text>"#,
+                px = self.sx(x),
+                py = HEIGHT - BOTTOM + 16.0,
+                label = short_duration(x)
+            );
+        }
         let _ = write!(
             out,
-            r#"<polyline fill="none" stroke="{c}" stroke-width="2" stroke-linejoin="round" points="{p}"><title>{n}</title></polyline>"#,
-            c = escape(s.color),
-            p = path.join(" "),
-            n = escape(s.name)
+            r#"<text x="{x:.1}" y="{y:.1}" text-anchor="end" class="tick">{l}</text>"#,
+            x = WIDTH - RIGHT,
+            y = HEIGHT - 4.0,
+            l = escape(x_label)
         );
     }
+
+    /// One polyline a series.
+    fn lines(&self, out: &mut String, series: &[Series<'_>]) {
+        for s in series {
+            let path: Vec<String> = s
+                .points
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", self.sx(*x), self.sy(*y)))
+                .collect();
+            let _ = write!(
+                out,
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" stroke-linejoin="round" points="{p}"><title>{n}</title></polyline>"#,
+                c = escape(s.color),
+                p = path.join(" "),
+                n = escape(s.name)
+            );
+        }
+    }
+}
+
+/// A swatch and a name a series, left to right above the plot.
+fn legend(out: &mut String, series: &[Series<'_>]) {
     let mut lx = LEFT;
     for s in series {
         let _ = write!(
@@ -117,8 +149,6 @@ pub fn line_chart(
         );
         lx += 28.0 + 7.5 * s.name.chars().count() as f64;
     }
-    out.push_str("</svg>");
-    out
 }
 
 /// A round number at or above `v`: 1, 2 or 5 times a power of ten.

@@ -621,7 +621,6 @@ pub fn parse_api_time(text: &str) -> Option<SystemTime> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::types::NewAccessUser;
     use crate::domain::{Existing, State};
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -642,6 +641,16 @@ mod tests {
         }
     }
 
+    /// Prunes confirmed, with no cap on their share.
+    fn pruning_all() -> Options {
+        Options {
+            prune: true,
+            yes: true,
+            max_prune_pct: 100.0,
+            ..opts()
+        }
+    }
+
     fn row(customer_id: i64, email: &str) -> SheetRow {
         row_with(customer_id, email, None)
     }
@@ -653,15 +662,7 @@ mod tests {
                 line: 2,
             },
             email_cell: Some(email.into()),
-            verdict: Verdict::Invite {
-                customer_id,
-                user: NewAccessUser {
-                    email: email.into(),
-                    name: "Some One".into(),
-                    id: None,
-                    status,
-                },
-            },
+            verdict: Verdict::invite_of(customer_id, email, status),
         }
     }
 
@@ -961,13 +962,7 @@ mod tests {
                 ])
                 .collect(),
         )]);
-        let o = Options {
-            prune: true,
-            yes: true,
-            max_prune_pct: 100.0,
-            ..opts()
-        };
-        let plan = compute(&rows, &lists, &HashMap::new(), &o);
+        let plan = compute(&rows, &lists, &HashMap::new(), &pruning_all());
         assert!(
             !plan
                 .entries
@@ -983,13 +978,7 @@ mod tests {
         let rows = [row(1, "a@x.io"), row(2, "b@x.io")];
         let mut lists = lists(vec![(2, vec![user(3, "c@x.io", Active, None)])]);
         lists.insert(1, Err("HTTP 404: Customer not found.".into()));
-        let o = Options {
-            prune: true,
-            yes: true,
-            max_prune_pct: 100.0,
-            ..opts()
-        };
-        let plan = compute(&rows, &lists, &HashMap::new(), &o);
+        let plan = compute(&rows, &lists, &HashMap::new(), &pruning_all());
         let got: Vec<(i64, Action)> = plan
             .entries
             .iter()

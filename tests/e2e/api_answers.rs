@@ -363,3 +363,22 @@ fn a_422_saying_the_email_is_taken_is_exists_once_the_list_shows_the_user() {
     let st = w.status();
     assert_eq!(row_count(&st, "exists"), 1, "{st}");
 }
+
+#[test]
+fn a_directory_read_told_to_wait_beyond_max_retry_wait_stops_like_an_invitation() {
+    let w = World::new();
+    // One request a second, one customer a page: the directory's second page meets a
+    // 429 asking for 30 s, more than the run allows.
+    w.faults(Faults {
+        rate_limit: Some(1),
+        retry_after_secs: Some(30),
+        page_cap: Some(1),
+        ..w.sandbox.faults()
+    });
+    let file = w.write("in.csv", &invitees_csv(0, 4));
+    let args = ["run", file.to_str().unwrap(), "--max-retry-wait", "1"];
+    let (code, out) = finish(spawn_kept(&w, &args), Duration::from_secs(20));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("--max-retry-wait"), "says what to do: {out}");
+    assert_eq!(posts(&w.truth()), 0, "nothing was sent: {out}");
+}

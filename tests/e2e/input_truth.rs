@@ -299,10 +299,7 @@ fn customer_names_match_under_full_case_folding() {
             {"id": 2003, "name": "WEISS NETWORKS", "reference": "WEI-2", "status": "active", "type": "business"}]"#,
     )
     .unwrap();
-    let w = World::with_config(sandbox_config(&[
-        "--customers",
-        customers.to_str().unwrap(),
-    ]));
+    let w = World::with_customers(&customers);
     let file = w.write(
         "fold.csv",
         "email,name,customer\n\

@@ -9,40 +9,6 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 use bbinvite::sandbox::Faults;
 
-/// `bbinvite ARGS --ledger LEDGER --base-url …`, run to its end.
-fn run_on(w: &World, ledger: &Path, args: &[&str]) -> Output {
-    assert_cmd::Command::cargo_bin("bbinvite")
-        .unwrap()
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(ledger)
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap()
-}
-
-/// The same, in the background, its stderr kept.
-fn spawn_on(w: &World, ledger: &Path, args: &[&str]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("bbinvite"))
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(ledger)
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits for a child (killing it past `limit`: a bound, not a timing assertion).
 fn finish(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();

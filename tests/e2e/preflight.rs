@@ -463,8 +463,6 @@ fn validate_blames_the_reference_column_for_a_reference() {
 
 #[test]
 fn resends_cut_off_in_flight_are_reported_once_and_counted_by_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let customers = dir.path().join("customers.json");
     let old = ago(Duration::from_secs(30 * 86_400));
     let seed = serde_json::json!([{
         "id": 500,
@@ -474,11 +472,7 @@ fn resends_cut_off_in_flight_are_reported_once_and_counted_by_status() {
             {"email": "b@r.example", "name": "B", "status": "awaitingActivation", "created_at": old}
         ]
     }]);
-    std::fs::write(&customers, seed.to_string()).unwrap();
-    let w = World::with_config(sandbox_config(&[
-        "--customers",
-        customers.to_str().unwrap(),
-    ]));
+    let w = World::seeded(&seed);
     let file = w.write(
         "in.csv",
         "email,name,customer_id\na@r.example,A,500\nb@r.example,B,500\n",

@@ -15,10 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 /// A world whose sandbox holds the fixtures' five customers.
 fn fixture_world() -> World {
     let customers = fixture("customers.json");
-    World::with_config(sandbox_config(&[
-        "--customers",
-        customers.to_str().unwrap(),
-    ]))
+    World::with_customers(&customers)
 }
 
 /// The five invitees every fixture describes: (customer id, e-mail, name, status).

@@ -272,8 +272,6 @@ fn prune_without_yes_is_reported_as_skipped_and_changes_nothing() {
 
 #[test]
 fn resend_happens_once_per_period_and_never_to_active_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let customers = dir.path().join("customers.json");
     let seed = serde_json::json!([{
         "id": 500,
         "name": "Resend Test Ltd",
@@ -285,11 +283,7 @@ fn resend_happens_once_per_period_and_never_to_active_users() {
             {"email": "offsheet@r.example", "name": "Off", "status": "awaitingActivation", "created_at": ago(30 * DAY)}
         ]
     }]);
-    std::fs::write(&customers, seed.to_string()).unwrap();
-    let w = World::with_config(sandbox_config(&[
-        "--customers",
-        customers.to_str().unwrap(),
-    ]));
+    let w = World::seeded(&seed);
     let file = w.write(
         "in.csv",
         &sheet(&[
@@ -492,19 +486,13 @@ fn the_prune_guard_refuses_a_sheet_that_would_suspend_most_of_a_customer() {
 fn a_sync_killed_midway_resumes_without_repeating_actions() {
     // One customer: 200 users awaiting activation for a month (resends due), 100 active
     // users the sheet no longer has (prunes), and 150 new users in the sheet (invites).
-    let dir = tempfile::tempdir().unwrap();
-    let customers = dir.path().join("customers.json");
     let old = ago(30 * DAY);
     let mut access: Vec<serde_json::Value> = (0..200)
         .map(|i| serde_json::json!({"email": format!("wait{i}@k.example"), "name": format!("Wait {i}"), "status": "awaitingActivation", "created_at": old}))
         .collect();
     access.extend((0..100).map(|i| serde_json::json!({"email": format!("gone{i}@k.example"), "name": format!("Gone {i}"), "status": "active", "created_at": old})));
     let seed = serde_json::json!([{"id": 900, "name": "Kill Test Ltd", "access": access}]);
-    std::fs::write(&customers, seed.to_string()).unwrap();
-    let w = World::with_config(sandbox_config(&[
-        "--customers",
-        customers.to_str().unwrap(),
-    ]));
+    let w = World::seeded(&seed);
     w.faults(Faults {
         latency_ms: 20,
         ..w.sandbox.faults()

@@ -46,6 +46,23 @@ impl World {
         self.path("ledger.db")
     }
 
+    /// A world whose sandbox holds the customers (and their access users) of `seed`,
+    /// as `bbinvite sandbox --customers FILE` would read them.
+    pub fn seeded(seed: &serde_json::Value) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let customers = dir.path().join("customers.json");
+        std::fs::write(&customers, seed.to_string()).unwrap();
+        World::with_customers(&customers)
+    }
+
+    /// A world whose sandbox holds the customers of the JSON file `customers`.
+    pub fn with_customers(customers: &Path) -> World {
+        World::with_config(sandbox_config(&[
+            "--customers",
+            customers.to_str().unwrap(),
+        ]))
+    }
+
     /// Writes a file into the work dir.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);
@@ -55,17 +72,28 @@ impl World {
 
     /// `bbinvite ARGS --ledger … --base-url …` with the test API key.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("bbinvite").unwrap();
+        self.cmd_on(&self.ledger(), args)
+    }
+
+    /// The same on another ledger.
+    pub fn cmd_on(&self, ledger: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::from_std(self.std_cmd(ledger, args));
+        cmd.timeout(std::time::Duration::from_secs(120));
+        cmd
+    }
+
+    /// `bbinvite ARGS --ledger LEDGER --base-url …` as a plain command, not yet started.
+    fn std_cmd(&self, ledger: &Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"));
         cmd.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("BILLINGBOOTH_API_KEY", API_KEY)
             .args(args)
             .arg("--ledger")
-            .arg(self.ledger())
+            .arg(ledger)
             .arg("--base-url")
-            .arg(self.sandbox.base_url())
-            .timeout(std::time::Duration::from_secs(120));
+            .arg(self.sandbox.base_url());
         cmd
     }
 
@@ -203,20 +231,31 @@ pub fn spawn_kept(w: &World, args: &[&str]) -> std::process::Child {
     spawn_with(w, args, std::process::Stdio::piped)
 }
 
+/// The same on another ledger, its output kept.
+pub fn spawn_on(w: &World, ledger: &Path, args: &[&str]) -> std::process::Child {
+    spawn_with_ledger(w, ledger, args, std::process::Stdio::piped)
+}
+
+/// `bbinvite ARGS --ledger LEDGER --base-url …`, run to its end.
+pub fn run_on(w: &World, ledger: &Path, args: &[&str]) -> Output {
+    w.cmd_on(ledger, args).output().unwrap()
+}
+
 fn spawn_with(
     w: &World,
     args: &[&str],
     output: fn() -> std::process::Stdio,
 ) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("bbinvite"))
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("BILLINGBOOTH_API_KEY", API_KEY)
-        .args(args)
-        .arg("--ledger")
-        .arg(w.ledger())
-        .arg("--base-url")
-        .arg(w.sandbox.base_url())
+    spawn_with_ledger(w, &w.ledger(), args, output)
+}
+
+fn spawn_with_ledger(
+    w: &World,
+    ledger: &Path,
+    args: &[&str],
+    output: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    w.std_cmd(ledger, args)
         .stdout(output())
         .stderr(output())
         .spawn()
