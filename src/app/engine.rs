@@ -69,7 +69,8 @@ pub(crate) async fn open(
     results: Option<&Path>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Ledger, Api, Arc<Sender>)> {
-    let endpoint = before_sending(global, results)?;
+    let metrics = send.announce.metrics_file.as_deref();
+    let endpoint = before_sending(global, results, metrics)?;
     let mut ledger = open_ledger(&global.ledger)?;
     let settings = cli::send_settings(send);
     let api = connect_to_send(endpoint, &settings, send, &mut ledger, stop).await?;

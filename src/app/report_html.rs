@@ -130,10 +130,13 @@ pub(crate) fn announce_unless_done(
         let code = exit_for(e) as i32;
         let outcome = format!("error: {}", error_line(e));
         let took: Duration = started.elapsed();
-        announce(
-            &Figures::stopped_early(command, &outcome, code, took),
-            &flags.announce(),
-        );
+        let mut to = flags.announce();
+        // A metrics file the checks refused was named in the error already: writing it
+        // would only fail a second time.
+        to.metrics_file = to
+            .metrics_file
+            .filter(|p| super::preflight::metrics_folder(p).is_ok());
+        announce(&Figures::stopped_early(command, &outcome, code, took), &to);
     }
     result
 }
