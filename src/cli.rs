@@ -348,16 +348,6 @@ pub struct AnnounceArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
-impl AnnounceArgs {
-    /// What the end of the command announces.
-    pub fn announce(&self) -> crate::report::Announce {
-        crate::report::Announce {
-            notify_on: self.notify_on,
-            metrics_file: self.metrics_file.clone(),
-        }
-    }
-}
-
 /// `report`: one run as an HTML page.
 #[derive(Debug, ClapArgs)]
 pub struct ReportArgs {

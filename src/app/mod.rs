@@ -130,24 +130,24 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             .await
         }
         Command::Run(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = invite_rows(&global, a.input, a.send, stop).await;
-            report_html::announce_unless_done("run", started, ended, &flags)
+            report_html::announce_unless_done("run", started, ended, flags)
         }
         Command::Validate(a) => check_files(&global, &a.input, Check::Validate, a.rate, stop).await,
         Command::Retry(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = retry(&global, a.send, stop).await;
-            report_html::announce_unless_done("retry", started, ended, &flags)
+            report_html::announce_unless_done("retry", started, ended, flags)
         }
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
         Command::Sync(a) if a.plan => sync::run(&global, a, stop).await,
         Command::Sync(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = sync::run(&global, a, stop).await;
-            report_html::announce_unless_done("sync", started, ended, &flags)
+            report_html::announce_unless_done("sync", started, ended, flags)
         }
         Command::Report(a) => report_html::report(&global, a),
         Command::Compact(a) => compact::compact(&global, a),

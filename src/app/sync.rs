@@ -108,7 +108,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         run,
         started,
         results: a.send.results.as_deref(),
-        announce: a.send.announce.announce(),
+        announce: global.announce(&a.send.announce),
         problem: plan.refusals().next().is_some(),
     };
     let customers = customers.len();
