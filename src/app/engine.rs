@@ -84,14 +84,17 @@ pub(crate) fn stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl 
 }
 
 impl Engine {
-    /// Starts the run's ledger writer: ready to admit, dispatch and record.
+    /// Keeps the run's pace (`--rate`, `--burst`) in the ledger, then starts the run's
+    /// ledger writer: ready to admit, dispatch and record.
     pub(crate) fn start(
-        ledger: Ledger,
+        mut ledger: Ledger,
         run: RunId,
         sender: Arc<Sender>,
         progress: Arc<Progress>,
         verbose: bool,
     ) -> anyhow::Result<Engine> {
+        let pace = sender.settings();
+        ledger.set_pace(run, pace.rate.per_second_f64(), pace.burst.get())?;
         let (writer, thread) = Writer::spawn(ledger, run)?;
         Ok(Engine {
             sender,
