@@ -38,7 +38,7 @@ use crate::send::{Abort, Disposition, Repeat, Sender, disposition, explain};
 use crate::settings::Settings;
 
 use self::report::{RefusedLine, Summary};
-pub(crate) use self::report::{write_action_counts, write_actions};
+pub(crate) use self::report::{broken_pipe_is_fine, write_action_counts, write_actions};
 use crate::sync::plan::{self, Hold, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.

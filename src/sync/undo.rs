@@ -142,7 +142,7 @@ fn step<'a>(run: RunId, later: impl Iterator<Item = &'a Change> + Clone) -> Step
     if let Some(c) = later.clone().filter(ours).find(|c| c.state == "done") {
         return Step::Undone { by_run: c.run };
     }
-    if let Some(c) = later.clone().filter(|c| !ours(c)).find(|c| acted(c)) {
+    if let Some(c) = later.clone().filter(|c| !ours(c) && acted(c)).last() {
         return Step::Skip {
             by_run: c.run,
             command: c.command.clone(),
@@ -246,17 +246,19 @@ mod tests {
             vec![
                 change(1, 4, "sync", None, "failed"),
                 change(1, 5, "sync", None, "done"),
+                change(1, 6, "sync", None, "done"),
+                change(1, 7, "sync", None, "pending"),
             ],
         );
         let plan = compute(&f).unwrap();
         assert_eq!(
             plan.entries[0].step,
             Step::Skip {
-                by_run: 5,
+                by_run: 6,
                 command: "sync".into(),
                 change: "reactivate".into()
             },
-            "a failed action that did not act changes nothing"
+            "the last run that acted; a failed or pending action changed nothing"
         );
         assert_eq!(plan.to_reverse().count(), 1);
     }

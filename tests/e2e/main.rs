@@ -18,4 +18,5 @@ mod preflight;
 mod report;
 mod spreadsheets;
 mod sync;
+mod undo;
 mod util;
