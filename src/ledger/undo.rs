@@ -167,3 +167,92 @@ fn later_changes(c: &rusqlite::Connection, run: RunId) -> rusqlite::Result<Vec<C
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::api::types::NewAccessUser;
+    use crate::domain::{ActionState, Admission, AdmitOptions, NewAction, Outcome, State, Verdict};
+    use crate::ledger::NewRow;
+
+    /// Admits and records one invitation of `email` in `run`, ending `state`.
+    fn invite(l: &mut Ledger, run: RunId, email: &str, state: State) {
+        let source = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let user = NewAccessUser {
+            email: email.into(),
+            name: "Some One".into(),
+            id: None,
+            status: None,
+        };
+        let row = NewRow {
+            source,
+            line: 2,
+            cells: format!("[\"{email}\"]"),
+            email: Some(email.into()),
+            verdict: Verdict::Invite {
+                customer_id: 1,
+                user,
+            },
+        };
+        let Admission::Send(job) = l
+            .admit(run, &[row], AdmitOptions::default())
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not sent");
+        };
+        let outcome = Outcome {
+            invitation_id: job.invitation_id,
+            row_id: job.row_id,
+            state,
+            access_user_id: Some(7),
+            error: None,
+            http_status: None,
+            unsure: false,
+            attempts: vec![],
+        };
+        l.record(run, &[outcome]).unwrap();
+    }
+
+    #[test]
+    fn the_facts_name_what_a_run_made_and_what_later_runs_did() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let first = l.begin_run("run", "http://x", &[], false).unwrap();
+        invite(&mut l, first, "a@x.io", State::Invited);
+        invite(&mut l, first, "b@x.io", State::Exists);
+        let sync = l.begin_run("sync", "http://x", &[], false).unwrap();
+        let suspend = NewAction {
+            customer_id: 1,
+            email: "A@x.io".into(),
+            access_user_id: 7,
+            kind: ActionKind::Suspend,
+            row_id: None,
+            why: "test".into(),
+            state: ActionState::Done,
+        };
+        l.add_actions(sync, &[suspend]).unwrap();
+        l.set_undoes(sync, first).unwrap();
+        l.set_pace(sync, 2.5, 3).unwrap();
+
+        let facts = l.undo_facts(first).unwrap().unwrap();
+        assert_eq!(
+            facts.targets.len(),
+            1,
+            "the invited one, not the one found there"
+        );
+        assert_eq!(facts.targets[0].email_key, "a@x.io");
+        assert_eq!(facts.targets[0].access_user_id, Some(7));
+        assert_eq!(facts.targets[0].did, None);
+        assert_eq!(facts.found_there, 1);
+        assert_eq!(facts.changes.len(), 1);
+        assert_eq!(facts.changes[0].run, sync);
+        assert_eq!(facts.changes[0].undoes, Some(first));
+        assert_eq!(facts.changes[0].kind, "suspend");
+
+        let later = l.undo_facts(sync).unwrap().unwrap();
+        assert_eq!(later.targets[0].did, Some(ActionKind::Suspend));
+        assert_eq!((later.run.rate, later.run.burst), (Some(2.5), Some(3)));
+        assert!(l.undo_facts(99).unwrap().is_none());
+    }
+}

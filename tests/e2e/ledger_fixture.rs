@@ -43,6 +43,11 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     assert_eq!(n("SELECT count(*) FROM attempts"), 39);
     assert_eq!(n("SELECT count(*) FROM actions"), 2);
     assert_eq!(n("SELECT count(*) FROM action_attempts"), 1);
+    // 0004 dates each invitation to the run that made it: an undo can find them.
+    assert_eq!(
+        n("SELECT count(*) FROM invitations WHERE state = 'invited' AND invited_run IS NULL"),
+        0
+    );
 
     let out = w.run(&["export", "--actions"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
