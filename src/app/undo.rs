@@ -50,10 +50,15 @@ pub async fn run(global: &Settings, a: UndoArgs, stop: CancellationToken) -> any
     let (mut ledger, api, sender) = open(global, &a.send, None, &stop).await?;
     // Again under the lock: another run may have changed a user since the look.
     let plan = plan_of(&mut ledger, a.run)?;
+    if plan.to_reverse().next().is_none() {
+        print_plan(global, &plan, a.yes)?;
+        return Ok(Exit::Ok);
+    }
     let run = ledger.begin_run("undo", &api.base_url, &[], false)?;
     ledger.set_undoes(run, a.run)?;
     let looks = look_up(&api.client, &sender, &plan).await?;
-    let progress = Progress::new(Mode::detect(global.quiet || global.json), "undo");
+    // The progress line counts rows, and an undo has none: its summary says it all.
+    let progress = Progress::new(Mode::Quiet, "undo");
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let applied = async {
         let jobs = add_actions(&engine.writer, run, &plan, &looks).await?;
@@ -288,7 +293,7 @@ fn write_plan(out: &mut dyn Write, plan: &UndoPlan, c: &Counts, yes: bool) -> st
     let n = plan.run;
     writeln!(
         out,
-        "bbinvite undo --run {n}: {} to reverse, {} already undone, {} skipped; {} users run {n} found already there are left alone",
+        "bbinvite undo --run {n}: {} to reverse, {} already undone, {} skipped; left alone, found already there by run {n}: {}",
         c.reverse, c.already_undone, c.skipped, c.found_there
     )?;
     for e in &plan.entries {

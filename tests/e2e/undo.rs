@@ -61,7 +61,7 @@ fn undo_plans_then_suspends_exactly_who_the_run_invited_once() {
     let plan = String::from_utf8_lossy(&out.stdout);
     assert_eq!(plan.matches("  suspend ").count(), 15, "{plan}");
     assert!(
-        plan.contains("5 users run 1 found already there are left alone"),
+        plan.contains("left alone, found already there by run 1: 5"),
         "{plan}"
     );
     assert!(plan.contains("Nothing was sent"), "{plan}");
@@ -161,11 +161,18 @@ fn a_user_a_later_sync_changed_is_skipped_and_named_with_that_run() {
         line.starts_with("  skip ") && line.ends_with("changed again by run 3 (sync: reactivate)"),
         "{shown}"
     );
+    // A user whose access id the ledger lacks is looked up in the access list.
+    let db = rusqlite::Connection::open(w.ledger()).unwrap();
+    let forgotten = "UPDATE invitations SET access_user_id = NULL WHERE email_key = ?1";
+    assert_eq!(db.execute(forgotten, [email(8)]).unwrap(), 1);
+    drop(db);
     let before = route(&w.truth(), SUSPEND);
     let out = w.run(&["undo", "--run", "1", "--yes", "--rate", "500"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(route(&w.truth(), SUSPEND) - before, 14);
     assert_eq!(status_of(&w, 1, &email(7)), back, "left alone");
+    assert_eq!(status_of(&w, 1, &email(8)), Some(AccessStatus::Suspended));
+    assert_eq!(suspends(&w, 8), 1);
 }
 
 #[test]
