@@ -148,6 +148,18 @@ Examples:
   bbinvite sync users.csv --resend-after 7 --apply-status
   bbinvite sync users.csv --prune --yes --max-prune 10")]
     Sync(SyncArgs),
+    /// Reverse what run N changed in the portal: suspend who it invited, undo its
+    /// suspensions; shows the plan unless --yes
+    #[command(after_help = "\
+Examples:
+  bbinvite undo --run 7                            what would be reversed; nothing is sent
+  bbinvite undo --run 7 --yes                      suspend who run 7 invited, reactivate who it suspended
+  bbinvite undo --run 7 --json                     the plan for scripts
+
+Users run N found already there are never touched; a user a later run changed again is
+skipped and named with that run. A killed undo is finished by the same command, without
+repeating a request. An undo itself cannot be undone.")]
+    Undo(UndoArgs),
     /// Write a run as one self-contained HTML page: counts, customers, charts, rows to fix
     Report(ReportArgs),
     /// Serve a local simulator of the Billing Booth One API
@@ -348,16 +360,6 @@ pub struct AnnounceArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
-impl AnnounceArgs {
-    /// What the end of the command announces.
-    pub fn announce(&self) -> crate::report::Announce {
-        crate::report::Announce {
-            notify_on: self.notify_on,
-            metrics_file: self.metrics_file.clone(),
-        }
-    }
-}
-
 /// `report`: one run as an HTML page.
 #[derive(Debug, ClapArgs)]
 pub struct ReportArgs {
@@ -441,6 +443,19 @@ pub struct SyncArgs {
     /// users (a truncated export must not lock a customer out)
     #[arg(long, value_name = "PCT", default_value = "20", value_parser = parse_percent)]
     pub max_prune: f64,
+}
+
+/// `undo --run N [--yes]`
+#[derive(Debug, ClapArgs)]
+pub struct UndoArgs {
+    /// The run to reverse, as `bbinvite status` numbers it
+    #[arg(long, value_parser = parse_run, value_name = "N")]
+    pub run: i64,
+    /// Carry the reversal out; without it, only the plan is shown and nothing is sent
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 #[derive(Debug, ClapArgs)]

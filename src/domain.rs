@@ -283,6 +283,10 @@ impl ActionKind {
             ActionKind::Prune => "prune",
         }
     }
+
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        ActionKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// Where an action stands. Stored as text.

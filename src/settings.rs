@@ -9,8 +9,9 @@
 
 use std::path::PathBuf;
 
-use crate::api::Credentials;
-use crate::cli::{self, Global};
+use crate::api::{Credentials, Secret};
+use crate::cli::{self, AnnounceArgs, Global};
+use crate::report::{Announce, NOTIFY_URL_ENV};
 
 /// The settings every command shares.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct Settings {
     pub verbose: u8,
     /// `--base-url` as typed; checked only by [`Settings::endpoint`].
     base_url: Option<String>,
+    /// The webhook that hears of each sending command's end (`BBINVITE_NOTIFY_URL`):
+    /// a secret, so its `Debug` shows stars.
+    notify_url: Option<Secret>,
 }
 
 /// The API a command will talk to, with what it proves itself with; checked, not yet used.
@@ -58,6 +62,17 @@ impl Settings {
             quiet: global.quiet,
             verbose: global.verbose,
             base_url: global.base_url.clone(),
+            notify_url: notify_url(std::env::var(NOTIFY_URL_ENV).ok()),
+        }
+    }
+
+    /// What a sending command tells at its end: `--notify-on` and `--metrics-file` as
+    /// typed, and the webhook from the environment.
+    pub fn announce(&self, flags: &AnnounceArgs) -> Announce {
+        Announce {
+            notify_on: flags.notify_on,
+            metrics_file: flags.metrics_file.clone(),
+            notify_url: self.notify_url.clone(),
         }
     }
 
@@ -84,5 +99,48 @@ impl Settings {
                 .unwrap_or_else(|| cli::DEFAULT_BASE_URL.to_string()),
         };
         cli::check_base_url(&raw)
+    }
+}
+
+/// The webhook URL from the environment's value: `None` when unset or blank.
+fn notify_url(value: Option<String>) -> Option<Secret> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_url_is_read_once_and_never_shown() {
+        assert!(notify_url(None).is_none());
+        assert!(notify_url(Some("  ".into())).is_none());
+        let url = "https://hooks.example.com/services/T0/B0/s3cr3t";
+        let global = Global {
+            ledger: None,
+            base_url: None,
+            json: false,
+            quiet: false,
+            verbose: 0,
+            sandbox: false,
+        };
+        let mut settings = Settings::new(&global);
+        settings.notify_url = notify_url(Some(format!(" {url}\n")));
+        let flags = AnnounceArgs {
+            notify_on: crate::report::NotifyOn::Always,
+            metrics_file: None,
+        };
+        let announce = settings.announce(&flags);
+        assert_eq!(
+            announce.notify_url.as_ref().map(Secret::expose),
+            Some(url),
+            "trimmed, and handed down"
+        );
+        for shown in [format!("{settings:?}"), format!("{announce:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
     }
 }

@@ -69,7 +69,8 @@ pub(crate) async fn open(
     results: Option<&Path>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Ledger, Api, Arc<Sender>)> {
-    let endpoint = before_sending(global, results)?;
+    let metrics = send.announce.metrics_file.as_deref();
+    let endpoint = before_sending(global, results, metrics)?;
     let mut ledger = open_ledger(&global.ledger)?;
     let settings = cli::send_settings(send);
     let api = connect_to_send(endpoint, &settings, send, &mut ledger, stop).await?;
@@ -83,14 +84,17 @@ pub(crate) fn stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl 
 }
 
 impl Engine {
-    /// Starts the run's ledger writer: ready to admit, dispatch and record.
+    /// Keeps the run's pace (`--rate`, `--burst`) in the ledger, then starts the run's
+    /// ledger writer: ready to admit, dispatch and record.
     pub(crate) fn start(
-        ledger: Ledger,
+        mut ledger: Ledger,
         run: RunId,
         sender: Arc<Sender>,
         progress: Arc<Progress>,
         verbose: bool,
     ) -> anyhow::Result<Engine> {
+        let pace = sender.settings();
+        ledger.set_pace(run, pace.rate.per_second_f64(), pace.burst.get())?;
         let (writer, thread) = Writer::spawn(ledger, run)?;
         Ok(Engine {
             sender,

@@ -88,7 +88,7 @@ pub(crate) async fn invite_rows(
         run,
         started,
         results: send.results.as_deref(),
-        announce: send.announce.announce(),
+        announce: global.announce(&send.announce),
         // A file with a header and no rows is a problem: in cron, a truncated export.
         problem: notes.iter().any(|n| n.no_rows()),
     };
@@ -125,7 +125,7 @@ pub(crate) async fn retry(
         run,
         started,
         results: send.results.as_deref(),
-        announce: send.announce.announce(),
+        announce: global.announce(&send.announce),
         problem: false,
     };
     engine.finish(ending, sent, |c| print_summary(global, "retry", c, &[]))

@@ -12,7 +12,7 @@
 //! what every command needs (the API, the ledger, the inputs, the resolver);
 //! `engine.rs` is the mark → send → record loop and the end of every command that
 //! changes the portal; `invite.rs` is `run` and `retry`; `sync.rs` is `sync` (its
-//! printing in `sync/report.rs`); `check.rs` is `validate` and `run --dry-run`;
+//! printing in `sync/report.rs`); `undo.rs` is `undo`; `check.rs` is `validate` and `run --dry-run`;
 //! `report.rs` is `status`, `export` and `customers`; `report_html.rs` is `report` (and
 //! the word sent when a sending command stops before its run began); `message.rs` says a
 //! failure in one line; `manual.rs` is `help`, `completions` and `man`; `template.rs` is
@@ -30,6 +30,7 @@ mod report_html;
 mod setup;
 mod sync;
 mod template;
+mod undo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -130,24 +131,30 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
             .await
         }
         Command::Run(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = invite_rows(&global, a.input, a.send, stop).await;
-            report_html::announce_unless_done("run", started, ended, &flags)
+            report_html::announce_unless_done("run", started, ended, flags)
         }
         Command::Validate(a) => check_files(&global, &a.input, Check::Validate, a.rate, stop).await,
         Command::Retry(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = retry(&global, a.send, stop).await;
-            report_html::announce_unless_done("retry", started, ended, &flags)
+            report_html::announce_unless_done("retry", started, ended, flags)
         }
         Command::Status(a) => status(&global, a.run),
         Command::Export(a) => export(&global, a),
         Command::Customers(a) => customers(&global, a, stop).await,
         Command::Sync(a) if a.plan => sync::run(&global, a, stop).await,
         Command::Sync(a) => {
-            let (started, flags) = (Instant::now(), a.send.announce.clone());
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
             let ended = sync::run(&global, a, stop).await;
-            report_html::announce_unless_done("sync", started, ended, &flags)
+            report_html::announce_unless_done("sync", started, ended, flags)
+        }
+        Command::Undo(a) if !a.yes => undo::run(&global, a, stop).await,
+        Command::Undo(a) => {
+            let (started, flags) = (Instant::now(), global.announce(&a.send.announce));
+            let ended = undo::run(&global, a, stop).await;
+            report_html::announce_unless_done("undo", started, ended, flags)
         }
         Command::Report(a) => report_html::report(&global, a),
         Command::Compact(a) => compact::compact(&global, a),

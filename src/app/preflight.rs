@@ -13,15 +13,19 @@ use anyhow::bail;
 
 use crate::settings::{Endpoint, Settings};
 
-/// Everything a sending command (`run`, `retry`, `sync`) checks before it opens the
-/// ledger: the ledger's folder, `--results`, then the endpoint.
+/// Everything a sending command (`run`, `retry`, `sync`, `undo`) checks before it opens
+/// the ledger: the ledger's folder, `--results`, `--metrics-file`, then the endpoint.
 pub(crate) fn before_sending(
     global: &Settings,
     results: Option<&Path>,
+    metrics: Option<&Path>,
 ) -> anyhow::Result<Endpoint> {
     ledger_folder(&global.ledger)?;
     if let Some(path) = results {
         results_file(path)?;
+    }
+    if let Some(path) = metrics {
+        metrics_folder(path)?;
     }
     global.endpoint()
 }
@@ -59,6 +63,25 @@ pub(crate) fn ledger_folder(path: &Path) -> anyhow::Result<()> {
             "--ledger {} is a folder; name a file, e.g. {}",
             path.display(),
             path.join(crate::cli::DEFAULT_LEDGER).display()
+        );
+    }
+    Ok(())
+}
+
+/// The metrics file's folder exists: the file itself is written at the end of the run,
+/// when it is too late to say so before anything was sent.
+pub(crate) fn metrics_folder(path: &Path) -> anyhow::Result<()> {
+    if let Some(why) = missing_folder(path) {
+        bail!(
+            "--metrics-file {}: {why}; create the folder, or name a file in another one",
+            path.display()
+        );
+    }
+    if path.is_dir() {
+        bail!(
+            "--metrics-file {} is a folder; name a file, e.g. {}",
+            path.display(),
+            path.join("bbinvite.prom").display()
         );
     }
     Ok(())
@@ -116,6 +139,18 @@ mod tests {
         let e = results_file(&missing).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
         let e = results_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a folder"), "{e}");
+    }
+
+    #[test]
+    fn a_metrics_file_needs_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        metrics_folder(&dir.path().join("m.prom")).unwrap();
+        let e = metrics_folder(&dir.path().join("no/m.prom"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = metrics_folder(dir.path()).unwrap_err().to_string();
         assert!(e.contains("is a folder"), "{e}");
     }
 

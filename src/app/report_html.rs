@@ -9,11 +9,11 @@ use anyhow::{Context, bail};
 
 use super::message::error_line;
 use super::{Exit, exit_for};
-use crate::cli::{AnnounceArgs, ReportArgs};
+use crate::cli::ReportArgs;
 use crate::ledger::{Ledger, RunTallies};
 use crate::report::html::{MAX_ATTENTION, MAX_CUSTOMERS, MAX_ERRORS, ReportData, render};
 use crate::report::series::{Collector, RowTally};
-use crate::report::{Figures, announce, take_announced};
+use crate::report::{Announce, Figures, announce, take_announced};
 use crate::settings::Settings;
 
 /// `bbinvite report [--run N] --output FILE.html`.
@@ -121,7 +121,7 @@ pub(crate) fn announce_unless_done(
     command: &str,
     started: Instant,
     result: anyhow::Result<Exit>,
-    flags: &AnnounceArgs,
+    mut to: Announce,
 ) -> anyhow::Result<Exit> {
     let told = take_announced();
     if let Err(e) = &result
@@ -130,10 +130,12 @@ pub(crate) fn announce_unless_done(
         let code = exit_for(e) as i32;
         let outcome = format!("error: {}", error_line(e));
         let took: Duration = started.elapsed();
-        announce(
-            &Figures::stopped_early(command, &outcome, code, took),
-            &flags.announce(),
-        );
+        // A metrics file the checks refused was named in the error already: writing it
+        // would only fail a second time.
+        to.metrics_file = to
+            .metrics_file
+            .filter(|p| super::preflight::metrics_folder(p).is_ok());
+        announce(&Figures::stopped_early(command, &outcome, code, took), &to);
     }
     result
 }

@@ -38,7 +38,7 @@ use crate::send::{Abort, Disposition, Sender, disposition, explain};
 use crate::settings::Settings;
 
 use self::report::{RefusedLine, Summary};
-pub(crate) use self::report::{write_action_counts, write_actions};
+pub(crate) use self::report::{broken_pipe_is_fine, write_action_counts, write_actions};
 use crate::sync::plan::{self, Hold, Origin, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.
@@ -108,7 +108,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         run,
         started,
         results: a.send.results.as_deref(),
-        announce: a.send.announce.announce(),
+        announce: global.announce(&a.send.announce),
         problem: plan.refusals().next().is_some(),
     };
     let customers = customers.len();

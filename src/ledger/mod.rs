@@ -14,6 +14,7 @@ mod query;
 mod report_data;
 mod spool;
 mod sync;
+mod undo;
 mod writer;
 
 use std::collections::HashSet;
@@ -33,6 +34,7 @@ pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
 pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
 pub use sync::{ActionRow, KeyView, Present};
+pub use undo::{Change, UndoFacts, UndoTarget};
 pub use writer::{Writer, WriterThread};
 
 /// The migrations, in order. Never edit one that has landed: add the next.
@@ -46,6 +48,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_growth",
         include_str!("../../migrations/0003_growth.sql"),
     ),
+    ("0004_undo", include_str!("../../migrations/0004_undo.sql")),
 ];
 
 /// SQLite's page cache, in KiB.
@@ -489,7 +492,8 @@ impl Ledger {
                 "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
                         attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
                         unsure = ?7, updated_at = ?8,
-                        done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END
+                        done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END,
+                        invited_run = CASE WHEN ?2 = 'invited' THEN ?9 ELSE invited_run END
                  WHERE id = ?1",
             )?;
             let mut row = c.prepare_cached(
@@ -504,7 +508,7 @@ impl Ledger {
                 let state = o.state.as_str();
                 inv.execute(params![
                     o.invitation_id, state, o.access_user_id, invites, o.http_status, o.error,
-                    o.unsure, now
+                    o.unsure, now, run
                 ])?;
                 row.execute(params![o.row_id, RowStatus::from_state(o.state).as_str(), o.error, now])?;
                 for a in &o.attempts {

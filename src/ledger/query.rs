@@ -21,6 +21,15 @@ pub struct RunInfo {
     pub dry_run: bool,
     pub outcome: Option<String>,
     pub exit_code: Option<i32>,
+    /// An undo run: the run it reverses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<RunId>,
+    /// The `--rate` the run was given, in requests per second (recorded since 0004).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// The `--burst` the run was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// Rows of a run per status, and invitations of the whole ledger per state.
@@ -69,7 +78,9 @@ pub struct ExportRow {
 impl Ledger {
     pub fn run_info(&mut self, run: Option<RunId>) -> Result<Option<RunInfo>> {
         self.sql(|c| {
-            let sql = "SELECT id, command, started_at, finished_at, files, dry_run, outcome, exit_code FROM runs";
+            let sql =
+                "SELECT id, command, started_at, finished_at, files, dry_run, outcome, exit_code,
+                              undoes, rate, burst FROM runs";
             let map = |r: &rusqlite::Row<'_>| {
                 let files: String = r.get(4)?;
                 Ok(RunInfo {
@@ -81,12 +92,21 @@ impl Ledger {
                     dry_run: r.get(5)?,
                     outcome: r.get(6)?,
                     exit_code: r.get(7)?,
+                    undoes: r.get(8)?,
+                    rate: r.get(9)?,
+                    burst: r.get(10)?,
                 })
             };
             match run {
-                Some(id) => c.query_row(&format!("{sql} WHERE id = ?1"), [id], map).optional(),
+                Some(id) => c
+                    .query_row(&format!("{sql} WHERE id = ?1"), [id], map)
+                    .optional(),
                 None => c
-                    .query_row(&format!("{sql} WHERE {HAS_ROWS} ORDER BY id DESC LIMIT 1"), [], map)
+                    .query_row(
+                        &format!("{sql} WHERE {HAS_ROWS_OR_ACTIONS} ORDER BY id DESC LIMIT 1"),
+                        [],
+                        map,
+                    )
                     .optional(),
             }
         })
@@ -214,6 +234,12 @@ impl Ledger {
 /// A run with rows: recorded ones, or rows counted without a record of their own.
 pub(super) const HAS_ROWS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
      OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id))";
+
+/// A run with rows, or with actions only (an undo): what `status` and `export` show when
+/// no run is named.
+const HAS_ROWS_OR_ACTIONS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id = runs.id)
+     OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id)
+     OR EXISTS (SELECT 1 FROM actions WHERE actions.run_id = runs.id))";
 
 /// `(key, count)` pairs of a query, as a map.
 fn counts(

@@ -118,7 +118,9 @@ impl Ledger {
                 )?;
                 let mut settle = tx.prepare_cached(
                     "UPDATE invitations SET state = ?2, access_user_id = ?3, unsure = 0, last_error = NULL,
-                            updated_at = ?4, done_at = ?4
+                            updated_at = ?4, done_at = ?4,
+                            invited_run = CASE WHEN ?2 = 'invited'
+                                THEN (SELECT run_id FROM rows WHERE id = ?5) END
                      WHERE id = ?1",
                 )?;
                 let mut row = tx.prepare_cached(
@@ -139,7 +141,13 @@ impl Ledger {
                         } else {
                             State::Exists
                         };
-                        settle.execute(params![id, now_state.as_str(), p.access_user_id, now])?;
+                        settle.execute(params![
+                            id,
+                            now_state.as_str(),
+                            p.access_user_id,
+                            now,
+                            p.row_id
+                        ])?;
                         RowStatus::from_state(now_state)
                     };
                     row.execute(params![p.row_id, status.as_str(), now])?;

@@ -278,6 +278,12 @@ fn customer_line(
     let _ = write!(out, "<td class=\"n\">{total}</td></tr>");
 }
 
+/// A rate as typed: `5`, `0.5`, not `5.000`.
+fn trim_number(n: f64) -> String {
+    let s = format!("{n:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn requests(out: &mut String, d: &ReportData) {
     let t = &d.timeline;
     out.push_str("<section id=\"requests\"><h2>Requests per second</h2>");
@@ -306,11 +312,22 @@ fn requests(out: &mut String, d: &ReportData) {
         "time since the first request",
         &rps,
         x_max,
-        Some((peak, "busiest rate seen")),
+        Some(match d.info.rate {
+            Some(rate) => (rate, "--rate"),
+            None => (peak, "busiest rate seen"),
+        }),
     ));
+    let limit = match (d.info.rate, d.info.burst) {
+        (Some(rate), burst) => format!(
+            "The dashed line is the limit the run was given: --rate {} per second{}",
+            trim_number(rate),
+            burst.map(|b| format!(", --burst {b}")).unwrap_or_default()
+        ),
+        (None, _) => "The ledger of this run does not keep its --rate, so the dashed line is the busiest rate the run reached, not the limit".to_string(),
+    };
     let _ = write!(
         out,
-        "<p class=\"note\">{} requests from {}, averaged over {}-second buckets. The limit set with --rate is not kept in the ledger, so the dashed line is the busiest rate the run reached, not the limit; 429 answers below show where the API's own limit was met.</p></section>",
+        "<p class=\"note\">{} requests from {}, averaged over {}-second buckets. {limit}; 429 answers below show where the API's own limit was met.</p></section>",
         t.total.requests,
         format_ms(t.start_ms),
         t.width_ms / 1000

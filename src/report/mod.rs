@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::api::Secret;
 use crate::domain::{RowStatus, RunId};
 use crate::ledger::Ledger;
 
@@ -71,6 +72,8 @@ pub enum NotifyOn {
 pub struct Announce {
     pub notify_on: NotifyOn,
     pub metrics_file: Option<PathBuf>,
+    /// The webhook, as the settings read it from [`NOTIFY_URL_ENV`]; `None`: none.
+    pub notify_url: Option<Secret>,
 }
 
 impl Figures {
@@ -172,10 +175,9 @@ pub fn announce(figures: &Figures, announce: &Announce) {
         NotifyOn::Always => true,
         NotifyOn::Problems => figures.exit_code != 0,
     };
-    let url = std::env::var(NOTIFY_URL_ENV).unwrap_or_default();
     if wanted
-        && !url.trim().is_empty()
-        && let Err(e) = notify::send(url.trim(), figures)
+        && let Some(url) = &announce.notify_url
+        && let Err(e) = notify::send(url.expose(), figures)
     {
         eprintln!("bbinvite: {e}");
     }

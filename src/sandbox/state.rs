@@ -69,6 +69,9 @@ pub struct SandboxUser {
     pub user: AccessUser,
     /// How many times `…/resend` succeeded for this user.
     pub resends: u64,
+    /// How many times `…/suspend` was carried out for this user (a repeat included).
+    #[serde(default)]
+    pub suspends: u64,
 }
 
 #[derive(Debug)]
@@ -77,6 +80,7 @@ struct UserEntry {
     email_lc: String,
     name_lc: String,
     resends: u64,
+    suspends: u64,
     /// The status a suspension interrupted, which reactivation restores.
     before_suspension: Option<AccessStatus>,
 }
@@ -100,6 +104,7 @@ impl CustomerEntry {
             email_lc,
             user,
             resends: 0,
+            suspends: 0,
             before_suspension: None,
         });
         &self.users[self.users.len() - 1].user
@@ -283,6 +288,7 @@ impl Store {
             .map(|u| SandboxUser {
                 user: u.user.clone(),
                 resends: u.resends,
+                suspends: u.suspends,
             })
             .collect())
     }
@@ -344,6 +350,7 @@ impl Store {
     /// `PUT …/suspend`: idempotent; remembers what reactivation should restore.
     pub fn suspend(&mut self, customer_id: i64, uid: i64) -> Result<AccessUser, Refusal> {
         let user = self.entry_mut(customer_id)?.user_mut(uid)?;
+        user.suspends += 1;
         if user.user.status != Some(AccessStatus::Suspended) {
             user.before_suspension = user.user.status;
             user.user.status = Some(AccessStatus::Suspended);

@@ -19,4 +19,5 @@ mod preflight;
 mod report;
 mod spreadsheets;
 mod sync;
+mod undo;
 mod util;

@@ -69,6 +69,18 @@ fn a_results_path_that_cannot_be_written_stops_run_and_sync_before_any_request()
 }
 
 #[test]
+fn a_metrics_file_in_a_missing_folder_stops_run_and_sync_before_any_request() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 5));
+    let file = file.to_str().unwrap();
+    let metrics = "no/such/folder/bbinvite.prom";
+    for command in ["run", "sync"] {
+        let out = w.run(&[command, file, "--metrics-file", metrics]);
+        refused_before_sending(&w, &out, metrics);
+    }
+}
+
+#[test]
 fn retry_checks_its_results_path_before_any_request() {
     let w = World::new();
     let file = w.write("in.csv", &invitees_csv_ids(0, 3));

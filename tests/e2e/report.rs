@@ -309,6 +309,33 @@ fn the_report_is_self_contained_escaped_and_small() {
 }
 
 #[test]
+fn the_report_draws_the_rate_the_run_was_given_not_the_busiest_one() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 6));
+    let args = [
+        "run",
+        file.to_str().unwrap(),
+        "--rate",
+        "7.5",
+        "--burst",
+        "3",
+    ];
+    assert_eq!(code(&w.run(&args)), 0);
+    let html = w.path("report.html");
+    let out = w.run(&["report", "--output", html.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("the limit the run was given: --rate 7.5 per second, --burst 3"),
+        "the rate line names the run's own limit"
+    );
+    assert!(!page.contains("busiest rate seen"), "not the busiest rate");
+    let status = w.status();
+    assert_eq!(status["run"]["rate"], 7.5, "{status}");
+    assert_eq!(status["run"]["burst"], 3, "{status}");
+}
+
+#[test]
 fn the_report_of_an_unknown_run_says_so() {
     let w = World::new();
     let file = w.write("in.csv", &invitees_csv(0, 2));

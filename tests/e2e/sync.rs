@@ -31,13 +31,6 @@ fn users(w: &World, customer: i64) -> Vec<SandboxUser> {
     w.sandbox.access(customer).unwrap()
 }
 
-fn status_of(w: &World, customer: i64, email: &str) -> Option<AccessStatus> {
-    users(w, customer)
-        .into_iter()
-        .find(|u| u.user.email == email)
-        .and_then(|u| u.user.status)
-}
-
 fn resends_of(w: &World, customer: i64, email: &str) -> u64 {
     users(w, customer)
         .into_iter()

@@ -285,3 +285,25 @@ pub fn wait_for(w: &World, limit: std::time::Duration, ready: impl Fn(&Truth) ->
 pub fn ago(d: std::time::Duration) -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now() - d).to_string()
 }
+
+/// A sandbox user as the simulator holds it (status, resends, suspensions).
+pub fn sandbox_user(
+    w: &World,
+    customer: i64,
+    email: &str,
+) -> Option<bbinvite::sandbox::SandboxUser> {
+    w.sandbox
+        .access(customer)
+        .unwrap()
+        .into_iter()
+        .find(|u| u.user.email == email)
+}
+
+/// A user's status in the sandbox.
+pub fn status_of(
+    w: &World,
+    customer: i64,
+    email: &str,
+) -> Option<bbinvite::api::types::AccessStatus> {
+    sandbox_user(w, customer, email).and_then(|u| u.user.status)
+}

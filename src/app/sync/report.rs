@@ -411,7 +411,7 @@ pub(crate) fn write_actions(
     Ok(())
 }
 
-pub(super) fn broken_pipe_is_fine(e: std::io::Error) -> std::io::Result<()> {
+pub(crate) fn broken_pipe_is_fine(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Ok(())
     } else {
