@@ -22,13 +22,10 @@ pub struct RunInfo {
     pub outcome: Option<String>,
     pub exit_code: Option<i32>,
     /// An undo run: the run it reverses.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub undoes: Option<RunId>,
     /// The `--rate` the run was given, in requests per second (recorded since 0004).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     /// The `--burst` the run was given.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
 
