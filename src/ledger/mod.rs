@@ -11,6 +11,7 @@ mod checkpoint;
 mod compact;
 mod lock;
 mod query;
+mod reading;
 mod report_data;
 mod spool;
 mod sync;
@@ -31,6 +32,7 @@ pub use checkpoint::Checkpointer;
 pub use compact::Compacted;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
+pub use reading::UnreadInput;
 pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
 pub use sync::{ActionRow, KeyView, Present};
 pub use writer::{Writer, WriterThread};
@@ -45,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_growth",
         include_str!("../../migrations/0003_growth.sql"),
+    ),
+    (
+        "0004_reading",
+        include_str!("../../migrations/0004_reading.sql"),
     ),
 ];
 

@@ -17,5 +17,6 @@ mod pipeline;
 mod preflight;
 mod report;
 mod spreadsheets;
+mod summary;
 mod sync;
 mod util;
