@@ -20,7 +20,7 @@ use crate::domain::{Admission, AdmitOptions, Job, RunId, Verdict};
 use crate::input::{self, Reader};
 use crate::ledger::{Ledger, NewRow, Writer};
 use crate::progress::{Mode, Progress};
-use crate::report::summary::{InputRead, thousands};
+use crate::report::summary::{InputRead, Summary, thousands};
 use crate::resolve::Resolver;
 use crate::settings::Settings;
 
@@ -107,16 +107,8 @@ pub(crate) async fn invite_rows(
         unread_input: !reading.complete,
         voice: voice(global),
     };
-    engine.finish(ending, fed.and(noted).and(sent), |mut s, _| {
-        s.notes = notes.iter().flat_map(|n| n.lines()).collect();
-        s.continue_with = (!reading.complete).then_some(continue_with);
-        s.input = Some(InputRead {
-            run,
-            complete: reading.complete,
-            rows_read: Some(reading.rows),
-            stopped_reading: reading.stopped(),
-        });
-        s
+    engine.finish(ending, fed.and(noted).and(sent), |s, _| {
+        reading.tell(s, &notes, continue_with)
     })
 }
 
@@ -219,6 +211,20 @@ pub(crate) struct Reading {
 }
 
 impl Reading {
+    /// Completes `run`'s summary: the inputs' notes, how far they were read and, when
+    /// not to the end, the command that continues.
+    fn tell(&self, mut s: Summary, notes: &[Arc<input::Notes>], continue_with: String) -> Summary {
+        s.notes = notes.iter().flat_map(|n| n.lines()).collect();
+        s.continue_with = (!self.complete).then_some(continue_with);
+        s.input = Some(InputRead {
+            run: s.run,
+            complete: self.complete,
+            rows_read: Some(self.rows),
+            stopped_reading: self.stopped(),
+        });
+        s
+    }
+
     /// Where reading stopped, in words; `None` when it read every row.
     fn stopped(&self) -> Option<String> {
         if self.complete {

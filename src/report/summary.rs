@@ -302,7 +302,7 @@ fn write_input(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         .clone()
         .unwrap_or_else(|| "it stopped before the end".to_string());
     if input.run == s.run {
-        writeln!(out, "  not read        the input's rest: {stopped}")?;
+        writeln!(out, "Reading stopped: {stopped}.")?;
     } else {
         writeln!(
             out,
@@ -480,6 +480,42 @@ mod tests {
         assert!(t.contains("  already done    27\n"), "{t}");
         assert_eq!(s.requests_per_sec, 0.0);
         assert_eq!(s.attention_line(), None);
+    }
+
+    #[test]
+    fn a_run_stopped_early_says_how_far_it_read_and_how_to_go_on() {
+        let mut s = summary(&[("invited", 96), ("pending", 928)], &[("invited", 96)], 0);
+        s.outcome = "aborted: interrupted by a signal".into();
+        s.input = Some(InputRead {
+            run: 3,
+            complete: false,
+            rows_read: Some(1_024),
+            stopped_reading: Some("read 1,024 rows, up to line 1,025 of big.csv".into()),
+        });
+        s.continue_with = Some("bbinvite run big.csv --ledger x.db".into());
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "Reading stopped: read 1,024 rows, up to line 1,025 of big.csv.\n\
+                 Continue (rows done are skipped): bbinvite run big.csv --ledger x.db\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("  not sent        928 (pending 928)\n"), "{t}");
+
+        // `retry` tells of an earlier run's input.
+        s.run = 4;
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "Run 3 did not read all of its input (read 1,024 rows, up to line 1,025 of big.csv)"
+            ),
+            "{t}"
+        );
+        assert_eq!(
+            s.attention_line().as_deref(),
+            Some("the input was not read to the end; continue: bbinvite run big.csv --ledger x.db")
+        );
     }
 
     #[test]

@@ -164,9 +164,10 @@ fn an_interrupted_run_says_how_far_it_read_and_its_continue_command_finishes_the
         "retry read nothing beyond what the run read"
     );
 
-    // The command it printed finishes the job, exactly once.
+    // The command it printed finishes the job, exactly once (faster than the default rate).
     let done = StdCommand::new(assert_cmd::cargo::cargo_bin("bbinvite"))
         .args(&words[1..])
+        .args(["--rate", "100000"])
         .current_dir(w.dir.path())
         .env_clear()
         .env("BILLINGBOOTH_API_KEY", API_KEY)
