@@ -80,7 +80,12 @@ pub(crate) async fn invite_rows(
                 &mut reading,
             )
             .await;
-            (reading, fed)
+            // Noted as soon as reading ends: a run killed while it sends has read it all.
+            let stopped = reading.stopped();
+            let noted = writer
+                .call(move |l| l.input_read(run, stopped.as_deref()))
+                .await;
+            (reading, fed.and(noted))
         })
     };
     let sent = engine.dispatch(stream_from(job_rx).map(Work::Invite)).await;
@@ -91,11 +96,6 @@ pub(crate) async fn invite_rows(
             Err(anyhow!("reading the input failed: {e}")),
         ),
     };
-    let stopped = reading.stopped();
-    let noted = engine
-        .writer
-        .call(move |l| l.input_read(run, stopped.as_deref()))
-        .await;
     let ending = Ending {
         command: "run",
         run,
@@ -107,7 +107,7 @@ pub(crate) async fn invite_rows(
         unread_input: !reading.complete,
         voice: voice(global),
     };
-    engine.finish(ending, fed.and(noted).and(sent), |s, _| {
+    engine.finish(ending, fed.and(sent), |s, _| {
         reading.tell(s, &notes, continue_with)
     })
 }

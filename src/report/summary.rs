@@ -95,6 +95,9 @@ pub struct RefusedPrune {
     pub max_prune_pct: f64,
 }
 
+/// The width of the summary's labels (`needs attention`).
+const LABEL_WIDTH: usize = 15;
+
 /// How the summary is printed: the global output flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Voice {
@@ -265,7 +268,7 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     }
     write_input(out, s)?;
     if let Some(sync) = &s.sync {
-        write_action_counts(out, &sync.actions)?;
+        write_action_counts(out, &sync.actions, LABEL_WIDTH)?;
         for l in &sync.lines {
             writeln!(out, "{l}")?;
         }
@@ -289,7 +292,7 @@ fn line(
     } else {
         format!(" ({})", listed(parts))
     };
-    writeln!(out, "  {label:<15} {}{parts}{tail}", thousands(n))
+    writeln!(out, "  {label:<LABEL_WIDTH$} {}{parts}{tail}", thousands(n))
 }
 
 /// How far the input was read, when not to the end, and how to go on.
@@ -355,10 +358,12 @@ fn write_next_steps(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes a run's actions per kind and state, as `status` and the summary show them.
+/// Writes a run's actions per kind and state, as `status` and the summary show them,
+/// each kind in a column `width` wide.
 pub fn write_action_counts(
     out: &mut dyn Write,
     actions: &BTreeMap<String, BTreeMap<String, u64>>,
+    width: usize,
 ) -> std::io::Result<()> {
     for kind in ActionKind::ALL {
         let Some(states) = actions.get(kind.as_str()) else {
@@ -372,7 +377,7 @@ pub fn write_action_counts(
                     .map(|n| format!("{} {}", thousands(*n), st.as_str()))
             })
             .collect();
-        writeln!(out, "  {:<15} {}", kind.as_str(), parts.join(", "))?;
+        writeln!(out, "  {:<width$} {}", kind.as_str(), parts.join(", "))?;
     }
     Ok(())
 }
@@ -431,6 +436,26 @@ mod tests {
         let mut out = Vec::new();
         write_text(&mut out, s).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn action_counts_read_in_a_fixed_order() {
+        let counts = BTreeMap::from([
+            (
+                "resend".to_string(),
+                BTreeMap::from([("failed".to_string(), 1), ("done".to_string(), 3)]),
+            ),
+            (
+                "prune".to_string(),
+                BTreeMap::from([("skipped".to_string(), 2)]),
+            ),
+        ]);
+        let mut out = Vec::new();
+        write_action_counts(&mut out, &counts, 11).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  resend      3 done, 1 failed\n  prune       2 skipped\n"
+        );
     }
 
     #[test]
