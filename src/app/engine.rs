@@ -7,11 +7,11 @@
 //! [`Sender`] (limiter, breaker, attempt runner), and records every outcome through the
 //! ledger's [`Writer`]. The concurrency of a run lives here and only here. It holds no
 //! SQL (the ledger does), no HTTP policy (`send` does), and prints only the per-row
-//! lines `-v` asks for; each command prints its own summary from what [`finish`] hands
-//! it.
+//! lines `-v` asks for and, through `report::summary`, the run's one summary, which
+//! each command completes with what only it knows.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -22,11 +22,12 @@ use super::invite::write_results;
 use super::message::error_line;
 use super::preflight::before_sending;
 use super::setup::{Api, connect_to_send, open_ledger};
-use super::{Aborted, Exit, exit_for};
+use super::{Aborted, Exit, exit_for, mark_json_answered};
 use crate::cli::{self, SendArgs};
 use crate::domain::{ActionJob, ActionKind, ActionState, Job, Outcome, RowStatus, RunId};
 use crate::ledger::{self, Ledger, StatusCounts, Writer, WriterThread};
 use crate::progress::Progress;
+use crate::report::summary::{self, Summary, Voice};
 use crate::report::{Announce, Figures, announce};
 use crate::send::{Abort, Sender};
 use crate::settings::Settings;
@@ -58,6 +59,9 @@ pub(crate) struct Engine {
     pub run: RunId,
     pub progress: Arc<Progress>,
     pub verbose: bool,
+    /// When the first request was handed out and the last answer recorded: the time
+    /// the sending took, for the rate the summary shows.
+    sending: Mutex<Option<(Instant, Instant)>>,
 }
 
 /// Everything a command that changes the portal opens before its run begins, in one
@@ -103,6 +107,7 @@ impl Engine {
             run,
             progress,
             verbose,
+            sending: Mutex::new(None),
         })
     }
 
@@ -111,17 +116,29 @@ impl Engine {
         self,
         ending: Ending<'_>,
         pipeline: anyhow::Result<()>,
-        summarise: impl FnOnce(&Closed<'_>) -> anyhow::Result<()>,
+        summarise: impl FnOnce(Summary, &StatusCounts) -> Summary,
     ) -> anyhow::Result<Exit> {
+        let sending = self
+            .sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(first, last)| last.duration_since(first));
         let parts = (self.writer, self.thread);
         finish(
             ending,
             parts,
-            &self.progress,
-            &self.sender,
+            (&self.progress, &self.sender, sending),
             pipeline,
             summarise,
         )
+    }
+
+    /// Notes a request handed out, or an answer recorded, for [`Engine::sending`].
+    fn clock(&self) {
+        let now = Instant::now();
+        let mut slot = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        let first = slot.map_or(now, |(first, _)| first);
+        *slot = Some((first, now));
     }
 
     /// Marks work `sending`, sends it with bounded concurrency, and records each outcome.
@@ -140,6 +157,7 @@ impl Engine {
         let mut done = std::pin::pin!(
             marked
                 .map(|(work, marked)| {
+                    self.clock();
                     // Each request is a task, so the work spreads over every core.
                     tokio::spawn(send(self.sender.clone(), self.writer.clone(), work, marked))
                 })
@@ -153,6 +171,7 @@ impl Engine {
                 bail!("the ledger could not record a batch before sending");
             };
             self.record(finished).await?;
+            self.clock();
         }
         Ok(())
     }
@@ -259,12 +278,13 @@ pub(crate) fn report_outcome(progress: &Progress, verbose: bool, origin: &str, o
 /// How a run that began came to its end, as the exit code and the outcome the ledger
 /// keeps. The one place a sending command's exit code is decided: 2 is never returned
 /// (it promises nothing was sent), a failure on the way is 3 (4 for a busy ledger), an
-/// abort is 3, problems among the rows (or `problem` besides them) are 1.
+/// abort is 3, an input not read to the end is 1 and never "completed", problems among
+/// the rows (or `problem` besides them) are 1.
 pub(crate) fn run_exit(
     pipeline: &anyhow::Result<()>,
     abort: Option<&Abort>,
     counts: &StatusCounts,
-    problem: bool,
+    ending: &Ending<'_>,
 ) -> (Exit, String) {
     let row_problems = counts
         .rows
@@ -278,10 +298,16 @@ pub(crate) fn run_exit(
     match (pipeline, abort) {
         (Err(e), _) => (late_exit(e), format!("error: {}", error_line(e))),
         (Ok(()), Some(reason)) => (Exit::Aborted, format!("aborted: {reason}")),
-        (Ok(()), None) => match Exit::of_problems(row_problems || failed_actions || problem) {
-            Exit::Ok => (Exit::Ok, "completed".to_string()),
-            exit => (exit, "completed with problems".to_string()),
-        },
+        (Ok(()), None) if ending.unread_input => (
+            Exit::Problems,
+            "incomplete: an input was not read to the end".to_string(),
+        ),
+        (Ok(()), None) => {
+            match Exit::of_problems(row_problems || failed_actions || ending.problem) {
+                Exit::Ok => (Exit::Ok, "completed".to_string()),
+                exit => (exit, "completed with problems".to_string()),
+            }
+        }
     }
 }
 
@@ -313,31 +339,37 @@ pub(crate) struct Ending<'a> {
     pub results: Option<&'a Path>,
     /// A problem the counts do not show (a file with no rows, a refused prune).
     pub problem: bool,
+    /// An input that was not read to the end, though nothing stopped the run: the
+    /// run must not call itself completed.
+    pub unread_input: bool,
+    /// How the summary is printed.
+    pub voice: Voice,
     /// The webhook and the metrics file to tell of the end (`--notify-on`,
     /// `--metrics-file`).
     pub announce: Announce,
 }
 
-/// A closed run, for the command's summary.
-pub(crate) struct Closed<'a> {
-    pub run: RunId,
-    pub ledger: &'a Ledger,
-    pub counts: &'a StatusCounts,
-    pub outcome: &'a str,
-    pub exit: Exit,
-    pub elapsed: Duration,
+/// How the global flags ask for the summary.
+pub(crate) fn voice(global: &Settings) -> Voice {
+    if global.json {
+        Voice::Json
+    } else if global.quiet {
+        Voice::Quiet
+    } else {
+        Voice::Text
+    }
 }
 
-/// The end of a sending command: commit, close the run, write results, summarise.
-/// The run has begun, so requests may have gone out: whatever fails from here on (or
-/// failed on the way) exits 3, never 2, and the counts are printed when they can be.
+/// The end of a sending command: commit, close the run, write results, summarise (the
+/// command completes the summary with `summarise`). The run has begun, so requests may
+/// have gone out: whatever fails from here on (or failed on the way) exits 3, never 2,
+/// and the counts are printed when they can be.
 fn finish(
     ending: Ending<'_>,
     (writer, thread): (Writer, WriterThread),
-    progress: &Progress,
-    sender: &Sender,
+    (progress, sender, sending): (&Progress, &Sender, Option<Duration>),
     pipeline: anyhow::Result<()>,
-    summarise: impl FnOnce(&Closed<'_>) -> anyhow::Result<()>,
+    summarise: impl FnOnce(Summary, &StatusCounts) -> Summary,
 ) -> anyhow::Result<Exit> {
     progress.finish();
     let mut ledger = writer
@@ -346,7 +378,7 @@ fn finish(
     let run = ending.run;
     let abort = sender.abort_reason();
     let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
-    let (mut exit, mut outcome) = run_exit(&pipeline, abort.as_ref(), &counts, ending.problem);
+    let (mut exit, mut outcome) = run_exit(&pipeline, abort.as_ref(), &counts, &ending);
     let unwritten = ending
         .results
         .and_then(|path| write_results(&mut ledger, run, path).err());
@@ -358,19 +390,6 @@ fn finish(
         .finish_run(run, &outcome, exit as i32)
         .map_err(|e| after_start(stopped_by_ledger(e.into(), progress)))?;
     let elapsed = ending.started.elapsed();
-    let closed = Closed {
-        run,
-        ledger: &ledger,
-        counts: &counts,
-        outcome: &outcome,
-        exit,
-        elapsed,
-    };
-    if let Err(e) = summarise(&closed)
-        && !is_broken_pipe(&e)
-    {
-        return Err(after_start(e));
-    }
     let figures = Figures::of_run(
         &mut ledger,
         ending.command,
@@ -380,6 +399,20 @@ fn finish(
         exit as i32,
         elapsed,
     );
+    // Known when `of_run` could count: what it could not count it said on stderr.
+    let outcomes = ledger.sent_outcomes(run).unwrap_or_default();
+    let base = Summary::new(&figures, outcomes)
+        .sending_took(sending.map(|d| d.as_secs_f64()))
+        .with_errors(&counts.top_errors);
+    let summary = summarise(base, &counts);
+    if ending.voice == Voice::Json {
+        mark_json_answered();
+    }
+    if let Err(e) = summary::print(&summary, ending.voice)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(after_start(e));
+    }
     announce(&figures, &ending.announce);
     pipeline.map_err(after_start)?;
     if let Some(e) = unwritten {
@@ -389,13 +422,6 @@ fn finish(
         return Err(anyhow::Error::new(Aborted(reason.to_string())));
     }
     Ok(exit)
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// A run the ledger failed under (a full disk, the file deleted or replaced): exit 3,

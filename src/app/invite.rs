@@ -1,33 +1,34 @@
 //! `run` and `retry`: their own jobs for the engine. `run` reads, resolves and admits
 //! rows on a task of its own and streams the invitations to send; `retry` takes the
-//! unfinished ones from the ledger. Sending, recording and the exit code are the
-//! engine's (`engine.rs`); this file prints their summary. No SQL, no HTTP policy.
+//! unfinished ones from the ledger. Sending, recording, the exit code and the summary
+//! are the engine's (`engine.rs`); this file adds to the summary what only it knows:
+//! how far the input was read and the command that continues it. No SQL, no HTTP
+//! policy.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use futures::StreamExt;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{InputArgs, SendArgs};
-use crate::domain::{Admission, AdmitOptions, Job, RowStatus, RunId, Verdict};
+use crate::cli::{DEFAULT_BASE_URL, InputArgs, SendArgs};
+use crate::domain::{Admission, AdmitOptions, Job, RunId, Verdict};
 use crate::input::{self, Reader};
 use crate::ledger::{Ledger, NewRow, Writer};
 use crate::progress::{Mode, Progress};
+use crate::report::summary::{InputRead, Summary, thousands};
 use crate::resolve::Resolver;
 use crate::settings::Settings;
 
-use super::engine::{Closed, Ending, Engine, MARK_BATCH, Work, open, stream_from};
+use super::engine::{Ending, Engine, MARK_BATCH, Work, open, stream_from, voice};
 use super::message::error_line;
 use super::report::write_export;
 use super::setup::{open_inputs, resolver, spawn_reader, verdict};
-use super::{Aborted, Exit, mark_json_answered};
+use super::{Aborted, Exit};
 
 // ---------------------------------------------------------------------------------
 // `run` and `retry`: the sending pipeline.
@@ -45,6 +46,8 @@ pub(crate) async fn invite_rows(
     let files: Vec<String> = readers.iter().map(|r| r.file().to_string()).collect();
     let notes: Vec<Arc<input::Notes>> = readers.iter().map(Reader::notes).collect();
     let run = ledger.begin_run("run", &api.base_url, &files, false)?;
+    let continue_with = continue_command(global, &a, &api.base_url);
+    ledger.expect_input(run, &continue_with)?;
     if send.results.is_some() {
         ledger.keep_counted_rows(run)?;
     }
@@ -64,25 +67,35 @@ pub(crate) async fn invite_rows(
             global.verbose > 0,
         );
         tokio::spawn(async move {
-            feed_rows(
+            let mut reading = Reading::default();
+            let fed = feed_rows(
                 readers,
                 &mut resolver,
-                &writer,
-                job_tx,
+                (&writer, job_tx),
                 &progress,
                 opts,
                 run,
                 stop,
                 verbose,
+                &mut reading,
             )
-            .await
+            .await;
+            // Noted as soon as reading ends: a run killed while it sends has read it all.
+            let stopped = reading.stopped();
+            let noted = writer
+                .call(move |l| l.input_read(run, stopped.as_deref()))
+                .await;
+            (reading, fed.and(noted))
         })
     };
     let sent = engine.dispatch(stream_from(job_rx).map(Work::Invite)).await;
-    let fed = feed
-        .await
-        .map_err(|e| anyhow!("reading the input failed: {e}"))
-        .and_then(|r| r);
+    let (reading, fed) = match feed.await {
+        Ok((reading, fed)) => (reading, fed),
+        Err(e) => (
+            Reading::default(),
+            Err(anyhow!("reading the input failed: {e}")),
+        ),
+    };
     let ending = Ending {
         command: "run",
         run,
@@ -91,9 +104,11 @@ pub(crate) async fn invite_rows(
         announce: global.announce(&send.announce),
         // A file with a header and no rows is a problem: in cron, a truncated export.
         problem: notes.iter().any(|n| n.no_rows()),
+        unread_input: !reading.complete,
+        voice: voice(global),
     };
-    engine.finish(ending, fed.and(sent), |c| {
-        print_summary(global, "run", c, &notes)
+    engine.finish(ending, fed.and(sent), |s, _| {
+        reading.tell(s, &notes, continue_with)
     })
 }
 
@@ -112,6 +127,9 @@ pub(crate) async fn retry(
     }
     let (mut ledger, api, sender) = open(global, &send, send.results.as_deref(), &stop).await?;
     let run = ledger.begin_run("retry", &api.base_url, &[], false)?;
+    // A run that stopped before the end of its input is not finished by sending again
+    // what it read: say so, and how to continue it, rather than "completed".
+    let unread = ledger.unread_input()?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
     let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
     progress.seen(jobs.len() as u64);
@@ -127,22 +145,115 @@ pub(crate) async fn retry(
         results: send.results.as_deref(),
         announce: global.announce(&send.announce),
         problem: false,
+        unread_input: unread.is_some(),
+        voice: voice(global),
     };
-    engine.finish(ending, sent, |c| print_summary(global, "retry", c, &[]))
+    engine.finish(ending, sent, |mut s, _| {
+        if let Some(u) = unread {
+            s.input = Some(InputRead {
+                run: u.run,
+                complete: false,
+                rows_read: None,
+                stopped_reading: u.stopped_reading,
+            });
+            s.continue_with = Some(u.continue_with);
+        }
+        s
+    })
 }
 
-/// Reads, resolves and admits rows; queues the ones to send.
+/// The command that reads the rest of this run's input: the same files, input flags,
+/// ledger and API (rows done are skipped). Credentials stay in the environment.
+fn continue_command(global: &Settings, a: &InputArgs, base_url: &str) -> String {
+    let mut words: Vec<String> = vec!["bbinvite".into(), "run".into()];
+    words.extend(a.files.iter().cloned());
+    for (field, column) in &a.map {
+        words.extend(["--map".into(), format!("{}={column}", field.as_str())]);
+    }
+    let flags = [
+        ("--delimiter", a.delimiter.map(delimiter_text)),
+        ("--encoding", a.encoding.clone()),
+        ("--sheet", a.sheet.clone()),
+        ("--customer", a.customer.clone()),
+    ];
+    for (flag, value) in flags {
+        if let Some(v) = value {
+            words.extend([flag.to_string(), v]);
+        }
+    }
+    if a.allow_multiline_fields {
+        words.push("--allow-multiline-fields".into());
+    }
+    words.extend(["--ledger".into(), global.ledger.display().to_string()]);
+    if global.sandbox {
+        words.push("--sandbox".into());
+    } else if base_url != DEFAULT_BASE_URL {
+        words.extend(["--base-url".into(), base_url.to_string()]);
+    }
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+}
+
+/// A delimiter as `--delimiter` takes it.
+fn delimiter_text(d: u8) -> String {
+    match d {
+        b'\t' => "tab".to_string(),
+        d => char::from(d).to_string(),
+    }
+}
+
+/// How far `run` read its input: rows admitted, and the last one's file and line.
+#[derive(Debug, Default)]
+pub(crate) struct Reading {
+    rows: u64,
+    last: Option<(Arc<str>, u64)>,
+    /// Every row of every file was read.
+    complete: bool,
+}
+
+impl Reading {
+    /// Completes `run`'s summary: the inputs' notes, how far they were read and, when
+    /// not to the end, the command that continues.
+    fn tell(&self, mut s: Summary, notes: &[Arc<input::Notes>], continue_with: String) -> Summary {
+        s.notes = notes.iter().flat_map(|n| n.lines()).collect();
+        s.continue_with = (!self.complete).then_some(continue_with);
+        s.input = Some(InputRead {
+            run: s.run,
+            complete: self.complete,
+            rows_read: Some(self.rows),
+            stopped_reading: self.stopped(),
+        });
+        s
+    }
+
+    /// Where reading stopped, in words; `None` when it read every row.
+    fn stopped(&self) -> Option<String> {
+        if self.complete {
+            return None;
+        }
+        Some(match &self.last {
+            None => "no row was read".to_string(),
+            Some((file, line)) => format!(
+                "read {} rows, up to line {} of {file}; nothing after it was read",
+                thousands(self.rows),
+                thousands(*line)
+            ),
+        })
+    }
+}
+
+/// Reads, resolves and admits rows; queues the ones to send. Notes in `reading` how far
+/// it got.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn feed_rows(
+async fn feed_rows(
     readers: Vec<Reader>,
     resolver: &mut Resolver,
-    writer: &Writer,
-    jobs: mpsc::Sender<Job>,
+    (writer, jobs): (&Writer, mpsc::Sender<Job>),
     progress: &Progress,
     opts: AdmitOptions,
     run: RunId,
     stop: CancellationToken,
     verbose: bool,
+    reading: &mut Reading,
 ) -> anyhow::Result<()> {
     let mut batches = spawn_reader(readers, stop.clone());
     let mut sources: HashMap<usize, (i64, Arc<input::Columns>)> = HashMap::new();
@@ -151,7 +262,11 @@ pub(crate) async fn feed_rows(
             b = batches.recv() => b,
             _ = stop.cancelled() => None,
         };
-        let Some(batch) = batch else { break };
+        let Some(batch) = batch else {
+            // The reader also ends early when stopped: only an unstopped end is the end.
+            reading.complete = !stop.is_cancelled();
+            break;
+        };
         let batch = batch?;
         progress.seen(batch.len() as u64);
         let mut rows = Vec::with_capacity(batch.len());
@@ -195,6 +310,8 @@ pub(crate) async fn feed_rows(
             })
             .collect();
         let admitted = writer.call(move |l| l.admit(run, &rows, opts)).await?;
+        reading.rows += batch.len() as u64;
+        reading.last = batch.last().map(|r| (r.file.clone(), r.line));
         let told = admitted.into_iter().zip(origins).zip(verdicts);
         if !queue(told, &jobs, progress, verbose).await {
             return Ok(());
@@ -245,129 +362,4 @@ pub(crate) fn write_results(ledger: &mut Ledger, run: RunId, path: &Path) -> any
             ledger.path().display()
         )))
     })
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    command: String,
-    run: RunId,
-    ledger: String,
-    outcome: String,
-    exit_code: i32,
-    elapsed_secs: f64,
-    rows: u64,
-    statuses: std::collections::BTreeMap<String, u64>,
-    rows_per_sec: f64,
-    /// What the operator should know about the inputs as a whole.
-    notes: Vec<String>,
-}
-
-/// The summary of `run` and `retry`: counts per status, the commonest errors, and the
-/// commands that show or send again the rows with problems.
-fn print_summary(
-    global: &Settings,
-    command: &str,
-    c: &Closed<'_>,
-    notes: &[Arc<input::Notes>],
-) -> anyhow::Result<()> {
-    let rows: u64 = c.counts.rows.values().sum();
-    let s = Summary {
-        command: command.to_string(),
-        run: c.run,
-        ledger: c.ledger.path().display().to_string(),
-        outcome: c.outcome.to_string(),
-        exit_code: c.exit as i32,
-        elapsed_secs: c.elapsed.as_secs_f64(),
-        rows,
-        statuses: c.counts.rows.clone(),
-        rows_per_sec: rows as f64 / c.elapsed.as_secs_f64().max(0.001),
-        notes: notes.iter().flat_map(|n| n.lines()).collect(),
-    };
-    let (s, top_errors) = (&s, &c.counts.top_errors);
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        mark_json_answered();
-        serde_json::to_writer_pretty(&mut out, s)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    if global.quiet {
-        if let Some(line) = attention_line(s.run, &s.ledger, &s.statuses) {
-            eprintln!("bbinvite: {line}");
-        }
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "bbinvite {} (run {}): {} rows in {:.1}s, {}",
-        s.command, s.run, s.rows, s.elapsed_secs, s.outcome
-    )?;
-    for status in RowStatus::ALL {
-        if let Some(n) = s.statuses.get(status.as_str()) {
-            writeln!(out, "  {:<11} {n}", status.as_str())?;
-        }
-    }
-    for note in &s.notes {
-        writeln!(out, "Note: {note}")?;
-    }
-    let problems: Vec<&str> = RowStatus::ALL
-        .iter()
-        .filter(|st| st.is_problem() && s.statuses.get(st.as_str()).is_some_and(|n| *n > 0))
-        .map(|st| st.as_str())
-        .collect();
-    if !problems.is_empty() {
-        writeln!(out, "Most common errors:")?;
-        for (err, n) in top_errors.iter().take(3) {
-            writeln!(out, "  {n} × {err}")?;
-        }
-        let flags: Vec<String> = problems.iter().map(|p| format!("--status {p}")).collect();
-        writeln!(
-            out,
-            "See each row: bbinvite export --run {} {} --ledger {}",
-            s.run,
-            flags.join(" "),
-            s.ledger
-        )?;
-        if problems.contains(&"failed") {
-            writeln!(
-                out,
-                "Send the failed ones again: bbinvite retry --ledger {}",
-                s.ledger
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// `-q`'s one line when rows need attention: how many, of which status, and the command
-/// that lists them; `None` when none do.
-pub(super) fn attention_line(
-    run: RunId,
-    ledger: &str,
-    statuses: &std::collections::BTreeMap<String, u64>,
-) -> Option<String> {
-    let problems: Vec<(&str, u64)> = RowStatus::ALL
-        .iter()
-        .filter(|st| st.is_problem())
-        .filter_map(|st| {
-            let n = statuses.get(st.as_str()).copied().unwrap_or(0);
-            (n > 0).then_some((st.as_str(), n))
-        })
-        .collect();
-    if problems.is_empty() {
-        return None;
-    }
-    let total: u64 = problems.iter().map(|(_, n)| n).sum();
-    let counts: Vec<String> = problems.iter().map(|(st, n)| format!("{st} {n}")).collect();
-    let flags: Vec<String> = problems
-        .iter()
-        .map(|(st, _)| format!("--status {st}"))
-        .collect();
-    Some(format!(
-        "{total} rows need attention ({}); list them: bbinvite export --run {} {} --ledger {}",
-        counts.join(", "),
-        run,
-        flags.join(" "),
-        ledger
-    ))
 }

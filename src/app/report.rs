@@ -122,7 +122,7 @@ pub(crate) fn status(global: &Settings, run: Option<RunId>) -> anyhow::Result<Ex
                     writeln!(out, "  {:<11} {n}", status.as_str())?;
                 }
             }
-            super::sync::write_action_counts(&mut out, &counts.actions)?;
+            crate::report::summary::write_action_counts(&mut out, &counts.actions, 11)?;
         }
         None => writeln!(out, "No runs yet.")?,
     }

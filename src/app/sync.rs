@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Closed, Ending, Engine, Work, open};
+use super::engine::{Ending, Engine, Work, open, voice};
 use super::setup::{Api, api_abort, open_inputs, resolver, spawn_reader, verdict};
 use super::{ADMIT_BATCH, Aborted, Exit};
 use crate::api::types::AccessUser;
@@ -37,8 +37,7 @@ use crate::resolve::Resolver;
 use crate::send::{Abort, Disposition, Sender, disposition, explain};
 use crate::settings::Settings;
 
-use self::report::{RefusedLine, Summary};
-pub(crate) use self::report::{broken_pipe_is_fine, write_action_counts, write_actions};
+pub(crate) use self::report::{broken_pipe_is_fine, write_actions};
 use crate::sync::plan::{self, Hold, Origin, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.
@@ -110,10 +109,12 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         results: a.send.results.as_deref(),
         announce: global.announce(&a.send.announce),
         problem: plan.refusals().next().is_some(),
+        unread_input: false,
+        voice: voice(global),
     };
     let customers = customers.len();
-    engine.finish(ending, applied, |c| {
-        summarise(global, c, &plan, customers, interrupted)
+    engine.finish(ending, applied, |s, counts| {
+        report::with_sync_section(s, counts, &plan, customers, interrupted)
     })
 }
 
@@ -482,46 +483,6 @@ async fn add_actions(
         .filter(|((state, _), _)| *state == ActionState::Pending)
         .map(|((_, job), id)| ActionJob { id, ..job })
         .collect())
-}
-
-// ---------------------------------------------------------------------------------
-// The end: exit code, summary.
-
-/// The summary of an applied sync, from the closed run and the plan.
-fn summarise(
-    global: &Settings,
-    c: &Closed<'_>,
-    plan: &Plan,
-    customers: usize,
-    interrupted: u64,
-) -> anyhow::Result<()> {
-    let summary = Summary {
-        command: "sync",
-        run: c.run,
-        ledger: c.ledger.path().display().to_string(),
-        outcome: c.outcome.to_string(),
-        exit_code: c.exit as i32,
-        elapsed_secs: c.elapsed.as_secs_f64(),
-        rows: c.counts.rows.values().sum(),
-        customers,
-        statuses: c.counts.rows.clone(),
-        actions: c.counts.actions.clone(),
-        prune_waiting_for_yes: plan.waiting_for_yes(),
-        resends_unconfirmed: interrupted,
-        prune_refused: plan
-            .refusals()
-            .map(|(customer_id, r)| RefusedLine {
-                customer_id,
-                would_suspend: r.would_suspend,
-                current: r.current,
-                percent: r.percent(),
-                max_prune_pct: r.max_prune_pct,
-            })
-            .collect(),
-    };
-    report::print_summary(global, &summary, plan, &c.counts.top_errors)
-        .or_else(report::broken_pipe_is_fine)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -19,15 +19,16 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Exit;
-use super::engine::{Closed, Ending, Engine, Work, open};
+use super::engine::{Ending, Engine, Work, open, voice};
 use super::setup::api_abort;
-use super::sync::{broken_pipe_is_fine, write_action_counts};
+use super::sync::broken_pipe_is_fine;
 use crate::api::Client;
 use crate::api::types::AccessStatus;
 use crate::cli::UndoArgs;
 use crate::domain::{ActionJob, ActionKind, ActionOutcome, ActionState, NewAction, RunId};
-use crate::ledger::{Ledger, Writer};
+use crate::ledger::{Ledger, StatusCounts, Writer};
 use crate::progress::{Mode, Progress};
+use crate::report::summary::{NotFound, Summary, UndoSection};
 use crate::send::{Disposition, Repeat, Sender, disposition, explain};
 use crate::settings::Settings;
 use crate::sync::undo::{self, Step, UndoEntry, UndoPlan};
@@ -73,8 +74,12 @@ pub async fn run(global: &Settings, a: UndoArgs, stop: CancellationToken) -> any
         results: None,
         announce: global.announce(&a.send.announce),
         problem: looks.values().any(|l| matches!(l, Look::Missing(_))),
+        unread_input: false,
+        voice: voice(global),
     };
-    engine.finish(ending, applied, |c| summarise(global, c, &plan, &looks))
+    engine.finish(ending, applied, |s, counts| {
+        summarise(s, counts, &plan, &looks)
+    })
 }
 
 /// The plan for run `n`, or why there is none (exit 2).
@@ -243,7 +248,60 @@ struct PlanReport<'a> {
     /// Whether anything would be sent: `false` means nothing to undo.
     something_to_undo: bool,
     counts: Counts,
-    entries: &'a [UndoEntry],
+    entries: Vec<PlanEntry<'a>>,
+}
+
+/// One entry of the plan, every key present (docs/json.md).
+#[derive(Serialize)]
+struct PlanEntry<'a> {
+    customer_id: i64,
+    email: &'a str,
+    access_user_id: Option<i64>,
+    /// What run N did: `invited`, `suspend`, `prune` or `reactivate`.
+    did: &'a str,
+    /// The reversal: `suspend` or `reactivate`.
+    action: ActionKind,
+    /// `reverse`, `undone` (by an earlier undo) or `skip` (a later run changed it).
+    decision: &'static str,
+    /// Whether the user is looked at before the reversal is sent.
+    check_first: bool,
+    /// The undo that reversed it, or the later run that changed it.
+    by_run: Option<RunId>,
+    /// That later run's command and what it did.
+    by_command: Option<&'a str>,
+    change: Option<&'a str>,
+}
+
+impl<'a> PlanEntry<'a> {
+    fn of(e: &'a UndoEntry) -> PlanEntry<'a> {
+        let (decision, check_first, by_run, by_command, change) = match &e.step {
+            Step::Reverse { check_first } => ("reverse", *check_first, None, None, None),
+            Step::Undone { by_run } => ("undone", false, Some(*by_run), None, None),
+            Step::Skip {
+                by_run,
+                command,
+                change,
+            } => (
+                "skip",
+                false,
+                Some(*by_run),
+                Some(command.as_str()),
+                Some(change.as_str()),
+            ),
+        };
+        PlanEntry {
+            customer_id: e.customer_id,
+            email: &e.email,
+            access_user_id: e.access_user_id,
+            did: e.did,
+            action: e.action,
+            decision,
+            check_first,
+            by_run,
+            by_command,
+            change,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -273,7 +331,7 @@ fn print_plan(global: &Settings, plan: &UndoPlan, yes: bool) -> anyhow::Result<(
             run: plan.run,
             something_to_undo: c.reverse > 0,
             counts: c,
-            entries: &plan.entries,
+            entries: plan.entries.iter().map(PlanEntry::of).collect(),
         };
         serde_json::to_writer_pretty(&mut out, &report)
             .map_err(std::io::Error::from)
@@ -331,82 +389,30 @@ fn write_plan(out: &mut dyn Write, plan: &UndoPlan, c: &Counts, yes: bool) -> st
     }
 }
 
-/// The summary of an undo run (`--json`: command, run, outcome, exit_code, actions).
-#[derive(Serialize)]
-struct Summary<'a> {
-    command: &'static str,
-    run: RunId,
-    undoes: RunId,
-    ledger: String,
-    outcome: &'a str,
-    exit_code: i32,
-    elapsed_secs: f64,
-    /// This run's actions: per kind, then per state.
-    actions: &'a BTreeMap<String, BTreeMap<String, u64>>,
-    counts: Counts,
-    /// Users that were to be reversed but are not in the access list, or could not be
-    /// looked up: e-mail and why.
-    not_found: Vec<(&'a str, &'a str)>,
-}
-
+/// The undo's part of the one summary: what it reversed, left alone, could not find.
 fn summarise(
-    global: &Settings,
-    c: &Closed<'_>,
+    mut s: Summary,
+    counts: &StatusCounts,
     plan: &UndoPlan,
     looks: &BTreeMap<usize, Look>,
-) -> anyhow::Result<()> {
+) -> Summary {
     let not_found = looks
         .iter()
         .filter_map(|(i, l)| match l {
-            Look::Missing(why) => Some((plan.entries[*i].email.as_str(), why.as_str())),
+            Look::Missing(why) => Some(NotFound {
+                email: plan.entries[*i].email.clone(),
+                why: why.clone(),
+            }),
             Look::Found { .. } => None,
         })
         .collect();
-    let s = Summary {
-        command: "undo",
-        run: c.run,
+    let (_, already_undone, skipped) = plan.counts();
+    s.undo = Some(UndoSection {
         undoes: plan.run,
-        ledger: c.ledger.path().display().to_string(),
-        outcome: c.outcome,
-        exit_code: c.exit as i32,
-        elapsed_secs: c.elapsed.as_secs_f64(),
-        actions: &c.counts.actions,
-        counts: counts(plan),
+        actions: counts.actions.clone(),
+        skipped,
+        already_undone,
         not_found,
-    };
-    print_summary(global, &s).or_else(broken_pipe_is_fine)?;
-    Ok(())
-}
-
-fn print_summary(global: &Settings, s: &Summary<'_>) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        super::mark_json_answered();
-        serde_json::to_writer_pretty(&mut out, s)?;
-        return writeln!(out);
-    }
-    if global.quiet {
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "bbinvite undo (run {}, undoes run {}): {} users in {:.1}s, {}",
-        s.run, s.undoes, s.counts.reverse, s.elapsed_secs, s.outcome
-    )?;
-    write_action_counts(&mut out, s.actions)?;
-    if s.counts.skipped + s.counts.already_undone > 0 {
-        writeln!(
-            out,
-            "Left alone: {} changed again by a later run, {} undone before (see them with: bbinvite undo --run {})",
-            s.counts.skipped, s.counts.already_undone, s.undoes
-        )?;
-    }
-    for (email, why) in &s.not_found {
-        writeln!(out, "Not reversed: {email}: {why}")?;
-    }
-    writeln!(
-        out,
-        "See each action: bbinvite export --actions --run {} --ledger {}",
-        s.run, s.ledger
-    )
+    });
+    s
 }

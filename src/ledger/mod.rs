@@ -11,6 +11,7 @@ mod checkpoint;
 mod compact;
 mod lock;
 mod query;
+mod reading;
 mod report_data;
 mod spool;
 mod sync;
@@ -32,6 +33,7 @@ pub use checkpoint::Checkpointer;
 pub use compact::Compacted;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
+pub use reading::UnreadInput;
 pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
 pub use sync::{ActionRow, KeyView, Present};
 pub use undo::{Change, UndoFacts, UndoTarget};
@@ -49,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0003_growth.sql"),
     ),
     ("0004_undo", include_str!("../../migrations/0004_undo.sql")),
+    (
+        "0005_reading",
+        include_str!("../../migrations/0005_reading.sql"),
+    ),
 ];
 
 /// SQLite's page cache, in KiB.

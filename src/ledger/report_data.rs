@@ -87,27 +87,49 @@ impl Ledger {
 
     /// What run `run` sent, and how many of its rows were done before it began.
     pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
-        let actions = self.actions_done(run)?;
+        let sent = self.sent_outcomes(run)?.values().sum();
         self.sql(|c| {
-            let (sent, done) = c.query_row(
-                "SELECT coalesce(sum(attempted), 0), coalesce(sum(NOT attempted), 0) FROM (
-                    SELECT EXISTS (SELECT 1 FROM attempts a
-                                   WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id) AS attempted
-                    FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists'))",
-                [run],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )?;
             // Rows done before this run with unchanged cells are only counted, not recorded.
-            let counted: i64 = c.query_row(
-                "SELECT coalesce(sum(n), 0) FROM run_counts
-                 WHERE run_id = ?1 AND status IN ('invited', 'exists')",
+            let done: i64 = c.query_row(
+                "SELECT (SELECT count(*) FROM rows r
+                         WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
+                           AND NOT EXISTS (SELECT 1 FROM attempts a
+                                           WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id))
+                      + (SELECT coalesce(sum(n), 0) FROM run_counts
+                         WHERE run_id = ?1 AND status IN ('invited', 'exists'))",
                 [run],
                 |r| r.get(0),
             )?;
             Ok(RunTallies {
-                sent: sent.max(0) as u64 + actions,
-                already_done: (done + counted).max(0) as u64,
+                sent,
+                already_done: done.max(0) as u64,
             })
+        })
+    }
+
+    /// What run `run`'s requests did, per outcome: its rows that ended invited or
+    /// exists after a request of this run, per status, and the sync actions it carried
+    /// out, per kind.
+    pub fn sent_outcomes(&mut self, run: RunId) -> Result<BTreeMap<String, u64>> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT r.status, count(*) FROM rows r
+                 WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
+                   AND EXISTS (SELECT 1 FROM attempts a
+                               WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id)
+                 GROUP BY r.status
+                 UNION ALL
+                 SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done'
+                 GROUP BY kind",
+            )?;
+            let mut out = BTreeMap::new();
+            for pair in
+                stmt.query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            {
+                let (what, n) = pair?;
+                *out.entry(what).or_insert(0) += n.max(0) as u64;
+            }
+            Ok(out)
         })
     }
 

@@ -1,7 +1,7 @@
 //! What people and monitoring read once a sending command is over: the run's figures
-//! ([`Figures`]), a webhook to a person (`notify`), a Prometheus textfile (`metrics`),
-//! the HTML report of a run (`html`, drawn with `svg`), and the shapes `--json` output
-//! shares (`json`).
+//! ([`Figures`]), the summary printed at its end (`summary`), a webhook to a person
+//! (`notify`), a Prometheus textfile (`metrics`), the HTML report of a run (`html`,
+//! drawn with `svg`), and the shapes `--json` output shares (`json`).
 //!
 //! Everything here works over plain data handed in by the commands or read from the
 //! ledger's read-only queries; nothing here sends invitations, writes the ledger, or
@@ -13,6 +13,7 @@ pub mod json;
 pub mod metrics;
 pub mod notify;
 pub mod series;
+pub mod summary;
 pub mod svg;
 
 use std::collections::BTreeMap;

@@ -209,8 +209,15 @@ fn every_commands_json_has_the_shape_docs_json_md_shows() {
     expect("template", &["template", "--output", "t.csv", "--json"], 0);
     expect(ERROR, &["validate", "missing.csv", "--json"], 2);
     let retry = w.run(&["retry", "--json"]);
+    expect("undo --run", &["undo", "--run", "1", "--json"], 0);
+    let undo = w.run(&["undo", "--run", "1", "--yes", "--json"]);
     expect("compact", &["compact", "--older-than", "0", "--json"], 0);
-    for (command, out) in [("run", run), ("sync", sync), ("retry", retry)] {
+    for (command, out) in [
+        ("run", run),
+        ("sync", sync),
+        ("retry", retry),
+        ("undo", undo),
+    ] {
         if let Some(example) = summaries.get(command) {
             wrong.extend(check(example, &format!("{SUMMARY} ({command})"), &out));
         }

@@ -18,6 +18,7 @@ mod pipeline;
 mod preflight;
 mod report;
 mod spreadsheets;
+mod summary;
 mod sync;
 mod undo;
 mod util;

@@ -154,7 +154,7 @@ fn a_failure_after_invitations_went_out_exits_3_with_the_counts() {
     assert_eq!(code(&out), 3, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("invited     20"),
+        stdout.contains("sent            20 (invited 20)"),
         "the counts: {}",
         text(&out)
     );

@@ -1,5 +1,6 @@
-//! What `sync` prints and writes: the plan (`--plan`), the summary of a run, a run's
-//! action counts (`status`), and its actions as CSV (`export --actions`).
+//! What `sync` prints and writes: the plan (`--plan`), its section of a run's summary
+//! (the summary itself is `report::summary`'s), and its actions as CSV
+//! (`export --actions`).
 //!
 //! Output only: it decides nothing, reads only what it is handed (and, for the export,
 //! the ledger's rows), and must never print a secret (nothing here is handed one).
@@ -11,8 +12,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::app::report::{export_sink, ignore_broken_pipe, spreadsheet_safe, write_json_line};
-use crate::domain::{ActionKind, ActionState, RowStatus, RunId};
-use crate::ledger::{self, Ledger};
+use crate::domain::RunId;
+use crate::ledger::{self, Ledger, StatusCounts};
+use crate::report::summary::{RefusedPrune, Summary, SyncSection};
 use crate::settings::Settings;
 use crate::sync::plan::{self, Action, Hold, Plan};
 
@@ -213,24 +215,6 @@ pub(super) fn refusal_text(customer_id: i64, r: &plan::PruneRefusal) -> String {
 // ---------------------------------------------------------------------------------
 // A run's summary and actions.
 
-#[derive(Debug, Serialize)]
-pub(super) struct Summary {
-    pub(super) command: &'static str,
-    pub(super) run: RunId,
-    pub(super) ledger: String,
-    pub(super) outcome: String,
-    pub(super) exit_code: i32,
-    pub(super) elapsed_secs: f64,
-    pub(super) rows: u64,
-    pub(super) customers: usize,
-    pub(super) statuses: BTreeMap<String, u64>,
-    pub(super) actions: BTreeMap<String, BTreeMap<String, u64>>,
-    pub(super) prune_waiting_for_yes: usize,
-    pub(super) prune_refused: Vec<RefusedLine>,
-    /// Resends of earlier syncs that were cut off in flight, found by this one.
-    pub(super) resends_unconfirmed: u64,
-}
-
 /// What the ledger says of a resend cut off in flight.
 pub(super) const UNCONFIRMED_RESEND: &str =
     "unconfirmed: the process stopped while it was in flight; it is not sent again this period";
@@ -248,104 +232,50 @@ pub(crate) fn unconfirmed_text(n: u64) -> String {
     )
 }
 
-#[derive(Debug, Serialize)]
-pub(super) struct RefusedLine {
-    pub(super) customer_id: i64,
-    pub(super) would_suspend: usize,
-    pub(super) current: usize,
-    pub(super) percent: f64,
-    pub(super) max_prune_pct: f64,
-}
-
-pub(super) fn print_summary(
-    global: &Settings,
-    s: &Summary,
+/// `sync`'s section of a run's summary: its action counts, prunes waiting or refused,
+/// resends cut off before, users gone from their customer's list.
+pub(super) fn with_sync_section(
+    mut s: Summary,
+    counts: &StatusCounts,
     plan: &Plan,
-    top_errors: &[(String, u64)],
-) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if global.json {
-        crate::app::mark_json_answered();
-        serde_json::to_writer_pretty(&mut out, s)?;
-        return writeln!(out);
-    }
-    if global.quiet {
-        if let Some(line) = crate::app::invite::attention_line(s.run, &s.ledger, &s.statuses) {
-            eprintln!("bbinvite: {line}");
-        }
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "bbinvite sync (run {}): {} rows, {} customers in {:.1}s, {}",
-        s.run, s.rows, s.customers, s.elapsed_secs, s.outcome
-    )?;
-    for status in RowStatus::ALL {
-        if let Some(n) = s.statuses.get(status.as_str()) {
-            writeln!(out, "  {:<11} {n}", status.as_str())?;
-        }
-    }
-    write_action_counts(&mut out, &s.actions)?;
-    if s.resends_unconfirmed > 0 {
-        writeln!(out, "{}", unconfirmed_text(s.resends_unconfirmed))?;
+    customers: usize,
+    interrupted: u64,
+) -> Summary {
+    let mut lines = Vec::new();
+    if interrupted > 0 {
+        lines.push(unconfirmed_text(interrupted));
     }
     let gone = plan.counts().get(&Action::Gone).copied().unwrap_or(0);
     if gone > 0 {
-        writeln!(
-            out,
+        lines.push(format!(
             "{gone} users invited before are no longer in their customer's access list and were not invited again (see them with --plan)"
-        )?;
+        ));
     }
-    if s.prune_waiting_for_yes > 0 {
-        writeln!(
-            out,
+    if plan.waiting_for_yes() > 0 {
+        lines.push(format!(
             "Prune skipped: {} users are not in the sheet; see them with --plan --prune, suspend them with --prune --yes",
-            s.prune_waiting_for_yes
-        )?;
+            plan.waiting_for_yes()
+        ));
     }
-    for (customer_id, r) in plan.refusals() {
-        writeln!(out, "{}", refusal_text(customer_id, r))?;
-    }
-    let row_problems = RowStatus::ALL
-        .iter()
-        .any(|st| st.is_problem() && s.statuses.get(st.as_str()).is_some_and(|n| *n > 0));
-    if row_problems {
-        writeln!(out, "Most common errors:")?;
-        for (err, n) in top_errors.iter().take(3) {
-            writeln!(out, "  {n} × {err}")?;
-        }
-    }
-    if row_problems || !s.actions.is_empty() {
-        writeln!(
-            out,
-            "See each row: bbinvite export --run {run} --ledger {l}; each action: bbinvite export --actions --run {run} --ledger {l}",
-            run = s.run,
-            l = s.ledger
-        )?;
-    }
-    Ok(())
-}
-
-/// Writes a run's actions per kind and state, as `status` and the summary show them.
-pub(crate) fn write_action_counts(
-    out: &mut dyn Write,
-    actions: &BTreeMap<String, BTreeMap<String, u64>>,
-) -> std::io::Result<()> {
-    for kind in ActionKind::ALL {
-        let Some(states) = actions.get(kind.as_str()) else {
-            continue;
-        };
-        let parts: Vec<String> = ActionState::ALL
-            .iter()
-            .filter_map(|st| {
-                states
-                    .get(st.as_str())
-                    .map(|n| format!("{n} {}", st.as_str()))
+    lines.extend(plan.refusals().map(|(id, r)| refusal_text(id, r)));
+    s.sync = Some(SyncSection {
+        customers,
+        actions: counts.actions.clone(),
+        prune_waiting_for_yes: plan.waiting_for_yes(),
+        prune_refused: plan
+            .refusals()
+            .map(|(customer_id, r)| RefusedPrune {
+                customer_id,
+                would_suspend: r.would_suspend,
+                current: r.current,
+                percent: r.percent(),
+                max_prune_pct: r.max_prune_pct,
             })
-            .collect();
-        writeln!(out, "  {:<11} {}", kind.as_str(), parts.join(", "))?;
-    }
-    Ok(())
+            .collect(),
+        resends_unconfirmed: interrupted,
+        lines,
+    });
+    s
 }
 
 /// `export --actions`: a run's actions as CSV a spreadsheet opens safely, or (`json`)
@@ -416,31 +346,5 @@ pub(crate) fn broken_pipe_is_fine(e: std::io::Error) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(e)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn action_counts_read_in_a_fixed_order() {
-        let counts = BTreeMap::from([
-            (
-                "resend".to_string(),
-                BTreeMap::from([("failed".to_string(), 1), ("done".to_string(), 3)]),
-            ),
-            (
-                "prune".to_string(),
-                BTreeMap::from([("skipped".to_string(), 2)]),
-            ),
-        ]);
-        let mut out = Vec::new();
-        write_action_counts(&mut out, &counts).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "  resend      3 done, 1 failed\n  prune       2 skipped\n"
-        );
     }
 }
