@@ -84,6 +84,7 @@ fn text(mut source: Source, file: &Arc<str>, opts: &Options) -> Result<Text, Err
 
 /// Detects the encoding and delimiter, reads the header and checks it.
 pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Reader, Error> {
+    let extent = source.extent();
     let Text {
         mut reader,
         sep_line,
@@ -112,7 +113,7 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
         raw_utf8,
         allow_multiline: opts.allow_multiline,
     };
-    let reader = Reader::new(file, columns, Rows::Csv(rows));
+    let reader = Reader::new(file, columns, Rows::Csv(rows), extent);
     if let Some(encoding) = legacy {
         reader.notes.set_legacy(encoding);
     }
@@ -661,10 +662,7 @@ mod tests {
         for i in 0..5_000 {
             text.push_str(&format!("u{i}@example.com,U\r\n"));
         }
-        let source = Source {
-            prefix: text.into_bytes(),
-            rest: Box::new(io::empty()),
-        };
+        let source = Source::new(text.into_bytes(), Box::new(io::empty()));
         let mut reader = open(source, Arc::from("t"), &opts()).unwrap();
         let mut last = 0;
         for rec in reader.by_ref().take(4_000) {
@@ -774,10 +772,7 @@ mod tests {
                 Ok(n)
             }
         }
-        let source = Source {
-            prefix: b"email,name\n".to_vec(),
-            rest: Box::new(Rows(20_000)),
-        };
+        let source = Source::new(b"email,name\n".to_vec(), Box::new(Rows(20_000)));
         let reader = open(source, Arc::from("gen"), &opts()).unwrap();
         let mut n = 0;
         for rec in reader {
