@@ -657,6 +657,26 @@ mod tests {
     }
 
     #[test]
+    fn a_files_rows_are_estimated_from_its_size_while_it_is_read() {
+        use super::super::{RowsTotal, rows_total};
+        let rows = (0..20_000).map(|i| format!("u{i:05}@example.com,User {i:05}\n"));
+        let text: String = std::iter::once("email,name\n".to_string())
+            .chain(rows)
+            .collect();
+        let (_dir, reader) = open_bytes("big.csv", text.as_bytes(), &opts());
+        let mut reader = reader.unwrap();
+        let extent = [reader.extent()];
+        assert_eq!(rows_total(&extent), RowsTotal::Unknown, "nothing read yet");
+        reader.by_ref().take(5_000).for_each(drop);
+        let RowsTotal::About(about) = rows_total(&extent) else {
+            panic!("{:?}", rows_total(&extent))
+        };
+        assert!((19_000..=21_000).contains(&about), "{about}");
+        reader.for_each(drop);
+        assert_eq!(rows_total(&extent), RowsTotal::Exact(20_000));
+    }
+
+    #[test]
     fn line_tracker_forgets_what_it_has_passed() {
         let mut text = String::from("Email,Name\n");
         for i in 0..5_000 {

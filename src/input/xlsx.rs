@@ -292,6 +292,17 @@ mod tests {
     }
 
     #[test]
+    fn a_workbook_knows_its_rows_before_they_are_read() {
+        for name in ["invitees.xlsx", "invitees.ods"] {
+            let reader = open(&fixture(name), &Options::default()).unwrap();
+            let extent = [reader.extent()];
+            let before = super::super::rows_total(&extent);
+            let rows = reader.count() as u64;
+            assert_eq!(before, super::super::RowsTotal::Exact(rows), "{name}");
+        }
+    }
+
+    #[test]
     fn reads_the_xlsx_fixture() {
         check_fixture(&read("invitees.xlsx", &Options::default()));
     }
