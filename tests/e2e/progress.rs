@@ -162,16 +162,22 @@ fn a_dumb_terminal_gets_plain_lines_and_none_after_the_summary() {
     );
 }
 
-#[test]
-fn on_a_terminal_the_bar_counts_the_whole_file_and_a_stop_starts_its_own_line() {
-    let w = slow_world(30);
-    let rows = 20_000;
+/// What a terminal shows of a run of `rows` invitees stopped by SIGINT once sending
+/// is under way.
+fn stopped_on_a_terminal(w: &World, rows: usize) -> String {
     let file = w.write("in.csv", &invitees_csv(0, rows));
     let args = ["run", file.to_str().unwrap(), "--rate", "100000"];
-    let child = on_a_terminal(&w, &args, "xterm", &[]);
+    let child = on_a_terminal(w, &args, "xterm", &[]);
     // Frames draw at most 8 times a second: a second of sending shows several.
-    interrupt_after(&w, 100);
-    let out = screen(child);
+    interrupt_after(w, 100);
+    screen(child)
+}
+
+#[test]
+fn on_a_terminal_the_bars_total_is_the_whole_file() {
+    let w = slow_world(30);
+    let rows = 20_000;
+    let out = stopped_on_a_terminal(&w, rows);
     let frames = fractions(&out, "rows");
     assert!(!frames.is_empty(), "a bar was drawn: {out:?}");
     let rows = rows as u64;
@@ -181,6 +187,12 @@ fn on_a_terminal_the_bar_counts_the_whole_file_and_a_stop_starts_its_own_line() 
             .all(|(_, total, _)| (rows * 9 / 10..=rows * 11 / 10).contains(total)),
         "the bar's total is the file, not the rows read so far: {frames:?}"
     );
+}
+
+#[test]
+fn on_a_terminal_the_stop_message_starts_its_own_line() {
+    let w = slow_world(30);
+    let out = stopped_on_a_terminal(&w, 2_000);
     let stop = out
         .find("bbinvite: stopping")
         .unwrap_or_else(|| panic!("no stop message: {out:?}"));
