@@ -266,7 +266,9 @@ impl Progress {
     /// returns, so the caller's summary is the last word.
     pub fn finish(&self) {
         let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
-        *stopped = true;
+        if std::mem::replace(&mut *stopped, true) {
+            return;
+        }
         if let Some(bar) = &self.bar {
             // One progress is on screen at a time: this one.
             *SHOWN.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -279,6 +281,13 @@ impl Progress {
         if self.mode != Mode::Quiet {
             say(msg);
         }
+    }
+}
+
+impl Drop for Progress {
+    /// A command that failed before its end leaves no bar behind for [`say`].
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
