@@ -63,12 +63,14 @@ async fn watch_signals(stop: CancellationToken) {
         }
         count += 1;
         if count == 1 {
-            eprintln!(
-                "bbinvite: stopping: finishing the requests in flight (signal again to quit at once)"
+            bbinvite::progress::say(
+                "bbinvite: stopping: finishing the requests in flight (signal again to quit at once)",
             );
             stop.cancel();
         } else {
-            eprintln!("bbinvite: quitting now; the next run checks the rows that were in flight");
+            bbinvite::progress::say(
+                "bbinvite: quitting now; the next run checks the rows that were in flight",
+            );
             std::process::exit(Exit::Aborted as i32);
         }
     }

@@ -6,14 +6,13 @@
 //! client (single flight). Secrets live in [`Secret`] and are never formatted; every
 //! message an answer or the network gives passes the [`Redactor`] before it leaves. An
 //! answer's body is read up to a cap, never whole whatever its size. With
-//! [`log_requests`] on (`-vv`), each request is one line on stderr: method, path (never
+//! [`log_requests`] on (`-vv`), each request is one line to its printer: method, path (never
 //! the query), status, milliseconds and attempt; never a header, a body or a secret.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -44,17 +43,18 @@ const OBJECT_BODY_CAP: usize = 1024 * 1024;
 /// Most bytes read of a list page: `PAGE_SIZE` rows, each allowed 160 KiB.
 const PAGE_BODY_CAP: usize = 16 * 1024 * 1024;
 
-/// Whether each request is logged on stderr (`-vv`); off unless [`log_requests`] says.
-static LOG_REQUESTS: AtomicBool = AtomicBool::new(false);
+/// Where each request is logged (`-vv`): nowhere unless [`log_requests`] says.
+static LOG_REQUESTS: std::sync::RwLock<Option<fn(&str)>> = std::sync::RwLock::new(None);
 
 tokio::task_local! {
     /// The caller's try number for the call being made (see [`attempt`]).
     static ATTEMPT: u32;
 }
 
-/// Turns the one-line-per-request log on stderr on or off, for every client.
-pub fn log_requests(on: bool) {
-    LOG_REQUESTS.store(on, Ordering::Relaxed);
+/// Sends the one line per request to `to` (a printer of stderr lines), for every
+/// client; `None` turns it off.
+pub fn log_requests(to: Option<fn(&str)>) {
+    *LOG_REQUESTS.write().unwrap_or_else(PoisonError::into_inner) = to;
 }
 
 /// Runs `call` as try number `n` of its caller's retries, so its request lines say which.
@@ -65,15 +65,15 @@ pub async fn attempt<F: Future>(n: u32, call: F) -> F::Output {
 /// `-vv`: `METHOD /path STATUS MSms attempt N`. The path is the route with its ids; the
 /// query (which may carry an e-mail to search for) is left out, and so is every header.
 fn log_request(method: &Method, path: &str, status: Option<StatusCode>, started: Instant) {
-    if !LOG_REQUESTS.load(Ordering::Relaxed) {
+    let Some(log) = *LOG_REQUESTS.read().unwrap_or_else(PoisonError::into_inner) else {
         return;
-    }
+    };
     let status = status.map_or_else(|| "no-answer".to_string(), |s| s.as_u16().to_string());
     let try_number = ATTEMPT.try_with(|n| *n).unwrap_or(1);
-    eprintln!(
+    log(&format!(
         "bbinvite: request {method} {path} {status} {}ms attempt {try_number}",
         started.elapsed().as_millis()
-    );
+    ));
 }
 
 /// A string that must never be printed: its `Debug` and `Display` show stars.

@@ -183,7 +183,9 @@ impl Engine {
                 self.writer.record(outcome).await?;
             }
             Done::Act(job, outcome) => {
-                if self.verbose && outcome.state == ActionState::Failed {
+                let failed = outcome.state == ActionState::Failed;
+                self.progress.item(failed);
+                if self.verbose && failed {
                     self.progress.println(&format!(
                         "customer {} {}: {} failed: {}",
                         job.customer_id,
@@ -269,7 +271,7 @@ pub(crate) fn report_outcome(progress: &Progress, verbose: bool, origin: &str, o
             outcome.error.as_deref().unwrap_or("")
         ));
     }
-    progress.count(status);
+    progress.sent(status);
 }
 
 // ---------------------------------------------------------------------------------

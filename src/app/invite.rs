@@ -19,7 +19,7 @@ use crate::cli::{DEFAULT_BASE_URL, InputArgs, SendArgs};
 use crate::domain::{Admission, AdmitOptions, Job, RunId, Verdict};
 use crate::input::{self, Reader};
 use crate::ledger::{Ledger, NewRow, Writer};
-use crate::progress::{Mode, Progress};
+use crate::progress::{Mode, Progress, Total};
 use crate::report::summary::{InputRead, Summary, thousands};
 use crate::resolve::Resolver;
 use crate::settings::Settings;
@@ -27,7 +27,7 @@ use crate::settings::Settings;
 use super::engine::{Ending, Engine, MARK_BATCH, Work, open, stream_from, voice};
 use super::message::error_line;
 use super::report::write_export;
-use super::setup::{open_inputs, resolver, spawn_reader, verdict};
+use super::setup::{open_inputs, resolver, rows_total, spawn_reader, verdict};
 use super::{Aborted, Exit};
 
 // ---------------------------------------------------------------------------------
@@ -51,7 +51,8 @@ pub(crate) async fn invite_rows(
     if send.results.is_some() {
         ledger.keep_counted_rows(run)?;
     }
-    let progress = Progress::new(Mode::detect(global.quiet || global.json), "run");
+    let progress = Progress::new(Mode::detect(global.quiet || global.json), "run", "rows");
+    progress.set_total(rows_total(&readers));
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let concurrency = engine.sender.settings().concurrency;
     let (job_tx, job_rx) = mpsc::channel::<Job>(concurrency * 4 + MARK_BATCH);
@@ -131,9 +132,9 @@ pub(crate) async fn retry(
     // what it read: say so, and how to continue it, rather than "completed".
     let unread = ledger.unread_input()?;
     let jobs = ledger.requeue_unfinished(run, send.retry_rejected)?;
-    let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry");
-    progress.seen(jobs.len() as u64);
-    progress.reading_done();
+    let progress = Progress::new(Mode::detect(global.quiet || global.json), "retry", "rows");
+    let total = jobs.len() as u64;
+    progress.set_total(move || Total::Exact(total));
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let sent = engine
         .dispatch(futures::stream::iter(jobs).map(Work::Invite))
@@ -268,7 +269,6 @@ async fn feed_rows(
             break;
         };
         let batch = batch?;
-        progress.seen(batch.len() as u64);
         let mut rows = Vec::with_capacity(batch.len());
         let mut origins = Vec::with_capacity(batch.len());
         for record in &batch {
@@ -317,7 +317,6 @@ async fn feed_rows(
             return Ok(());
         }
     }
-    progress.reading_done();
     Ok(())
 }
 

@@ -116,7 +116,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 /// Runs the command that was typed.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<Exit> {
     let global = Settings::new(&args.global);
-    crate::api::log_requests(global.verbose >= 2);
+    crate::api::log_requests((global.verbose >= 2).then_some(crate::progress::say as fn(&str)));
     match args.command {
         Command::Run(a) if a.dry_run => {
             check_files(

@@ -15,8 +15,9 @@ use crate::api::types::NewAccessUser;
 use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
 use crate::cli::{self, InputArgs, SendArgs};
 use crate::domain::Verdict;
-use crate::input::{self, Field, Reader, Record};
+use crate::input::{self, Field, Reader, Record, RowsTotal};
 use crate::ledger::Ledger;
+use crate::progress::Total;
 use crate::rate::Rate;
 use crate::resolve::{Directory, Lookups, Resolver};
 use crate::sandbox;
@@ -312,6 +313,17 @@ pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict
             customer_id: None,
             reason: u.to_string(),
         },
+    }
+}
+
+/// The rows the inputs hold, as far as can be told each time it is asked: for
+/// progress, while the readers read on their own thread.
+pub(crate) fn rows_total(readers: &[Reader]) -> impl Fn() -> Total + Send + Sync + 'static {
+    let extents: Vec<_> = readers.iter().map(Reader::extent).collect();
+    move || match input::rows_total(&extents) {
+        RowsTotal::Unknown => Total::Unknown,
+        RowsTotal::About(n) => Total::About(n),
+        RowsTotal::Exact(n) => Total::Exact(n),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::domain::{
 };
 use crate::input::{Columns, Field, Reader};
 use crate::ledger::{NewRow, Present, Writer};
-use crate::progress::{Mode, Progress};
+use crate::progress::{Mode, Progress, Total};
 use crate::resolve::Resolver;
 use crate::send::{Abort, Disposition, Sender, disposition, explain};
 use crate::settings::Settings;
@@ -52,7 +52,8 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let sheet = read_sheet(readers, &mut resolver, &stop).await?;
     let customers = sheet.customers();
     let concurrency = sender.settings().concurrency;
-    let lists = read_lists(&api, &sender, &customers, concurrency).await?;
+    let mode = Mode::detect(global.quiet || global.json);
+    let lists = read_lists(&api, &sender, &customers, concurrency, mode).await?;
     let view = ledger.sync_view(&customers)?;
     let opts = plan::Options {
         resend_after: a.resend_after,
@@ -77,9 +78,9 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     // Under the lock, a resend still `sending` was cut off by a sync that died: say so
     // once, here; it is not sent again in its period.
     let interrupted = ledger.settle_interrupted_resends(report::UNCONFIRMED_RESEND)?;
-    let progress = Progress::new(Mode::detect(global.quiet || global.json), "sync");
-    progress.seen(sheet.rows.len() as u64);
-    progress.reading_done();
+    let progress = Progress::new(mode, "sync", "rows and actions");
+    let rows = sheet.rows.len() as u64;
+    progress.set_total(move || Total::Exact(rows));
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let writer = &engine.writer;
     let applied = async {
@@ -94,6 +95,8 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
         )
         .await?;
         let actions = add_actions(writer, run, &plan, &invites.row_ids).await?;
+        let total = rows + actions.len() as u64;
+        engine.progress.set_total(move || Total::Exact(total));
         let work = invites
             .jobs
             .into_iter()
@@ -213,12 +216,29 @@ async fn read_sheet(
 type Lists = HashMap<i64, Result<Vec<AccessUser>, String>>;
 
 /// Reads each customer's whole access list once, `concurrency` at a time, each with the
-/// retries of any read. Refused credentials, the breaker or a signal stop the command.
+/// retries of any read, showing progress in `mode`. Refused credentials, the breaker or
+/// a signal stop the command.
 async fn read_lists(
     api: &Api,
     sender: &Sender,
     customers: &[i64],
     concurrency: usize,
+    mode: Mode,
+) -> anyhow::Result<Lists> {
+    let progress = Progress::new(mode, "sync: reading", "access lists");
+    let total = customers.len() as u64;
+    progress.set_total(move || Total::Exact(total));
+    let lists = read_each_list(api, sender, customers, concurrency, &progress).await;
+    progress.finish();
+    lists
+}
+
+async fn read_each_list(
+    api: &Api,
+    sender: &Sender,
+    customers: &[i64],
+    concurrency: usize,
+    progress: &Progress,
 ) -> anyhow::Result<Lists> {
     let mut reads = futures::stream::iter(customers.iter().copied())
         .map(|customer_id| {
@@ -234,6 +254,7 @@ async fn read_lists(
         .buffer_unordered(concurrency.max(1));
     let mut lists = Lists::with_capacity(customers.len());
     while let Some((customer_id, users)) = reads.next().await {
+        progress.item(users.is_err());
         match users {
             Ok(users) => {
                 lists.insert(customer_id, Ok(users));

@@ -27,7 +27,7 @@ use crate::api::types::AccessStatus;
 use crate::cli::UndoArgs;
 use crate::domain::{ActionJob, ActionKind, ActionOutcome, ActionState, NewAction, RunId};
 use crate::ledger::{Ledger, StatusCounts, Writer};
-use crate::progress::{Mode, Progress};
+use crate::progress::{Mode, Progress, Total};
 use crate::report::summary::{NotFound, Summary, UndoSection};
 use crate::send::{Disposition, Repeat, Sender, disposition, explain};
 use crate::settings::Settings;
@@ -58,11 +58,12 @@ pub async fn run(global: &Settings, a: UndoArgs, stop: CancellationToken) -> any
     let run = ledger.begin_run("undo", &api.base_url, &[], false)?;
     ledger.set_undoes(run, a.run)?;
     let looks = look_up(&api.client, &sender, &plan).await?;
-    // The progress line counts rows, and an undo has none: its summary says it all.
-    let progress = Progress::new(Mode::Quiet, "undo");
+    let progress = Progress::new(Mode::detect(global.quiet || global.json), "undo", "actions");
     let engine = Engine::start(ledger, run, sender, progress, global.verbose > 0)?;
     let applied = async {
         let jobs = add_actions(&engine.writer, run, &plan, &looks).await?;
+        let total = jobs.len() as u64;
+        engine.progress.set_total(move || Total::Exact(total));
         let work = jobs.into_iter().map(Work::Act);
         engine.dispatch(futures::stream::iter(work)).await
     }

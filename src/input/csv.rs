@@ -84,6 +84,7 @@ fn text(mut source: Source, file: &Arc<str>, opts: &Options) -> Result<Text, Err
 
 /// Detects the encoding and delimiter, reads the header and checks it.
 pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Reader, Error> {
+    let extent = source.extent();
     let Text {
         mut reader,
         sep_line,
@@ -112,7 +113,7 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
         raw_utf8,
         allow_multiline: opts.allow_multiline,
     };
-    let reader = Reader::new(file, columns, Rows::Csv(rows));
+    let reader = Reader::new(file, columns, Rows::Csv(rows), extent);
     if let Some(encoding) = legacy {
         reader.notes.set_legacy(encoding);
     }
@@ -656,15 +657,32 @@ mod tests {
     }
 
     #[test]
+    fn a_files_rows_are_estimated_from_its_size_while_it_is_read() {
+        use super::super::{RowsTotal, rows_total};
+        let rows = (0..20_000).map(|i| format!("u{i:05}@example.com,User {i:05}\n"));
+        let text: String = std::iter::once("email,name\n".to_string())
+            .chain(rows)
+            .collect();
+        let (_dir, reader) = open_bytes("big.csv", text.as_bytes(), &opts());
+        let mut reader = reader.unwrap();
+        let extent = [reader.extent()];
+        assert_eq!(rows_total(&extent), RowsTotal::Unknown, "nothing read yet");
+        reader.by_ref().take(5_000).for_each(drop);
+        let RowsTotal::About(about) = rows_total(&extent) else {
+            panic!("{:?}", rows_total(&extent))
+        };
+        assert!((19_000..=21_000).contains(&about), "{about}");
+        reader.for_each(drop);
+        assert_eq!(rows_total(&extent), RowsTotal::Exact(20_000));
+    }
+
+    #[test]
     fn line_tracker_forgets_what_it_has_passed() {
         let mut text = String::from("Email,Name\n");
         for i in 0..5_000 {
             text.push_str(&format!("u{i}@example.com,U\r\n"));
         }
-        let source = Source {
-            prefix: text.into_bytes(),
-            rest: Box::new(io::empty()),
-        };
+        let source = Source::new(text.into_bytes(), Box::new(io::empty()));
         let mut reader = open(source, Arc::from("t"), &opts()).unwrap();
         let mut last = 0;
         for rec in reader.by_ref().take(4_000) {
@@ -774,10 +792,7 @@ mod tests {
                 Ok(n)
             }
         }
-        let source = Source {
-            prefix: b"email,name\n".to_vec(),
-            rest: Box::new(Rows(20_000)),
-        };
+        let source = Source::new(b"email,name\n".to_vec(), Box::new(Rows(20_000)));
         let reader = open(source, Arc::from("gen"), &opts()).unwrap();
         let mut n = 0;
         for rec in reader {

@@ -48,6 +48,7 @@ enum Parsed {
 /// Reads up to the first object, whose keys become the columns, and checks them.
 pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Reader, Error> {
     let encoding = source::encoding(&source.prefix, opts.encoding.as_deref(), &file)?;
+    let extent = source.extent();
     let decoded: Box<dyn Read + Send> = Box::new(source.decode(encoding));
     let mut rows = JsonlRows {
         file: file.clone(),
@@ -88,7 +89,8 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
         .map(|(i, k)| (k.clone(), i))
         .collect();
     rows.columns = Arc::new(resolve_columns(&file, first, &opts.map)?);
-    Ok(Reader::new(file, rows.columns.clone(), Rows::Jsonl(rows)))
+    let columns = rows.columns.clone();
+    Ok(Reader::new(file, columns, Rows::Jsonl(rows), extent))
 }
 
 fn not_jsonl(file: &Arc<str>, line: u64, parsed: &Parsed) -> Error {

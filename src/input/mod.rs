@@ -10,6 +10,7 @@
 
 mod columns;
 mod csv;
+mod extent;
 mod jsonl;
 mod results;
 mod source;
@@ -24,6 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use columns::{Columns, Field, UnknownField, normalize_header};
+pub use extent::{Extent, RowsTotal, rows_total};
 pub use results::{RESULTS_COLUMNS, escape as escape_cell};
 
 use crate::api::types::AccessStatus;
@@ -576,6 +578,7 @@ pub struct Reader {
     rows: Rows,
     done: bool,
     notes: Arc<Notes>,
+    extent: Arc<Extent>,
 }
 
 enum Rows {
@@ -585,7 +588,7 @@ enum Rows {
 }
 
 impl Reader {
-    fn new(file: Arc<str>, columns: Arc<Columns>, rows: Rows) -> Reader {
+    fn new(file: Arc<str>, columns: Arc<Columns>, rows: Rows, extent: Extent) -> Reader {
         let notes = Arc::new(Notes::new(&file));
         Reader {
             file,
@@ -593,7 +596,13 @@ impl Reader {
             rows,
             done: false,
             notes,
+            extent: Arc::new(extent),
         }
+    }
+
+    /// How far through its input the reader is, as it reads (for progress).
+    pub fn extent(&self) -> Arc<Extent> {
+        self.extent.clone()
     }
 
     /// What is learned about the input as it is read; complete once the reader is done.
@@ -626,8 +635,12 @@ impl Iterator for Reader {
             Rows::Sheet(rows) => rows.next(),
         };
         match &next {
-            None | Some(Err(_)) => self.done = true,
+            None | Some(Err(_)) => {
+                self.done = true;
+                self.extent.end();
+            }
             Some(Ok(record)) => {
+                self.extent.row();
                 self.notes.count(record);
                 if !Arc::ptr_eq(&record.columns, &self.columns)
                     && record.columns.names.len() > self.columns.names.len()

@@ -7,10 +7,12 @@
 use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use encoding_rs::{Encoding, UTF_8, UTF_16BE, UTF_16LE, WINDOWS_1252};
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
+use super::extent::{Counted, Extent};
 use super::{Error, Format};
 
 /// How many bytes are looked at to guess the encoding, the format and the delimiter:
@@ -27,13 +29,22 @@ const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
 pub(crate) struct Source {
     pub prefix: Vec<u8>,
     pub rest: Box<dyn Read + Send>,
+    /// The size in bytes, when it is a file.
+    pub size: Option<u64>,
+    /// Bytes taken through [`Source::into_reader`] so far.
+    pub consumed: Arc<AtomicU64>,
 }
 
 impl Source {
     /// Opens a file and reads its first bytes. An empty file is an error.
     pub fn open(path: &str, file: &Arc<str>) -> Result<Source, Error> {
         match File::open(path) {
-            Ok(f) => Source::from_reader(Box::new(f), file),
+            Ok(f) => {
+                let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+                let mut source = Source::from_reader(Box::new(f), file)?;
+                source.size = size;
+                Ok(source)
+            }
             Err(source) => Err(Error::Open {
                 file: file.clone(),
                 source,
@@ -50,12 +61,27 @@ impl Source {
         if prefix.is_empty() {
             return Err(Error::Empty { file: file.clone() });
         }
-        Ok(Source { prefix, rest })
+        Ok(Source::new(prefix, rest))
     }
 
-    /// The whole stream, the kept bytes first.
+    /// A stream of unknown size whose first bytes are `prefix`.
+    pub fn new(prefix: Vec<u8>, rest: Box<dyn Read + Send>) -> Source {
+        Source {
+            prefix,
+            rest,
+            size: None,
+            consumed: Arc::default(),
+        }
+    }
+
+    /// How far through this stream its reader gets, as it reads.
+    pub fn extent(&self) -> Extent {
+        Extent::of_bytes(self.size, self.consumed.clone())
+    }
+
+    /// The whole stream, the kept bytes first, counted into `consumed` as read.
     pub fn into_reader(self) -> impl Read + Send {
-        Cursor::new(self.prefix).chain(self.rest)
+        Counted::new(Cursor::new(self.prefix).chain(self.rest), self.consumed)
     }
 
     /// The whole stream decoded to UTF-8, BOM removed; undecodable bytes become U+FFFD.

@@ -13,6 +13,7 @@ use calamine::{
     Data, ExcelDateTime, Range, Reader as _, Sheets, open_workbook_auto, open_workbook_auto_from_rs,
 };
 
+use super::extent::Extent;
 use super::source::Source;
 use super::{
     Columns, Error, Options, Problem, Reader, Record, Rows, build_record, resolve_columns,
@@ -110,6 +111,7 @@ where
         names.pop();
     }
     let columns = Arc::new(resolve_columns(&file, names, &opts.map)?);
+    let extent = Extent::of_rows(filled_rows(&range, next));
     let rows = SheetRows {
         file: file.clone(),
         columns: columns.clone(),
@@ -117,7 +119,21 @@ where
         first_row,
         next,
     };
-    Ok(Reader::new(file, columns, Rows::Sheet(rows)))
+    Ok(Reader::new(file, columns, Rows::Sheet(rows), extent))
+}
+
+/// The rows from `first` on with a cell that is not blank: the rows the sheet yields.
+fn filled_rows(range: &Range<Data>, first: usize) -> u64 {
+    let blank = |cell: &Data| match cell {
+        Data::Empty => true,
+        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.trim().is_empty(),
+        _ => false,
+    };
+    range
+        .rows()
+        .skip(first)
+        .filter(|row| !row.iter().all(blank))
+        .count() as u64
 }
 
 impl SheetRows {
@@ -265,6 +281,17 @@ mod tests {
         let zoe = invitee_starting(recs, "zoe");
         assert_eq!(zoe.name, "Zoë Dubois");
         assert_eq!(zoe.customer.as_deref(), Some("Café Société"));
+    }
+
+    #[test]
+    fn a_workbook_knows_its_rows_before_they_are_read() {
+        for name in ["invitees.xlsx", "invitees.ods"] {
+            let reader = open(&fixture(name), &Options::default()).unwrap();
+            let extent = [reader.extent()];
+            let before = super::super::rows_total(&extent);
+            let rows = reader.count() as u64;
+            assert_eq!(before, super::super::RowsTotal::Exact(rows), "{name}");
+        }
     }
 
     #[test]

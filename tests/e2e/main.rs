@@ -16,6 +16,7 @@ mod ledger_safety;
 mod operator;
 mod pipeline;
 mod preflight;
+mod progress;
 mod report;
 mod spreadsheets;
 mod summary;

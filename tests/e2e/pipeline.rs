@@ -433,7 +433,7 @@ fn without_a_terminal_progress_is_a_plain_line_every_few_seconds() {
         .find(|l| l.starts_with("bbinvite: run "))
         .unwrap_or_else(|| panic!("no progress line: {stderr}"));
     assert!(
-        line.contains(" rows in ") && line.contains("invited"),
+        line.contains("/15 rows (") && line.contains(", eta ") && line.contains(", sent "),
         "{line}"
     );
     assert!(
