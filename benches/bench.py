@@ -62,13 +62,15 @@ class Sandbox:
 
 
 def measured(args, env):
-    """Runs `args` under a python child that reports the grandchild's own peak RSS."""
+    """Runs `args` under a python child that reports the grandchild's own peak RSS and CPU
+    time (user + system, getrusage of the child)."""
     code = (
         "import resource,subprocess,sys,time,json;"
         "t=time.perf_counter();p=subprocess.run(sys.argv[1:],stdout=subprocess.PIPE,stderr=subprocess.PIPE);"
-        "w=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+        "w=time.perf_counter()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);r=u.ru_maxrss;"
         "sys.stderr.write(p.stderr.decode(errors='replace'));"
-        "print(json.dumps({'code':p.returncode,'wall':w,'rss_kib':r,'out':p.stdout.decode(errors='replace')}))"
+        "print(json.dumps({'code':p.returncode,'wall':w,'rss_kib':r,'cpu':u.ru_utime+u.ru_stime,"
+        "'out':p.stdout.decode(errors='replace')}))"
     )
     proc = subprocess.run([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=3600)
     result = json.loads(proc.stdout)
@@ -217,19 +219,23 @@ def oha_binary():
     return os.path.expanduser("~/.cargo/bin/oha")
 
 
-def oha_rps(sb, requests, concurrency):
-    """The ceiling: oha POSTing invitations to the same sandbox (all but the first are 409s)."""
-    out = subprocess.run(
+def oha_run(sb, requests, concurrency):
+    """The ceiling: oha POSTing invitations to the same sandbox (all but the first are 409s).
+    Returns its requests per second and its CPU time (user + system) per request."""
+    r = measured(
         [oha_binary(), "-n", str(requests), "-c", str(concurrency), "--no-tui", "--output-format", "json",
          "-m", "POST", "-H", f"Authorization: Bearer {API_KEY}", "-H", "Content-Type: application/json",
          "-d", '{"email": "ceiling@bench.example", "name": "Ceiling"}', f"{sb.url}/customer/1/access"],
-        check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
-    ).stdout
-    return json.loads(out)["summary"]["requestsPerSec"]
+        None,
+    )
+    if r["code"] != 0:
+        raise SystemExit(f"oha failed ({r['code']}): {r['err'][-2000:]}")
+    return json.loads(r["out"])["summary"]["requestsPerSec"], r["cpu"] / requests
 
 
 def scenario_throughput(args, work):
-    """Issue 5.1: 100,000 rows, no latency, no rate limit, concurrency 64, beside oha."""
+    """Issue 5.1: 100,000 rows, no latency, no rate limit, concurrency 64, beside oha: rows
+    per second, CPU time per invitation (user + system), and connections opened."""
     rows = args.rows if args.rows != 10_000 else 100_000
     inp = os.path.join(work, "throughput.csv")
     write_invitees(inp, rows, 200)
@@ -239,15 +245,21 @@ def scenario_throughput(args, work):
         try:
             r = run_bbinvite(sb, inp, os.path.join(work, f"throughput-{i}.db"),
                              "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
-            doubled, missing = check_truth(sb.truth(), rows)
-            ceiling = oha_rps(sb, rows, 64)
+            truth = sb.truth()
+            doubled, missing = check_truth(truth, rows)
+            connections = truth.get("connections_total", 0)
+            ceiling, oha_cpu = oha_run(sb, rows, 64)
         finally:
             sb.stop()
-        ours = rows / r["wall"]
+        ours, cpu = rows / r["wall"], r["cpu"] / rows
         results.append({"bbinvite_rps": ours, "oha_rps": ceiling, "share": ours / ceiling,
-                        "peak_mib": r["rss_kib"] / 1024, "doubled": doubled, "missing": missing})
-        print(f"  throughput #{i + 1}: bbinvite {ours:.0f}/s, oha {ceiling:.0f}/s, share {ours / ceiling:.2f}, "
-              f"peak {r['rss_kib'] / 1024:.1f} MiB, doubled {doubled}, missing {missing}", flush=True)
+                        "cpu_us": cpu * 1e6, "oha_cpu_us": oha_cpu * 1e6, "cpu_ratio": cpu / oha_cpu,
+                        "connections": connections, "peak_mib": r["rss_kib"] / 1024,
+                        "doubled": doubled, "missing": missing})
+        print(f"  throughput #{i + 1}: bbinvite {ours:.0f}/s, oha {ceiling:.0f}/s, share {ours / ceiling:.2f}; "
+              f"CPU {cpu * 1e6:.0f} us vs oha {oha_cpu * 1e6:.0f} us a request ({cpu / oha_cpu:.1f}x); "
+              f"{connections} connections; peak {r['rss_kib'] / 1024:.1f} MiB, doubled {doubled}, "
+              f"missing {missing}", flush=True)
     return results
 
 
@@ -406,6 +418,7 @@ def scenario_growth(args, work):
             "grown_kib": grown / 1024, "night_kib": grown / 1024 / nights,
             "rerun_s": again["wall"], "validate_s": check["wall"],
             "rerun_ratio": again["wall"] / check["wall"], "rerun_rows_s": rows / again["wall"],
+            "rerun_cpu_ratio": again["cpu"] / check["cpu"],
             "rerun_mib": max(r["rss_kib"] for r in noop + [again]) / 1024,
             "compact_s": compact["wall"], "compact_mb_before": compact["before"] / 1e6,
             "compact_mb_after": compact["after"] / 1e6,
@@ -413,7 +426,8 @@ def scenario_growth(args, work):
         print(f"  growth {rows} rows #{i + 1}: {nights} nights grew {grown / 1024:.1f} KiB "
               f"(first run {after_first / 1e6:.1f} MB; {posts} posts for {rows} keys); no-op rerun "
               f"{again['wall']:.2f}s vs validate {check['wall']:.2f}s ({again['wall'] / check['wall']:.2f}x, "
-              f"{rows / again['wall']:.0f} rows/s, {results[-1]['rerun_mib']:.1f} MiB); compact "
+              f"{rows / again['wall']:.0f} rows/s, CPU {again['cpu'] / check['cpu']:.2f}x, "
+              f"{results[-1]['rerun_mib']:.1f} MiB); compact "
               f"{compact['wall']:.2f}s, {compact['before'] / 1e6:.1f} -> {compact['after'] / 1e6:.1f} MB",
               flush=True)
     return results

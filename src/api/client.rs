@@ -110,8 +110,8 @@ pub struct ClientConfig {
     pub base_url: String,
     pub credentials: Credentials,
     pub timeout: Duration,
-    /// Idle connections kept per host: the send stage's concurrency, so keep-alive
-    /// serves every worker.
+    /// The send stage's concurrency: twice as many idle connections are kept per host,
+    /// so keep-alive serves every worker and a run opens about one connection each.
     pub pool_size: usize,
 }
 
@@ -176,7 +176,10 @@ impl Client {
             .user_agent(concat!("bbinvite/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(config.pool_size.max(1))
+            // A request that finds every connection busy for an instant (one that just
+            // answered is not back in the pool yet) opens another; kept rather than
+            // closed when idle, it serves later requests instead of being opened again.
+            .pool_max_idle_per_host(config.pool_size.max(1) * 2)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Connect(format!("cannot build the HTTP client: {e}")))?;
@@ -414,47 +417,37 @@ impl Client {
         body: Option<&B>,
         cap: usize,
     ) -> Result<Answer<T>, Error> {
-        self.call_relogging(method, path, query, body, cap)
-            .await
-            .map_err(|e| self.redacted(e))
-    }
-
-    async fn call_relogging<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&B>,
-        cap: usize,
-    ) -> Result<Answer<T>, Error> {
-        let mut relogins = 0;
-        loop {
-            let (token, generation) = self.current_token().await?;
-            let result = self
-                .call_once(method.clone(), path, query, body, &token, cap)
-                .await;
-            match result {
-                Err(Error::Http {
-                    status: 401,
-                    message,
-                    ..
-                }) => {
-                    if matches!(self.credentials, Credentials::ApiKey(_)) {
-                        return Err(Error::Unauthorized(format!(
-                            "the API refused the API key (HTTP 401: {message}); check BILLINGBOOTH_API_KEY"
-                        )));
+        let attempt = async {
+            let mut relogins = 0;
+            loop {
+                let (token, generation) = self.current_token().await?;
+                let result = self
+                    .call_once(method.clone(), path, query, body, &token, cap)
+                    .await;
+                match result {
+                    Err(Error::Http {
+                        status: 401,
+                        message,
+                        ..
+                    }) => {
+                        if matches!(self.credentials, Credentials::ApiKey(_)) {
+                            return Err(Error::Unauthorized(format!(
+                                "the API refused the API key (HTTP 401: {message}); check BILLINGBOOTH_API_KEY"
+                            )));
+                        }
+                        if relogins >= MAX_RELOGINS_PER_CALL {
+                            return Err(Error::Unauthorized(format!(
+                                "the API keeps refusing fresh tokens (HTTP 401: {message}); check the account's access"
+                            )));
+                        }
+                        relogins += 1;
+                        self.relogin(generation).await?;
                     }
-                    if relogins >= MAX_RELOGINS_PER_CALL {
-                        return Err(Error::Unauthorized(format!(
-                            "the API keeps refusing fresh tokens (HTTP 401: {message}); check the account's access"
-                        )));
-                    }
-                    relogins += 1;
-                    self.relogin(generation).await?;
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        };
+        attempt.await.map_err(|e| self.redacted(e))
     }
 
     async fn call_once<B: Serialize, T: DeserializeOwned>(
@@ -542,6 +535,10 @@ impl Client {
                 break;
             }
         }
+        // The connection goes back to the pool from a task of its own, spawned here:
+        // let it run before this request's task ends and the next one starts, so the
+        // next request finds it idle instead of opening another.
+        tokio::task::yield_now().await;
         Ok((status, retry_after, bytes))
     }
 

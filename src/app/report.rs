@@ -370,9 +370,9 @@ pub(crate) async fn customers(
     let path = &global.ledger;
     ledger_folder(path)?;
     let endpoint = global.endpoint()?;
-    // Reading an existing ledger's copy takes no lock and writes nothing; a fetch that
-    // is to be kept (`--refresh`, or no ledger yet) opens it to write.
-    let mut ledger = if a.refresh || !path.exists() {
+    // Reading the ledger's copy takes no lock and writes nothing, and a missing ledger
+    // is an error naming it; a fetch that is to be kept (`--refresh`) opens it to write.
+    let mut ledger = if a.refresh {
         open_ledger(path)?
     } else {
         Ledger::open_read_only(path)?

@@ -12,6 +12,7 @@ use std::hash::Hasher;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
+use super::done_keys::{DoneKeys, key_hash};
 use super::query::HAS_ROWS;
 use super::spool::Counted;
 use super::{EXISTING_COLUMNS, Ledger, NewRow, Result, now_text, write_in};
@@ -99,6 +100,8 @@ struct Batch<'a> {
     opts: AdmitOptions,
     now: &'a str,
     seen: &'a mut HashSet<i64>,
+    /// The keys done when the run started, to skip SQL for rows done and unchanged.
+    done: &'a DoneKeys,
 }
 
 impl Ledger {
@@ -118,6 +121,11 @@ impl Ledger {
             self.seen = (run, HashSet::new());
         }
         let mut seen = std::mem::take(&mut self.seen.1);
+        if self.done.0 != run {
+            let done = self.sql(|c| DoneKeys::load(c))?;
+            self.done = (run, done);
+        }
+        let done = &self.done.1;
         let mut counted = Vec::new();
         let result = write_in(&mut self.conn, &self.path, |c| {
             let previous = c.query_row(
@@ -132,6 +140,7 @@ impl Ledger {
                 opts,
                 now: &now,
                 seen: &mut seen,
+                done,
             };
             admit_batch(c, &mut batch, rows, &mut counted)
         });
@@ -304,6 +313,14 @@ fn place(
         Verdict::Invite { customer_id, user } => (*customer_id, user),
     };
     let key = email_key(&user.email);
+    if let Some(hit) = b.done.find(key_hash(customer_id, &key), hash)
+        && b.seen.insert(hit.id)
+    {
+        let mut placed = Placed::settled(RowStatus::from_state(hit.state), None, Some(customer_id));
+        placed.invitation = Some(hit.id);
+        placed.counted_only = true;
+        return Ok(placed);
+    }
     let found = st
         .find
         .query_row(params![customer_id, key], |r| {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use super::report_data::TALLIES;
 use super::{Ledger, Result, time_text};
 use crate::domain::RunId;
 
@@ -46,11 +47,13 @@ impl Ledger {
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         );
         let bytes_before = self.size_on_disk();
-        let (runs, rows_removed, attempts_removed) = self.write(|c| drop_old(c, &cutoff))?;
-        self.sql(|c| {
-            c.execute_batch("VACUUM")?;
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        })?;
+        // No foreign key is checked row by row while old records go: every action that
+        // pointed at a removed row is first made to point nowhere.
+        self.sql(|c| c.pragma_update(None, "foreign_keys", false))?;
+        let dropped = self.write(|c| drop_old(c, &cutoff));
+        self.sql(|c| c.pragma_update(None, "foreign_keys", true))?;
+        let (runs, rows_removed, attempts_removed) = dropped?;
+        self.sql(vacuum)?;
         let oldest_kept_run =
             self.sql(|c| c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0)))?;
         Ok(Compacted {
@@ -65,6 +68,35 @@ impl Ledger {
     }
 }
 
+/// Rewrites the file without its free pages. Out of WAL mode while it does, when no
+/// reader holds the WAL: the copy is then written once, not to the WAL and again to the
+/// file; a reader keeps WAL mode and only costs the second write.
+fn vacuum(c: &mut Connection) -> rusqlite::Result<()> {
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let mode: String = c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+    c.execute_batch("VACUUM")?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+}
+
+/// Keeps in `runs` what each old run sent and found already done, before the row
+/// records and attempts those are counted from go; a run frozen earlier keeps its own.
+fn freeze_tallies(c: &Connection, cutoff: &str) -> rusqlite::Result<()> {
+    let mut tallies = c.prepare(TALLIES)?;
+    let mut freeze = c.prepare("UPDATE runs SET sent = ?2, already_done = ?3 WHERE id = ?1")?;
+    let runs: Vec<RunId> = c
+        .prepare(&format!("{OLD_RUNS} AND sent IS NULL"))?
+        .query_map([cutoff], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for run in runs {
+        let (sent, done): (i64, i64) = tallies.query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        freeze.execute(params![run, sent, done])?;
+    }
+    Ok(())
+}
+
 /// Moves the old runs' counts to `run_counts`, then removes their removable rows, their
 /// attempts and the sources no row points at any more.
 fn drop_old(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
@@ -73,6 +105,7 @@ fn drop_old(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
         [cutoff],
         |r| r.get(0),
     )?;
+    freeze_tallies(c, cutoff)?;
     let old_rows = format!("FROM rows WHERE run_id IN ({OLD_RUNS}) AND {REMOVABLE}");
     c.execute(
         &format!(

@@ -9,6 +9,7 @@
 mod admit;
 mod checkpoint;
 mod compact;
+mod done_keys;
 mod lock;
 mod query;
 mod reading;
@@ -54,6 +55,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_reading",
         include_str!("../../migrations/0005_reading.sql"),
+    ),
+    (
+        "0006_run_tallies",
+        include_str!("../../migrations/0006_run_tallies.sql"),
     ),
 ];
 
@@ -190,6 +195,8 @@ pub struct Ledger {
     /// The invitations the current run's input has named so far: a second row with
     /// the same key is a duplicate. In memory (8 bytes a key), not a write per row.
     seen: (RunId, HashSet<i64>),
+    /// The keys done when the current run started, loaded at its first batch.
+    done: (RunId, done_keys::DoneKeys),
     /// Rows of the current run counted and not recorded, kept aside for `--results`.
     spool: Option<spool::Spool>,
     /// Opened by a reading command: nothing is written.
@@ -313,6 +320,7 @@ impl Ledger {
             conn,
             path: path.to_path_buf(),
             seen: (0, HashSet::new()),
+            done: (0, done_keys::DoneKeys::default()),
             spool: None,
             read_only: true,
             lock: None,
@@ -329,6 +337,7 @@ impl Ledger {
             conn,
             path,
             seen: (0, HashSet::new()),
+            done: (0, done_keys::DoneKeys::default()),
             spool: None,
             read_only: false,
             lock: None,
@@ -1043,6 +1052,61 @@ mod tests {
         let again = l.requeue_unfinished(run2, false).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].user.email, "b@x.io");
+    }
+
+    #[test]
+    fn a_compacted_run_still_reports_what_it_sent_and_what_was_done_before() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run1 = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run1, "a.csv", &["email".into()]).unwrap();
+        let rows = [
+            invite_row(src, 2, 1, "a@x.io"),
+            invite_row(src, 3, 1, "b@x.io"),
+        ];
+        let js = jobs(&l.admit(run1, &rows, AdmitOptions::default()).unwrap());
+        l.mark_sending(&js).unwrap();
+        let sent: Vec<Outcome> = js
+            .iter()
+            .map(|j| Outcome {
+                invitation_id: j.invitation_id,
+                row_id: j.row_id,
+                state: State::Invited,
+                access_user_id: Some(7),
+                error: None,
+                http_status: Some(201),
+                unsure: false,
+                attempts: vec![crate::domain::Attempt {
+                    at: SystemTime::now(),
+                    action: "invite",
+                    http_status: Some(201),
+                    latency: Duration::from_millis(3),
+                    class: "ok",
+                    error: None,
+                }],
+            })
+            .collect();
+        l.record(run1, &sent).unwrap();
+        let (run2, _) = night(&mut l, &[(2, "a@x.io")], false);
+        let before = (l.run_tallies(run1).unwrap(), l.run_tallies(run2).unwrap());
+        assert_eq!((before.0.sent, before.0.already_done), (2, 0));
+        assert_eq!(before.1.already_done, 1);
+        l.conn
+            .execute(
+                "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+                [],
+            )
+            .unwrap();
+        let done = l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
+        assert_eq!(count(&l, "SELECT count(*) FROM attempts"), 0);
+        assert_eq!(done.rows_removed, 2, "{done:?}");
+        let after = (l.run_tallies(run1).unwrap(), l.run_tallies(run2).unwrap());
+        assert_eq!(before, after);
+        l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
+        assert_eq!(
+            l.run_tallies(run1).unwrap(),
+            before.0,
+            "a second compact keeps them"
+        );
     }
 
     #[test]

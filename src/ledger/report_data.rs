@@ -19,6 +19,18 @@ const READ_MMAP_BYTES: i64 = 1 << 30;
 /// The row statuses that make a run exit 1, as SQL text.
 const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
 
+/// A run's rows that ended done after a request of that run, and those done before it
+/// (recorded with no request of the run, or counted and not recorded), for run `?1`.
+pub(super) const TALLIES: &str = "SELECT
+    (SELECT count(*) FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
+       AND EXISTS (SELECT 1 FROM attempts a
+                   WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id)),
+    (SELECT count(*) FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
+       AND NOT EXISTS (SELECT 1 FROM attempts a
+                       WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id))
+    + (SELECT coalesce(sum(n), 0) FROM run_counts
+       WHERE run_id = ?1 AND status IN ('invited', 'exists'))";
+
 /// What a run did beyond its row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTallies {
@@ -87,21 +99,22 @@ impl Ledger {
 
     /// What run `run` sent, and how many of its rows were done before it began.
     pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
-        let sent = self.sent_outcomes(run)?.values().sum();
+        let actions = self.actions_done(run)?;
         self.sql(|c| {
-            // Rows done before this run with unchanged cells are only counted, not recorded.
-            let done: i64 = c.query_row(
-                "SELECT (SELECT count(*) FROM rows r
-                         WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
-                           AND NOT EXISTS (SELECT 1 FROM attempts a
-                                           WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id))
-                      + (SELECT coalesce(sum(n), 0) FROM run_counts
-                         WHERE run_id = ?1 AND status IN ('invited', 'exists'))",
-                [run],
-                |r| r.get(0),
-            )?;
+            // Frozen by `compact` when it removed the records these are counted from.
+            let frozen: Option<(Option<i64>, Option<i64>)> = c
+                .query_row(
+                    "SELECT sent, already_done FROM runs WHERE id = ?1",
+                    [run],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (sent, done) = match frozen {
+                Some((Some(sent), Some(done))) => (sent, done),
+                _ => c.query_row(TALLIES, [run], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            };
             Ok(RunTallies {
-                sent,
+                sent: sent.max(0) as u64 + actions,
                 already_done: done.max(0) as u64,
             })
         })

@@ -6,6 +6,7 @@
 //! `{"message": "..."}`. They must not hold a lock across an await, nor log per request.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     gate: Mutex<Gate>,
     store: Mutex<Store>,
     login: Option<Login>,
+    /// TCP connections accepted, counted by the server.
+    pub connections: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -53,6 +56,7 @@ impl Shared {
             gate: Mutex::new(Gate::new(config.faults, config.seed, config.api_key)),
             store: Mutex::new(Store::new(config.customers)),
             login: config.login,
+            connections: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -73,6 +77,7 @@ impl Shared {
             keys: self.store().keys(),
             post_times_ms: counters.post_times_ms,
             request_times_ms: counters.request_times_ms,
+            connections_total: self.connections.load(Ordering::Relaxed),
         }
     }
 }

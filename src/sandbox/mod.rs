@@ -335,6 +335,10 @@ pub struct Truth {
     pub post_times_ms: Vec<u64>,
     /// Milliseconds since start of every API request that arrived.
     pub request_times_ms: Vec<u64>,
+    /// TCP connections accepted since start: a client that keeps its connections alive
+    /// opens about as many as it has requests in flight.
+    #[serde(default)]
+    pub connections_total: u64,
 }
 
 /// The invitation history of one (customer id, lower-cased e-mail).
@@ -367,6 +371,7 @@ impl Sandbox {
         let server = tokio::spawn(server::accept(
             listener,
             http::router(Arc::clone(&shared)),
+            Arc::clone(&shared.connections),
             stop.clone(),
         ));
         Ok(Sandbox {

@@ -4,6 +4,7 @@
 //! Transport only: it must not know routes, faults or state, and never logs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,15 +36,22 @@ impl Hangup {
     }
 }
 
-/// Accepts connections until `stop`, then closes them all.
-pub(crate) async fn accept(listener: TcpListener, router: Router, stop: CancellationToken) {
+/// Accepts connections until `stop`, then closes them all; counts each accepted in
+/// `accepted`.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    router: Router,
+    accepted: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            next = listener.accept() => match next {
                 Ok((stream, _)) => {
+                    accepted.fetch_add(1, Ordering::Relaxed);
                     connections.spawn(connection(stream, router.clone()));
                 }
                 Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,

@@ -265,3 +265,18 @@ fn status_and_export_work_while_a_run_writes_the_ledger() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn customers_without_a_ledger_is_an_error_naming_it_and_creates_nothing() {
+    let w = World::new();
+    let out = w.run(&["customers"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("ledger.db"), "{}", text(&out));
+    assert!(files(&w).is_empty(), "no file created: {:?}", files(&w));
+    let out = w.run(&["customers", "--refresh", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        w.ledger().exists(),
+        "--refresh keeps the directory in a new ledger"
+    );
+}

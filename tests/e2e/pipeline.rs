@@ -518,3 +518,29 @@ fn a_ledger_refuses_an_api_other_than_its_own() {
         "nothing sent to the other API"
     );
 }
+
+#[test]
+fn a_run_keeps_its_connections_alive_and_opens_about_one_per_request_in_flight() {
+    let w = World::new();
+    let input = w.write("in.csv", &invitees_csv(0, 1000));
+    let out = w.run(&[
+        "run",
+        input.to_str().unwrap(),
+        "--rate",
+        "1000000",
+        "--burst",
+        "1000000",
+        "--concurrency",
+        "64",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = w.truth();
+    assert_eq!(posts(&t), 1000);
+    // One a request in flight, a few more while the first ones are being answered, and
+    // the directory's: not one opened again and again as idle ones are closed.
+    assert!(
+        t.connections_total <= 64 + 12,
+        "{} connections for 1,000 invitations at concurrency 64",
+        t.connections_total
+    );
+}

@@ -237,7 +237,8 @@ fn a_results_sheet_fixed_and_fed_back_sends_only_the_fixed_rows() {
 #[test]
 fn customers_lists_the_directory_and_flags_shared_names() {
     let w = World::new();
-    let out = w.run(&["customers", "--json"]);
+    // No ledger yet: `--refresh` fetches the directory and keeps it in a new one.
+    let out = w.run(&["customers", "--refresh", "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["shown"], 12, "{listed}");
@@ -277,7 +278,7 @@ fn validate_without_credentials_uses_the_ledgers_copy_of_the_directory() {
     assert!(text(&out).contains("no credentials"), "{}", text(&out));
 
     assert_eq!(
-        code(&w.run(&["customers"])),
+        code(&w.run(&["customers", "--refresh"])),
         0,
         "fetches and keeps the directory"
     );
