@@ -37,7 +37,7 @@ use crate::resolve::Resolver;
 use crate::send::{Abort, Disposition, Sender, disposition, explain};
 use crate::settings::Settings;
 
-pub(crate) use self::report::{broken_pipe_is_fine, write_actions};
+pub(crate) use self::report::{print_plan_as, write_actions};
 use crate::sync::plan::{self, Hold, Origin, Plan, SheetRow};
 
 /// Runs `bbinvite sync`.

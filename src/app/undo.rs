@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::Exit;
 use super::engine::{Ending, Engine, Work, open, voice};
 use super::setup::api_abort;
-use super::sync::broken_pipe_is_fine;
+use super::sync::print_plan_as;
 use crate::api::Client;
 use crate::api::types::AccessStatus;
 use crate::cli::UndoArgs;
@@ -324,28 +324,16 @@ fn counts(plan: &UndoPlan) -> Counts {
 }
 
 fn print_plan(global: &Settings, plan: &UndoPlan, yes: bool) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let c = counts(plan);
-    let written = if global.json {
-        let report = PlanReport {
-            command: "undo",
-            run: plan.run,
-            something_to_undo: c.reverse > 0,
-            counts: c,
-            entries: plan.entries.iter().map(PlanEntry::of).collect(),
-        };
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else if global.quiet {
-        Ok(())
-    } else {
-        write_plan(&mut out, plan, &c, yes)
+    let report = || PlanReport {
+        command: "undo",
+        run: plan.run,
+        something_to_undo: counts(plan).reverse > 0,
+        counts: counts(plan),
+        entries: plan.entries.iter().map(PlanEntry::of).collect(),
     };
-    written
-        .and_then(|()| out.flush())
-        .or_else(broken_pipe_is_fine)?;
-    Ok(())
+    print_plan_as(global, report, |out| {
+        write_plan(out, plan, &counts(plan), yes)
+    })
 }
 
 fn write_plan(out: &mut dyn Write, plan: &UndoPlan, c: &Counts, yes: bool) -> std::io::Result<()> {
@@ -355,18 +343,14 @@ fn write_plan(out: &mut dyn Write, plan: &UndoPlan, c: &Counts, yes: bool) -> st
         "bbinvite undo --run {n}: {} to reverse, {} already undone, {} skipped; left alone, found already there by run {n}: {}",
         c.reverse, c.already_undone, c.skipped, c.found_there
     )?;
-    for e in &plan.entries {
-        let (word, note) = match &e.step {
-            Step::Reverse { .. } => (e.action.as_str(), format!("run {n} {}", e.did)),
-            Step::Undone { by_run } => ("undone", format!("by run {by_run}")),
-            Step::Skip {
-                by_run,
-                command,
-                change,
-            } => (
+    for e in plan.entries.iter().map(PlanEntry::of) {
+        let (word, note) = match (e.decision, e.by_run, e.by_command, e.change) {
+            ("reverse", ..) => (e.action.as_str(), format!("run {n} {}", e.did)),
+            (_, Some(by), Some(command), Some(change)) => (
                 "skip",
-                format!("changed again by run {by_run} ({command}: {change})"),
+                format!("changed again by run {by} ({command}: {change})"),
             ),
+            (_, by, ..) => ("undone", format!("by run {}", by.unwrap_or_default())),
         };
         let id = e
             .access_user_id

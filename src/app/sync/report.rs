@@ -51,27 +51,37 @@ impl<'a> From<&'a plan::Entry> for EntryLine<'a> {
 
 /// Prints the plan: counts per action, per customer, then the rows (all but unchanged).
 pub(super) fn print_plan(global: &Settings, plan: &Plan, rows: usize) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let shown = || {
         plan.entries
             .iter()
             .filter(|e| e.action != Action::Unchanged)
     };
+    let report = || PlanReport {
+        rows,
+        actions: plan.counts(),
+        prune_waiting_for_yes: plan.waiting_for_yes(),
+        customers: plan.customers.values().collect(),
+        entries: shown().map(EntryLine::from).collect(),
+    };
+    print_plan_as(global, report, |out| write_plan(out, plan, rows, shown()))
+}
+
+/// Prints a plan as the global flags ask: its JSON document, nothing (`-q`), or its
+/// text; a reader that stops reading (`| head`) is no error.
+pub(crate) fn print_plan_as<T: Serialize>(
+    global: &Settings,
+    json: impl FnOnce() -> T,
+    text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if global.json {
-        let report = PlanReport {
-            rows,
-            actions: plan.counts(),
-            prune_waiting_for_yes: plan.waiting_for_yes(),
-            customers: plan.customers.values().collect(),
-            entries: shown().map(EntryLine::from).collect(),
-        };
-        serde_json::to_writer_pretty(&mut out, &report)
+        serde_json::to_writer_pretty(&mut out, &json())
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else if global.quiet {
         Ok(())
     } else {
-        write_plan(&mut out, plan, rows, shown())
+        text(&mut out)
     };
     written
         .and_then(|()| out.flush())
