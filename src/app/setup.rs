@@ -141,7 +141,11 @@ pub(crate) async fn connect_to_send(
 ) -> anyhow::Result<Api> {
     let api = connect(endpoint, Reach::sending(settings, send, stop.clone())).await?;
     ledger.check_same_api(&api.base_url)?;
-    api.client.authenticate().await.map_err(api_abort)?;
+    // A login changes nothing: it is tried again like any read.
+    api.sender
+        .read("login", &mut Vec::new(), || api.client.authenticate())
+        .await
+        .map_err(|f| read_abort(&api.sender, f, "the login's answer"))?;
     Ok(api)
 }
 

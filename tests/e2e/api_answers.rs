@@ -169,6 +169,29 @@ fn a_login_answer_that_echoes_the_password_leaves_it_nowhere() {
     );
 }
 
+#[test]
+fn a_failing_login_is_tried_again_like_any_read_then_stops_before_any_row() {
+    let login = format!("ops@reseller.example:{PASSWORD}");
+    let w = World::with_config(sandbox_config(&["--login", &login]));
+    // Every login answers 500 (with the request echoed).
+    w.faults(Faults {
+        token_echo_after: Some(0),
+        ..w.sandbox.faults()
+    });
+    let file = w.write("in.csv", &invitees_csv_ids(0, 5));
+    let out = with_password(w.cmd(&["run", file.to_str().unwrap(), "-vv", "--max-attempts", "3"]))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let tries = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("request POST /token 500"))
+        .count();
+    assert_eq!(tries, 3, "{}", text(&out));
+    assert!(w.truth().keys.is_empty(), "{}", text(&out));
+    assert_no_password("stderr", &out.stderr);
+}
+
 /// Every error the ledger holds, for the assertion message.
 fn ledger_text(w: &World) -> String {
     let mut all = ledger_rows(w, "SELECT error FROM attempts");
