@@ -351,8 +351,31 @@ pub(crate) struct Ending<'a> {
     pub announce: Announce,
 }
 
+impl<'a> Ending<'a> {
+    /// The end of command `command`'s run `run`, as its flags ask: its results sheet,
+    /// webhook, metrics file and summary; no problem beyond the counts, its input read.
+    pub(crate) fn new(
+        command: &'a str,
+        run: RunId,
+        started: Instant,
+        global: &Settings,
+        send: &'a SendArgs,
+    ) -> Ending<'a> {
+        Ending {
+            command,
+            run,
+            started,
+            results: send.results.as_deref(),
+            problem: false,
+            unread_input: false,
+            voice: voice(global),
+            announce: global.announce(&send.announce),
+        }
+    }
+}
+
 /// How the global flags ask for the summary.
-pub(crate) fn voice(global: &Settings) -> Voice {
+fn voice(global: &Settings) -> Voice {
     if global.json {
         Voice::Json
     } else if global.quiet {

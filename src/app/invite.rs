@@ -24,7 +24,7 @@ use crate::report::summary::{InputRead, Summary, thousands};
 use crate::resolve::Resolver;
 use crate::settings::Settings;
 
-use super::engine::{Ending, Engine, MARK_BATCH, Work, open, stream_from, voice};
+use super::engine::{Ending, Engine, MARK_BATCH, Work, open, stream_from};
 use super::message::error_line;
 use super::report::write_export;
 use super::setup::{open_inputs, resolver, rows_total, spawn_reader, verdict};
@@ -98,15 +98,10 @@ pub(crate) async fn invite_rows(
         ),
     };
     let ending = Ending {
-        command: "run",
-        run,
-        started,
-        results: send.results.as_deref(),
-        announce: global.announce(&send.announce),
         // A file with a header and no rows is a problem: in cron, a truncated export.
         problem: notes.iter().any(|n| n.no_rows()),
         unread_input: !reading.complete,
-        voice: voice(global),
+        ..Ending::new("run", run, started, global, &send)
     };
     engine.finish(ending, fed.and(sent), |s, _| {
         reading.tell(s, &notes, continue_with)
@@ -140,14 +135,8 @@ pub(crate) async fn retry(
         .dispatch(futures::stream::iter(jobs).map(Work::Invite))
         .await;
     let ending = Ending {
-        command: "retry",
-        run,
-        started,
-        results: send.results.as_deref(),
-        announce: global.announce(&send.announce),
-        problem: false,
         unread_input: unread.is_some(),
-        voice: voice(global),
+        ..Ending::new("retry", run, started, global, &send)
     };
     engine.finish(ending, sent, |mut s, _| {
         if let Some(u) = unread {

@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Ending, Engine, Work, open, voice};
+use super::engine::{Ending, Engine, Work, open};
 use super::setup::{Api, api_abort, open_inputs, resolver, spawn_reader, verdict};
 use super::{ADMIT_BATCH, Aborted, Exit};
 use crate::api::types::AccessUser;
@@ -106,14 +106,8 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     }
     .await;
     let ending = Ending {
-        command: "sync",
-        run,
-        started,
-        results: a.send.results.as_deref(),
-        announce: global.announce(&a.send.announce),
         problem: plan.refusals().next().is_some(),
-        unread_input: false,
-        voice: voice(global),
+        ..Ending::new("sync", run, started, global, &a.send)
     };
     let customers = customers.len();
     engine.finish(ending, applied, |s, counts| {

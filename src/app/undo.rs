@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Exit;
-use super::engine::{Ending, Engine, Work, open, voice};
+use super::engine::{Ending, Engine, Work, open};
 use super::setup::api_abort;
 use super::sync::print_plan_as;
 use crate::api::Client;
@@ -69,14 +69,8 @@ pub async fn run(global: &Settings, a: UndoArgs, stop: CancellationToken) -> any
     }
     .await;
     let ending = Ending {
-        command: "undo",
-        run,
-        started,
-        results: None,
-        announce: global.announce(&a.send.announce),
         problem: looks.values().any(|l| matches!(l, Look::Missing(_))),
-        unread_input: false,
-        voice: voice(global),
+        ..Ending::new("undo", run, started, global, &a.send)
     };
     engine.finish(ending, applied, |s, counts| {
         summarise(s, counts, &plan, &looks)
