@@ -321,7 +321,7 @@ impl Sender {
             return false;
         };
         self.abort(Abort::Throttled(format!(
-            "the API asked us to wait {} before sending again (Retry-After), more than --max-retry-wait {}; the rows not sent stay pending for the next run",
+            "the API asked us to wait {} before calling again (Retry-After), more than the {} bbinvite waits (--max-retry-wait); nothing more is sent now",
             human(wait),
             human(self.settings.max_retry_wait)
         )));
