@@ -1,25 +1,9 @@
 //! Exactly once under faults: errors, drops, 429s, expiring tokens, kills, signals, locks.
 
-use std::process::{Child, Command as StdCommand};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 use bbinvite::sandbox::Faults;
-
-/// Waits for a child, killing it if it outlives `limit` (a bound, not a timing assertion).
-fn wait_bounded(child: &mut Child, limit: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the run did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn created_once(w: &World) -> usize {
     w.truth().keys.iter().filter(|k| k.created == 1).count()
@@ -133,14 +117,7 @@ fn sigterm_stops_with_exit_3_and_the_rerun_completes() {
     while posts(&w.truth()) < 20 && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pid = child.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     let code = wait_bounded(&mut child, Duration::from_secs(60));
     assert_eq!(code, 3, "a signal aborts with 3");
     let sent = posts(&w.truth());
@@ -367,14 +344,7 @@ fn a_stopping_run_lets_no_waiting_request_through_the_limiter() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let at_signal = posts(&w.truth());
-    let pid = child.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-INT");
     assert_eq!(wait_bounded(&mut child, Duration::from_secs(60)), 3);
     let after = posts(&w.truth());
     assert!(

@@ -9,19 +9,6 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 use bbinvite::sandbox::Faults;
 
-/// Waits for a child (killing it past `limit`: a bound, not a timing assertion).
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the run did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -280,7 +267,7 @@ fn a_ledger_deleted_during_a_run_stops_it_with_exit_3() {
     let file = w.write("in.csv", &invitees_csv_ids(0, 2000));
     let child = lost_ledger_run(&w, &file);
     std::fs::remove_file(w.ledger()).unwrap();
-    let out = finish(child, Duration::from_secs(60));
+    let out = finish_bounded(child, Duration::from_secs(60));
     assert_stopped_for_a_lost_ledger(&out);
     assert!(posts(&w.truth()) < 2000, "it stopped sending");
 }
@@ -292,7 +279,7 @@ fn a_ledger_replaced_during_a_run_stops_it_with_exit_3() {
     let child = lost_ledger_run(&w, &file);
     let other = w.write("other.db", "");
     std::fs::rename(&other, w.ledger()).unwrap();
-    let out = finish(child, Duration::from_secs(60));
+    let out = finish_bounded(child, Duration::from_secs(60));
     assert_stopped_for_a_lost_ledger(&out);
     assert!(posts(&w.truth()) < 2000, "it stopped sending");
 }

@@ -3,28 +3,10 @@
 //! end of its input says how far it read and the command that continues it.
 
 use std::process::Command as StdCommand;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::*;
 use bbinvite::sandbox::Faults;
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
-
-/// Waits for a child's output, killing it if it outlives `limit` (a bound, not a timing
-/// assertion).
-fn finish_bounded(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the run did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
 
 #[test]
 fn a_rerun_says_it_sent_nothing_and_counts_what_was_done_before() {
@@ -96,25 +78,26 @@ fn a_resume_reports_its_own_request_rate() {
 
 /// Starts a run of `rows` rows on a slow sandbox and stops it with SIGINT once sending
 /// has begun; returns its output (exit 3) and the file.
-fn interrupted_run(w: &World, rows: usize) -> (std::process::Output, String) {
+fn interrupted_run(w: &World, rows: usize, more: &[&str]) -> (std::process::Output, String) {
     w.faults(Faults {
         latency_ms: 50,
         ..w.sandbox.faults()
     });
     let file = w.write("big.csv", &invitees_csv_ids(0, rows));
     let file = file.to_str().unwrap().to_string();
-    let args = ["run", &file, "--rate", "100000", "--concurrency", "2"];
+    let mut args = vec![
+        "run",
+        file.as_str(),
+        "--rate",
+        "100000",
+        "--concurrency",
+        "2",
+    ];
+    args.extend(more);
     let child = spawn_kept(w, &args);
     let reached = wait_for(w, Duration::from_secs(60), |t| posts(t) >= 10);
     assert!(reached, "sending never began");
-    let pid = child.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-INT");
     let out = finish_bounded(child, Duration::from_secs(60));
     assert_eq!(code(&out), 3, "{}", text(&out));
     w.faults(Faults {
@@ -138,7 +121,7 @@ fn continue_command(out: &std::process::Output) -> Vec<String> {
 fn an_interrupted_run_says_how_far_it_read_and_its_continue_command_finishes_the_job() {
     let w = World::new();
     let rows = 6000;
-    let (out, file) = interrupted_run(&w, rows);
+    let (out, file) = interrupted_run(&w, rows, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("aborted"), "{stdout}");
     assert!(!stdout.contains("completed"), "{stdout}");
@@ -188,24 +171,7 @@ fn an_interrupted_run_says_how_far_it_read_and_its_continue_command_finishes_the
 #[test]
 fn an_interrupted_run_in_json_says_where_reading_stopped() {
     let w = World::new();
-    w.faults(Faults {
-        latency_ms: 50,
-        ..w.sandbox.faults()
-    });
-    let file = w.write("big.csv", &invitees_csv_ids(0, 6000));
-    let file = file.to_str().unwrap();
-    let child = spawn_kept(&w, &["run", file, "--concurrency", "2", "--json"]);
-    assert!(wait_for(&w, Duration::from_secs(60), |t| posts(t) >= 5));
-    let pid = child.id().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = finish_bounded(child, Duration::from_secs(60));
-    assert_eq!(code(&out), 3, "{}", text(&out));
+    let (out, _) = interrupted_run(&w, 6000, &["--json"]);
     let v = json(&out);
     assert_eq!(v["exit_code"], 3, "{v}");
     assert_eq!(v["input"]["complete"], false, "{v}");

@@ -38,10 +38,6 @@ fn resends_of(w: &World, customer: i64, email: &str) -> u64 {
         .map_or(0, |u| u.resends)
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
-
 #[test]
 fn a_second_sync_of_an_unchanged_sheet_reads_the_lists_and_sends_nothing() {
     let w = World::new();

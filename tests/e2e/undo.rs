@@ -43,10 +43,6 @@ fn first_run(w: &World) {
     assert_eq!(row_count(&status, "exists"), 5, "{status}");
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
-
 fn suspends(w: &World, i: usize) -> u64 {
     sandbox_user(w, 1, &email(i)).map_or(0, |u| u.suspends)
 }

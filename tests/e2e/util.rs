@@ -307,3 +307,41 @@ pub fn status_of(
 ) -> Option<bbinvite::api::types::AccessStatus> {
     sandbox_user(w, customer, email).and_then(|u| u.user.status)
 }
+
+/// Waits for a child, killing it if it outlives `limit` (a bound, not a timing
+/// assertion); its exit code.
+pub fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the run did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// [`wait_bounded`], then the child's output.
+pub fn finish_bounded(mut child: std::process::Child, limit: std::time::Duration) -> Output {
+    wait_bounded(&mut child, limit);
+    child.wait_with_output().unwrap()
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to a child, as a person's Ctrl-C or a service
+/// manager would.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// The command's stdout as one JSON document.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
