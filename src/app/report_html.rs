@@ -76,14 +76,21 @@ fn gather(ledger: &mut Ledger, run: Option<i64>) -> anyhow::Result<ReportData> {
             c.name = ledger.customer_name(id, cid)?;
         }
     }
-    let tallies = RunTallies {
-        sent: rows.sent + ledger.actions_done(id)?,
-        already_done: rows.already_done,
+    // A compacted run has no row records left: its counts are those the ledger kept.
+    let (statuses, tallies) = match ledger.compacted_tallies(id)? {
+        Some(kept) => (ledger.status_counts(Some(id))?.rows, kept),
+        None => (
+            rows.statuses(),
+            RunTallies {
+                sent: rows.sent + ledger.actions_done(id)?,
+                already_done: rows.already_done,
+            },
+        ),
     };
     let (attention, attention_total) = ledger.attention_rows(id, MAX_ATTENTION)?;
     Ok(ReportData {
         ledger: ledger.path().display().to_string(),
-        statuses: rows.statuses(),
+        statuses,
         tallies,
         customers,
         timeline: attempts.finish(),

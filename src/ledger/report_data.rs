@@ -99,25 +99,36 @@ impl Ledger {
 
     /// What run `run` sent, and how many of its rows were done before it began.
     pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
+        if let Some(kept) = self.compacted_tallies(run)? {
+            return Ok(kept);
+        }
         let actions = self.actions_done(run)?;
-        self.sql(|c| {
-            // Frozen by `compact` when it removed the records these are counted from.
-            let frozen: Option<(Option<i64>, Option<i64>)> = c
-                .query_row(
-                    "SELECT sent, already_done FROM runs WHERE id = ?1",
-                    [run],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (sent, done) = match frozen {
-                Some((Some(sent), Some(done))) => (sent, done),
-                _ => c.query_row(TALLIES, [run], |r| Ok((r.get(0)?, r.get(1)?)))?,
-            };
-            Ok(RunTallies {
-                sent: sent.max(0) as u64 + actions,
-                already_done: done.max(0) as u64,
-            })
+        let (sent, done): (i64, i64) =
+            self.sql(|c| c.query_row(TALLIES, [run], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        Ok(RunTallies {
+            sent: sent.max(0) as u64 + actions,
+            already_done: done.max(0) as u64,
         })
+    }
+
+    /// The tallies `compact` kept for run `run` when it removed the records they are
+    /// counted from; `None` for a run not compacted.
+    pub fn compacted_tallies(&mut self, run: RunId) -> Result<Option<RunTallies>> {
+        let frozen: Option<(Option<i64>, Option<i64>)> = self.sql(|c| {
+            c.query_row(
+                "SELECT sent, already_done FROM runs WHERE id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?;
+        let Some((Some(sent), Some(done))) = frozen else {
+            return Ok(None);
+        };
+        Ok(Some(RunTallies {
+            sent: sent.max(0) as u64 + self.actions_done(run)?,
+            already_done: done.max(0) as u64,
+        }))
     }
 
     /// What run `run`'s requests did, per outcome: its rows that ended invited or

@@ -442,3 +442,25 @@ fn a_sync_and_a_retry_notify_too_but_a_plan_does_not() {
     let first: serde_json::Value = serde_json::from_str(&hook.bodies()[0]).unwrap();
     assert_eq!(first["sent"], 3, "{first}");
 }
+
+#[test]
+fn the_report_of_a_compacted_run_keeps_what_it_sent_and_what_was_done_before() {
+    let w = World::new();
+    let file = w.write("in.csv", &invitees_csv(0, 6));
+    let file = file.to_str().unwrap();
+    assert_eq!(code(&w.run(&["run", file])), 0);
+    assert_eq!(code(&w.run(&["run", file])), 0);
+    let out = w.run(&["compact", "--older-than", "0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for (run, rows, sent, before) in [(1, 6, 6, 0), (2, 6, 0, 6)] {
+        let html = w.path(&format!("r{run}.html"));
+        let args = ["report", "--run", &run.to_string(), "--output"];
+        let out = w.run(&[&args[..], &[html.to_str().unwrap()]].concat());
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let page = std::fs::read_to_string(&html).unwrap();
+        for (id, n) in [("rows", rows), ("sent", sent), ("done-before", before)] {
+            let card = format!("id=\"{id}\"><b>{n}</b>");
+            assert!(page.contains(&card), "run {run}: {card} missing");
+        }
+    }
+}
