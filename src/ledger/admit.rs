@@ -179,11 +179,10 @@ fn admit_batch(
             });
             continue;
         }
-        let seen_hash = match placed.job {
+        let seen = match placed.job {
             None if placed.status.is_problem() || placed.status == RowStatus::Duplicate => {
                 let h = problem_hash(c, row, &placed)?;
-                supersede(c, b.previous, h, &mut left)?;
-                Some(h)
+                Some((h, supersede(c, b.previous, h, &mut left)?))
             }
             _ => None,
         };
@@ -198,9 +197,13 @@ fn admit_batch(
             placed.status.as_str(),
             placed.error,
             b.now,
-            seen_hash
+            seen.map(|(h, _)| h)
         ])?;
         let row_id = c.last_insert_rowid();
+        if let Some((_, Some(first))) = seen {
+            c.prepare_cached("UPDATE rows SET first_seen_run = ?2 WHERE id = ?1")?
+                .execute(params![row_id, first])?;
+        }
         out.push(match placed.job {
             Some(job) => Admission::Send(Job { row_id, ..job }),
             None => Admission::Settled {
@@ -241,32 +244,37 @@ fn problem_hash(c: &Connection, row: &NewRow, placed: &Placed) -> rusqlite::Resu
 }
 
 /// Removes the record of the same problem row in the previous run, if it has one that
-/// no action points at; its status is counted in `left` for that run.
+/// no action points at; its status is counted in `left` for that run. Returns the first
+/// run of the series that record stood for, which the new record carries on
+/// (`rows.first_seen_run`, so `export --run N` of every night of it still lists it).
 fn supersede(
     c: &Connection,
     previous: Option<RunId>,
     hash: i64,
     left: &mut BTreeMap<RowStatus, i64>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<RunId>> {
     let Some(previous) = previous else {
-        return Ok(());
+        return Ok(None);
     };
-    let found: Option<(i64, String)> = c
+    let found: Option<(i64, String, RunId)> = c
         .prepare_cached(
-            "SELECT id, status FROM rows WHERE seen_hash = ?1 AND run_id = ?2
+            "SELECT id, status, COALESCE(first_seen_run, run_id) FROM rows
+             WHERE seen_hash = ?1 AND run_id = ?2
              AND NOT EXISTS (SELECT 1 FROM actions WHERE actions.row_id = rows.id) LIMIT 1",
         )?
-        .query_row(params![hash, previous], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![hash, previous], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let Some((id, status)) = found else {
-        return Ok(());
+    let Some((id, status, first)) = found else {
+        return Ok(None);
     };
     c.prepare_cached("DELETE FROM rows WHERE id = ?1")?
         .execute([id])?;
     if let Some(status) = RowStatus::parse(&status) {
         *left.entry(status).or_default() += 1;
     }
-    Ok(())
+    Ok(Some(first))
 }
 
 /// Adds rows counted and not recorded to the run's counts.

@@ -60,6 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_run_tallies",
         include_str!("../../migrations/0006_run_tallies.sql"),
     ),
+    (
+        "0007_seen_runs",
+        include_str!("../../migrations/0007_seen_runs.sql"),
+    ),
 ];
 
 /// SQLite's page cache, in KiB.

@@ -147,10 +147,13 @@ impl Ledger {
             )?;
             let top_errors = ranked(
                 c,
-                "SELECT error, count(*) AS n FROM rows
-                 WHERE run_id = ?1 AND status IN ('failed', 'rejected', 'invalid', 'unresolved')
-                   AND error IS NOT NULL
-                 GROUP BY error ORDER BY n DESC, error LIMIT 5",
+                &format!(
+                    "SELECT error, count(*) AS n FROM {}
+                     WHERE status IN ('failed', 'rejected', 'invalid', 'unresolved')
+                       AND error IS NOT NULL
+                     GROUP BY error ORDER BY n DESC, error LIMIT 5",
+                    seen_rows()
+                ),
                 [id],
             )?;
             let oldest_kept_run = c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0))?;
@@ -364,8 +367,73 @@ impl Shape {
     }
 }
 
-/// Writes a run's recorded rows, in order, with its spooled rows merged in by their
-/// place in the input (source, then line).
+/// What an exported row reads: its file, line, cells, status, error, customer,
+/// invitation outcome and time; the place in the input (source of the run, line)
+/// follows.
+const EXPORT_COLUMNS: &str = "s.file, r.line, r.cells, r.status, r.error, r.customer_id,
+     i.access_user_id, COALESCE(i.attempts, 0), r.updated_at";
+/// The rows exported, with their source and invitation.
+const EXPORT_FROM: &str = "FROM rows r JOIN sources s ON s.id = r.source_id
+     LEFT JOIN invitations i ON i.id = r.invitation_id";
+
+/// The problem rows run `?1` saw whose one record a later run of the same series keeps
+/// (`rows.first_seen_run`), each placed in the run's own source of the same file and
+/// columns.
+pub(super) const CARRIED: &str = "JOIN sources n ON n.id = (SELECT min(id) FROM sources
+         WHERE run_id = ?1 AND file = s.file AND columns = s.columns)
+     WHERE r.first_seen_run <= ?1 AND r.run_id > ?1";
+
+/// Every row record run `?1` saw, as a table of `line, status, email, error, file` and
+/// `src` (its place: the run's own source): its own and those [`CARRIED`] for it.
+pub(super) fn seen_rows() -> String {
+    format!(
+        "(SELECT r.line, r.status, r.email, r.error, s.file, r.source_id AS src
+          FROM rows r JOIN sources s ON s.id = r.source_id WHERE r.run_id = ?1
+          UNION ALL
+          SELECT r.line, r.status, r.email, r.error, s.file, n.id
+          FROM rows r JOIN sources s ON s.id = r.source_id {CARRIED})"
+    )
+}
+
+/// Where a row was read: its run's source, then its line.
+type Place = (i64, u64);
+
+/// An exported row from a query of [`EXPORT_COLUMNS`] then the source it is placed in.
+fn export_row(r: &rusqlite::Row<'_>, shape: &Shape, status: String) -> rusqlite::Result<ExportRow> {
+    let source: i64 = r.get(9)?;
+    Ok(ExportRow {
+        file: r.get(0)?,
+        line: r.get::<_, i64>(1)? as u64,
+        cells: shape.align(source, r.get_ref(2)?.as_str()?),
+        status,
+        error: r.get(4)?,
+        customer_id: r.get(5)?,
+        access_user_id: r.get(6)?,
+        attempts: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+/// The problem rows a later run keeps the record of (see [`CARRIED`]), in input order.
+fn carried_rows(
+    c: &Connection,
+    run: RunId,
+    shape: &Shape,
+) -> rusqlite::Result<Vec<(Place, ExportRow)>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS}, n.id {EXPORT_FROM} {CARRIED} ORDER BY n.id, r.line"
+    ))?;
+    let mut q = stmt.query([run])?;
+    let mut out = Vec::new();
+    while let Some(r) = q.next()? {
+        let row = export_row(r, shape, r.get(3)?)?;
+        out.push(((r.get(9)?, row.line), row));
+    }
+    Ok(out)
+}
+
+/// Writes a run's recorded rows, in order, with its spooled rows and the rows a later
+/// run keeps for it merged in by their place in the input (source, then line).
 fn merge_rows(
     c: &Connection,
     run: RunId,
@@ -373,42 +441,67 @@ fn merge_rows(
     spool: Option<SpoolReader>,
     sink: &mut Sink<'_>,
 ) -> rusqlite::Result<()> {
-    let mut stmt = c.prepare(
-        "SELECT s.file, r.line, r.cells, r.status, r.error, r.customer_id, i.access_user_id,
-                COALESCE(i.attempts, 0), r.updated_at, r.source_id
-         FROM rows r JOIN sources s ON s.id = r.source_id
-         LEFT JOIN invitations i ON i.id = r.invitation_id
-         WHERE r.run_id = ?1 ORDER BY r.id",
-    )?;
-    let mut spooled = spool.into_iter().flatten().peekable();
+    let mut others = Others {
+        carried: carried_rows(c, run, shape)?.into_iter().peekable(),
+        spooled: spool.into_iter().flatten().peekable(),
+    };
+    let mut stmt = c.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS}, r.source_id {EXPORT_FROM} WHERE r.run_id = ?1 ORDER BY r.id"
+    ))?;
     let mut q = stmt.query(params![run])?;
     while let Some(r) = q.next()? {
-        let place: (i64, u64) = (r.get(9)?, r.get::<_, i64>(1)? as u64);
-        while let Some(s) =
-            spooled.next_if(|s| s.as_ref().map_or(true, |s| (s.source, s.line) < place))
-        {
-            put_spooled(c, shape, s, sink)?;
-        }
+        let place: Place = (r.get(9)?, r.get::<_, i64>(1)? as u64);
+        others.put_before(c, shape, Some(place), sink)?;
         let status: String = r.get(3)?;
         if !sink.wants(&status) {
             continue;
         }
-        sink.put(ExportRow {
-            file: r.get(0)?,
-            line: place.1,
-            cells: shape.align(place.0, r.get_ref(2)?.as_str()?),
-            status,
-            error: r.get(4)?,
-            customer_id: r.get(5)?,
-            access_user_id: r.get(6)?,
-            attempts: r.get(7)?,
-            updated_at: r.get(8)?,
-        });
+        sink.put(export_row(r, shape, status)?);
     }
-    for s in spooled {
-        put_spooled(c, shape, s, sink)?;
+    others.put_before(c, shape, None, sink)
+}
+
+/// The rows of an export besides its run's records: spooled ones, and those a later
+/// run keeps the record of; each in input order.
+struct Others<S: Iterator<Item = Result<Spooled>>> {
+    carried: std::iter::Peekable<std::vec::IntoIter<(Place, ExportRow)>>,
+    spooled: std::iter::Peekable<S>,
+}
+
+impl<S: Iterator<Item = Result<Spooled>>> Others<S> {
+    /// Writes, in input order, the rows placed before `place` (all when `None`).
+    fn put_before(
+        &mut self,
+        c: &Connection,
+        shape: &Shape,
+        place: Option<Place>,
+        sink: &mut Sink<'_>,
+    ) -> rusqlite::Result<()> {
+        loop {
+            let spooled = self
+                .spooled
+                .peek()
+                .map(|s| s.as_ref().map_or((i64::MIN, 0), |s| (s.source, s.line)));
+            let carried = self.carried.peek().map(|(p, _)| *p);
+            let next = match (spooled, carried) {
+                (None, None) => return Ok(()),
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+            };
+            if place.is_some_and(|p| next >= p) {
+                return Ok(());
+            }
+            if spooled == Some(next) {
+                if let Some(s) = self.spooled.next() {
+                    put_spooled(c, shape, s, sink)?;
+                }
+            } else if let Some((_, row)) = self.carried.next()
+                && sink.wants(&row.status)
+            {
+                sink.put(row);
+            }
+        }
     }
-    Ok(())
 }
 
 /// Writes one spooled row, with its invitation's current outcome.

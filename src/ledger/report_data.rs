@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::query::seen_rows;
 use super::{Error, Ledger, Result, RunId};
 
 /// The page cache of a read-only ledger, in KiB.
@@ -234,9 +235,10 @@ impl Ledger {
     pub fn run_errors(&mut self, run: RunId, limit: usize) -> Result<Vec<(String, String, u64)>> {
         self.sql(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT status, error, count(*) AS n FROM rows
-                 WHERE run_id = ?1 AND status IN {PROBLEMS_SQL} AND error IS NOT NULL
-                 GROUP BY status, error ORDER BY n DESC, error LIMIT ?2"
+                "SELECT status, error, count(*) AS n FROM {}
+                 WHERE status IN {PROBLEMS_SQL} AND error IS NOT NULL
+                 GROUP BY status, error ORDER BY n DESC, error LIMIT ?2",
+                seen_rows()
             ))?;
             stmt.query_map(params![run, limit as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
@@ -248,18 +250,15 @@ impl Ledger {
     /// The first `limit` problem rows of a run, in input order, and how many there are.
     pub fn attention_rows(&mut self, run: RunId, limit: usize) -> Result<(Vec<AttentionRow>, u64)> {
         self.sql(|c| {
+            let seen = seen_rows();
             let total: i64 = c.query_row(
-                &format!(
-                    "SELECT count(*) FROM rows WHERE run_id = ?1 AND status IN {PROBLEMS_SQL}"
-                ),
+                &format!("SELECT count(*) FROM {seen} WHERE status IN {PROBLEMS_SQL}"),
                 [run],
                 |r| r.get(0),
             )?;
             let mut stmt = c.prepare(&format!(
-                "SELECT s.file, r.line, r.status, r.email, r.error
-                 FROM rows r JOIN sources s ON s.id = r.source_id
-                 WHERE r.run_id = ?1 AND r.status IN {PROBLEMS_SQL}
-                 ORDER BY r.id LIMIT ?2"
+                "SELECT file, line, status, email, error FROM {seen}
+                 WHERE status IN {PROBLEMS_SQL} ORDER BY src, line LIMIT ?2"
             ))?;
             let rows = stmt
                 .query_map(params![run, limit as i64], |r| {

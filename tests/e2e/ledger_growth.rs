@@ -148,6 +148,62 @@ fn export_of_a_no_op_run_and_of_a_run_with_bad_rows() {
 }
 
 #[test]
+fn export_of_an_old_night_lists_the_bad_rows_a_later_night_saw_again() {
+    let w = World::new();
+    let input = samples("invitees.csv");
+    let input = input.to_str().unwrap();
+    // Each row of an export but its last column (updated_at, which a bad row seen
+    // again moves forward).
+    let night1 = |w: &World| -> Vec<String> {
+        let out = w.run(&["export", "--run", "1"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(code(&w.run(&["run", input])), 1);
+    let first = night1(&w);
+    assert_eq!(first.len(), 1 + 36);
+    for night in 2..=3 {
+        let out = w.run(&["run", input]);
+        assert_eq!(code(&out), 1, "night {night}: {}", text(&out));
+    }
+    assert_eq!(
+        night1(&w),
+        first,
+        "night 1 exports as it did, in input order"
+    );
+    let invalid = row_count(&w.status(), "invalid");
+    assert!(invalid > 0);
+    for night in ["1", "2", "3"] {
+        let out = w.run(&["export", "--run", night, "--status", "invalid"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let sheet = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            sheet.lines().count() as u64,
+            1 + invalid,
+            "night {night} lists every bad row it saw: {sheet}"
+        );
+    }
+    // Still stored once: in the last night that saw it, the first night named on it.
+    assert_eq!(
+        count(
+            &w.ledger(),
+            "SELECT count(*) FROM rows WHERE status = 'invalid' AND run_id = 3 AND first_seen_run = 1"
+        ) as u64,
+        invalid
+    );
+    assert_eq!(
+        count(
+            &w.ledger(),
+            "SELECT count(*) FROM rows WHERE status = 'invalid'"
+        ) as u64,
+        invalid
+    );
+}
+
+#[test]
 fn compact_keeps_every_current_state_and_the_counts_of_each_run() {
     let w = World::new();
     let input = samples("invitees.csv");
