@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -457,6 +458,80 @@ def compact_run(work, rows, customers, i):
     return {"wall": r["wall"], "before": before, "after": ledger_bytes(ledger)}
 
 
+def build_compact_ledger(work, rows, seed_runs_rows=30_000, customers=5_000):
+    """A ledger holding `rows` rows over 30 runs, 20 of them dated five years back, made
+    in minutes: 30 real first runs of `seed_runs_rows` rows in all (`bbinvite run`), then
+    each run's invitations, row records and attempts copied with SQL (new e-mail keys,
+    the same shapes) until the ledger holds `rows` rows, each run's records kept together
+    in id order as a real run writes them."""
+    runs = 30
+    ledger = os.path.join(work, f"compact-seed-{rows}.db")
+    sb = Sandbox("--generate-customers", str(customers))
+    try:
+        per = seed_runs_rows // runs
+        for night in range(runs):
+            inp = os.path.join(work, f"compact-seed-{night}.csv")
+            with open(inp, "w") as f:
+                f.write("email,name,customer\n")
+                for k in range(night * per, (night + 1) * per):
+                    f.write(f"user{k}@bench.example,User {k},Customer {k % customers + 1:05d} Ltd\n")
+            run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    finally:
+        sb.stop()
+    import sqlite3
+    db = sqlite3.connect(ledger)
+    copies = max(1, rows // db.execute("SELECT count(*) FROM rows").fetchone()[0])
+    inv = db.execute("SELECT max(id) FROM invitations").fetchone()[0]
+    inv_cols = ("customer_id, email, name, user_id, access_status, state, access_user_id, attempts, "
+                "last_http, last_error, unsure, created_at, updated_at, done_at, cells_hash, invited_run")
+    row_cols = "run_id, source_id, line, cells, email, customer_id, status, error, updated_at, seen_hash"
+    att_cols = "run_id, at, action, http_status, latency_ms, class, error"
+    for k in range(1, copies):
+        db.execute(f"INSERT INTO invitations (id, email_key, {inv_cols}) "
+                   f"SELECT id + {k * inv}, 'c{k}.' || email_key, {inv_cols} FROM invitations WHERE id <= {inv}")
+    for t, cols in (("rows", row_cols), ("attempts", att_cols)):
+        db.execute(f"CREATE TEMP TABLE big_{t} AS SELECT * FROM {t} WHERE 0")
+        for run in range(1, runs + 1):
+            for k in range(copies):
+                # Row records of a copy follow the run's own, as later lines of its input.
+                picked = cols.replace("line", f"line + {k * 100_000}") if t == "rows" else cols
+                db.execute(f"INSERT INTO big_{t} (invitation_id, {cols}) SELECT invitation_id + {k * inv}, "
+                           f"{picked} FROM {t} WHERE run_id = {run} ORDER BY id")
+        db.execute(f"DELETE FROM {t}")
+        db.execute(f"INSERT INTO {t} (invitation_id, {cols}) SELECT invitation_id, {cols} FROM big_{t} ORDER BY rowid")
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    backdate_runs(ledger, 1, 20)
+    return ledger
+
+
+def scenario_compact(args, work):
+    """`compact --older-than 90` of a ledger of `--rows` rows over 30 runs, 20 old (made by
+    `build_compact_ledger`), on a fresh copy each time; with `--before BIN`, that build
+    is timed on its own copy too, alternately."""
+    seed = build_compact_ledger(work, args.rows)
+    builds = [("now", BIN)] + ([("before", args.before)] if args.before else [])
+    results = []
+    for i in range(args.repeat):
+        out = {}
+        for name, binary in builds:
+            ledger = os.path.join(work, f"compact-{name}.db")
+            shutil.copyfile(seed, ledger)
+            before = ledger_bytes(ledger)
+            r = measured([binary, "compact", "--ledger", ledger, "--older-than", "90", "--json"], None)
+            if r["code"] != 0:
+                raise SystemExit(f"compact failed ({r['code']}): {r['err'][-2000:]}")
+            out[f"{name}_s"] = r["wall"]
+            out[f"{name}_cpu_s"] = r["cpu"]
+            out[f"{name}_mb_after"] = ledger_bytes(ledger) / 1e6
+            out["mb_before"] = before / 1e6
+        print(f"  compact {args.rows} rows #{i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()),
+              flush=True)
+        results.append(out)
+    return results
+
+
 SCENARIOS = {
     "pipeline": scenario_pipeline,
     "faults": scenario_faults,
@@ -466,6 +541,7 @@ SCENARIOS = {
     "rate": scenario_rate,
     "scale": scenario_scale,
     "growth": scenario_growth,
+    "compact": scenario_compact,
 }
 
 
@@ -633,6 +709,7 @@ def main():
                     help="rows per input (default: 10,000; 1,000,000 for validate)")
     ap.add_argument("--nights", type=int, default=30, help="no-op nights of the growth scenario")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--before", help="compact: a second build to time alternately")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -644,7 +721,7 @@ def main():
                 scenario_args.rows = 1_000_000 if name in ("validate", "report") else 10_000
 
 
-                scenario_args.rows = {"validate": 1_000_000, "growth": 200_000}.get(name, 10_000)
+                scenario_args.rows = {"validate": 1_000_000, "growth": 200_000, "compact": 1_000_000}.get(name, 10_000)
             summarize(name, SCENARIOS[name](scenario_args, work))
 
 

@@ -6,13 +6,15 @@
 //! latest one) ; a removed run's counts per status move to `run_counts`, so `status
 //! --run N` still adds up. SQL only; the caller holds the run lock.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::report_data::TALLIES;
-use super::{Ledger, Result, time_text};
+use super::{Error, Ledger, LedgerLock, Result, create_private, time_text};
 use crate::domain::RunId;
 
 /// What `compact` did.
@@ -53,9 +55,9 @@ impl Ledger {
         let dropped = self.write(|c| drop_old(c, &cutoff));
         self.sql(|c| c.pragma_update(None, "foreign_keys", true))?;
         let (runs, rows_removed, attempts_removed) = dropped?;
-        self.sql(vacuum)?;
         let oldest_kept_run =
             self.sql(|c| c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0)))?;
+        self.vacuum()?;
         Ok(Compacted {
             older_than: cutoff,
             runs,
@@ -68,12 +70,72 @@ impl Ledger {
     }
 }
 
-/// Rewrites the file without its free pages. Out of WAL mode while it does, when no
-/// reader holds the WAL: the copy is then written once, not to the WAL and again to the
-/// file; a reader keeps WAL mode and only costs the second write.
-fn vacuum(c: &mut Connection) -> rusqlite::Result<()> {
-    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let mode: String = c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+impl Ledger {
+    /// Gives the free pages back to the file system. Out of WAL mode first (the WAL
+    /// checkpointed and gone) when no reader holds the WAL; then the ledger is copied
+    /// without its free pages into a new file beside it (`VACUUM INTO`, written once),
+    /// which is synced, locked and renamed over the ledger: a crash before the rename
+    /// leaves the ledger as it was, one after it leaves the copy, whole. A reader
+    /// keeps WAL mode, and the file is then vacuumed in place.
+    fn vacuum(&mut self) -> Result<()> {
+        let mode: String = self.sql(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        })?;
+        let fresh = beside(&self.path, ".compacting");
+        match (&self.lock, fresh.to_str()) {
+            (Some(_), Some(name)) if mode.eq_ignore_ascii_case("delete") => {
+                let name = name.to_string();
+                let copied = self.copy_over(&fresh, &name);
+                if copied.is_err() {
+                    let _ = std::fs::remove_file(&fresh);
+                    self.sql(|c| c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())))?;
+                }
+                copied
+            }
+            _ => self.sql(|c| vacuum_in_place(c, &mode)),
+        }
+    }
+
+    /// Writes the ledger without its free pages to `fresh` (named `name`), syncs it,
+    /// takes its lock and renames it over the ledger, then works on it.
+    fn copy_over(&mut self, fresh: &Path, name: &str) -> Result<()> {
+        let io = |source| Error::Open {
+            path: fresh.to_path_buf(),
+            source,
+        };
+        match std::fs::remove_file(fresh) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        create_private(fresh).map_err(io)?;
+        self.sql(|c| c.execute("VACUUM INTO ?1", [name]))?;
+        File::open(fresh).and_then(|f| f.sync_all()).map_err(io)?;
+        let lock = LedgerLock::acquire(fresh)?;
+        std::fs::rename(fresh, &self.path).map_err(io)?;
+        let folder = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(folder).and_then(|f| f.sync_all()).map_err(io)?;
+        let mut ledger = Ledger::open(&self.path)?;
+        ledger.lock = Some(lock);
+        *self = ledger;
+        self.check_still_there()
+    }
+}
+
+/// `path` with `suffix` added to its name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Rewrites the file in place without its free pages, then puts it back in WAL mode
+/// (`mode` is the journal mode it is in): a reader holding the WAL costs a second
+/// write, from the WAL to the file.
+fn vacuum_in_place(c: &mut Connection, mode: &str) -> rusqlite::Result<()> {
     c.execute_batch("VACUUM")?;
     if mode.eq_ignore_ascii_case("wal") {
         return c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));

@@ -244,6 +244,40 @@ fn compact_keeps_every_current_state_and_the_counts_of_each_run() {
 }
 
 #[test]
+fn compact_after_one_that_died_mid_copy_replaces_the_ledger_whole() {
+    let w = World::new();
+    let input = w.write("in.csv", &invitees_csv(0, 40));
+    assert_eq!(code(&w.run(&["run", input.to_str().unwrap()])), 0);
+    let before = w.status();
+    // What a compact killed while it wrote its copy leaves beside the ledger.
+    let mut copy = w.ledger().into_os_string();
+    copy.push(".compacting");
+    std::fs::write(&copy, b"half a copy").unwrap();
+    let out = w.run(&["compact", "--older-than", "0", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        !std::path::Path::new(&copy).exists(),
+        "the copy took the ledger's place"
+    );
+    assert_eq!(before["invitations"], w.status()["invitations"]);
+    let mode = std::fs::metadata(w.ledger()).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let db = rusqlite::Connection::open(w.ledger()).unwrap();
+    let journal: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    drop(db);
+    // The compacted ledger takes the next night and its lock as before.
+    let out = w.run(&["run", input.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(posts(&w.truth()), 40, "nothing done is sent again");
+}
+
+#[test]
 fn compact_refuses_a_busy_ledger() {
     let w = World::new();
     w.run(&[
