@@ -458,12 +458,15 @@ def compact_run(work, rows, customers, i):
     return {"wall": r["wall"], "before": before, "after": ledger_bytes(ledger)}
 
 
-def build_compact_ledger(work, rows, seed_runs_rows=30_000, customers=5_000):
+def build_compact_ledger(work, rows, binary=None, seed_runs_rows=30_000, customers=5_000):
     """A ledger holding `rows` rows over 30 runs, 20 of them dated five years back, made
     in minutes: 30 real first runs of `seed_runs_rows` rows in all (`bbinvite run`), then
     each run's invitations, row records and attempts copied with SQL (new e-mail keys,
     the same shapes) until the ledger holds `rows` rows, each run's records kept together
-    in id order as a real run writes them."""
+    in id order as a real run writes them. `binary` makes it (the older of two builds
+    compared, so both read it)."""
+    global BIN
+    made_by, BIN = BIN, binary or BIN
     runs = 30
     ledger = os.path.join(work, f"compact-seed-{rows}.db")
     sb = Sandbox("--generate-customers", str(customers))
@@ -478,6 +481,7 @@ def build_compact_ledger(work, rows, seed_runs_rows=30_000, customers=5_000):
             run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
     finally:
         sb.stop()
+        BIN = made_by
     import sqlite3
     db = sqlite3.connect(ledger)
     copies = max(1, rows // db.execute("SELECT count(*) FROM rows").fetchone()[0])
@@ -510,7 +514,7 @@ def scenario_compact(args, work):
     """`compact --older-than 90` of a ledger of `--rows` rows over 30 runs, 20 old (made by
     `build_compact_ledger`), on a fresh copy each time; with `--before BIN`, that build
     is timed on its own copy too, alternately."""
-    seed = build_compact_ledger(work, args.rows)
+    seed = build_compact_ledger(work, args.rows, binary=args.before or BIN)
     builds = [("now", BIN)] + ([("before", args.before)] if args.before else [])
     results = []
     for i in range(args.repeat):

@@ -22,15 +22,13 @@ const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
 
 /// A run's rows that ended done after a request of that run, and those done before it
 /// (recorded with no request of the run, or counted and not recorded), for run `?1`.
-pub(super) const TALLIES: &str = "SELECT
-    (SELECT count(*) FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
-       AND EXISTS (SELECT 1 FROM attempts a
-                   WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id)),
-    (SELECT count(*) FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
-       AND NOT EXISTS (SELECT 1 FROM attempts a
-                       WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id))
-    + (SELECT coalesce(sum(n), 0) FROM run_counts
-       WHERE run_id = ?1 AND status IN ('invited', 'exists'))";
+/// One pass over the run's done rows, one attempt lookup each.
+pub(super) const TALLIES: &str = "SELECT coalesce(sum(e), 0),
+    coalesce(sum(1 - e), 0) + (SELECT coalesce(sum(n), 0) FROM run_counts
+       WHERE run_id = ?1 AND status IN ('invited', 'exists'))
+    FROM (SELECT EXISTS (SELECT 1 FROM attempts a
+                         WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id) AS e
+          FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists'))";
 
 /// What a run did beyond its row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

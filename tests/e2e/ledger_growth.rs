@@ -186,6 +186,13 @@ fn export_of_an_old_night_lists_the_bad_rows_a_later_night_saw_again() {
             "night {night} lists every bad row it saw: {sheet}"
         );
     }
+    let night1: serde_json::Value =
+        serde_json::from_slice(&w.run(&["status", "--run", "1", "--json"]).stdout).unwrap();
+    assert_eq!(
+        night1["top_errors"],
+        w.status()["top_errors"],
+        "night 1's commonest errors are its bad rows'"
+    );
     // Still stored once: in the last night that saw it, the first night named on it.
     assert_eq!(
         count(
