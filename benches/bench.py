@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reproduces the figures in BENCHMARKS.md.
 
-    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N]
+    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N] [--compare BIN]
 
 The sync scenario's size is fixed (200 customers x 50 users), whatever --rows says.
 
