@@ -630,6 +630,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cell_over_many_lines_is_found_whatever_its_line_breaks() {
+        let record = |cells: &[&[u8]]| ByteRecord::from(cells.to_vec());
+        assert_eq!(multiline_span(&record(&[b"a@x.io", b"Ann"]), 5), None);
+        assert_eq!(multiline_span(&record(&[b"a@x.io", b"A\nB"]), 5), None);
+        for breaks in [&b"\n"[..], b"\r", b"\r\n"] {
+            let long: Vec<u8> = [&b"x"[..], breaks].concat().repeat(9);
+            let at = multiline_span(&record(&[b"A\nB", &long]), 5);
+            assert_eq!(at, Some((1, 6, 14, long.len())), "{breaks:?}");
+        }
+    }
+
+    #[test]
     fn quoted_delimiters_quotes_and_newlines_keep_line_numbers() {
         let text = "Email,Name,Notes\n\
                     a@example.com,\"Doe, Ann\",\"says \"\"hi\"\"\"\n\
