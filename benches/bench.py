@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reproduces the figures in BENCHMARKS.md.
 
-    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N]
+    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N] [--before BIN]
 
 The sync scenario's size is fixed (200 customers x 50 users), whatever --rows says.
 
@@ -533,6 +533,118 @@ def scenario_compact(args, work):
         print(f"  compact {args.rows} rows #{i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()),
               flush=True)
         results.append(out)
+def fnv1a(data):
+    """FNV-1a 64 of `data`, as the signed integer `bbinvite` stores for a row's cells."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def done_ledger(sb, work, inp, rows, seeded):
+    """A ledger in which every row of `inp` is done: a real first run of its first
+    `seeded` rows, then the rest inserted with SQL as that run would have left them (an
+    invitation `invited` with its cells' hash, the row's record, one attempt)."""
+    import shutil
+    import sqlite3
+    ledger = os.path.join(work, f"rerun-{rows}.db")
+    head = os.path.join(work, f"rerun-head-{seeded}.csv")
+    with open(inp) as src, open(head, "w") as dst:
+        for _ in range(seeded + 1):
+            dst.write(src.readline())
+    run_bbinvite(sb, head, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    db = sqlite3.connect(ledger)
+    ids = dict(db.execute("SELECT name, id FROM customers"))
+    run, source = db.execute("SELECT run_id, id FROM sources ORDER BY id LIMIT 1").fetchone()
+    now = db.execute("SELECT max(updated_at) FROM invitations").fetchone()[0]
+    db.execute("UPDATE sources SET file = ? WHERE id = ?", (inp, source))
+    with open(inp) as f:
+        f.readline()
+        for _ in range(seeded):
+            f.readline()
+        batch = []
+        for line_no, line in enumerate(f, start=seeded + 2):
+            email, name, customer = line.rstrip("\n").split(",")
+            cells = json.dumps([email, name, customer], separators=(",", ":"), ensure_ascii=False)
+            batch.append((ids[customer], email, name, cells, line_no))
+            if len(batch) == 50_000:
+                insert_done(db, batch, run, source, now)
+                batch = []
+        insert_done(db, batch, run, source, now)
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    shutil.copyfile(ledger, ledger + ".orig")
+    return ledger
+
+
+def insert_done(db, batch, run, source, now):
+    for customer_id, email, name, cells, line_no in batch:
+        cur = db.execute(
+            "INSERT INTO invitations (customer_id, email_key, email, name, state, attempts, last_http,"
+            " created_at, updated_at, done_at, cells_hash, invited_run)"
+            " VALUES (?, ?, ?, ?, 'invited', 1, 201, ?, ?, ?, ?, ?)",
+            (customer_id, email, email, name, now, now, now, fnv1a(cells.encode()), run))
+        inv = cur.lastrowid
+        db.execute(
+            "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'invited', ?)",
+            (run, source, line_no, cells, email, customer_id, inv, now))
+        db.execute(
+            "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class)"
+            " VALUES (?, ?, ?, 'invite', 201, 1, 'ok')", (inv, run, now))
+
+
+def scenario_rerun(args, work):
+    """A no-op rerun of `--rows` rows (5,000 customers) on a ledger where every row is
+    done, beside `validate` of the same file on the same ledger (directory cached for
+    both). The ledger is built from a real first run of 20,000 rows and the rest inserted
+    with SQL. With `--before BIN`, BIN does the same on a second copy of the ledger,
+    alternately."""
+    import shutil
+    rows, customers = args.rows, 5_000
+    inp = os.path.join(work, f"rerun-{rows}.csv")
+    write_invitees(inp, rows, customers)
+    fast = ("--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    results = []
+    sb = Sandbox("--generate-customers", str(customers))
+    try:
+        base = done_ledger(sb, work, inp, rows, min(rows, 20_000))
+        builds = [("now", BIN)] + ([("before", args.before)] if args.before else [])
+        copies = {}
+        for label, _ in builds:
+            copies[label] = os.path.join(work, f"rerun-{label}.db")
+            shutil.copyfile(base + ".orig", copies[label])
+        env = env_for(sb)
+        for i in range(args.repeat):
+            row = {}
+            for label, binary in builds:
+                ledger = copies[label]
+                check = measured([binary, "validate", inp, "--ledger", ledger, "--rate", "100000", "-q"], env)
+                if check["code"] not in (0, 1):
+                    raise SystemExit(f"validate failed ({check['code']}): {check['err'][-2000:]}")
+                before = sb.truth()["requests_total"]
+                again = measured([binary, "run", inp, "--ledger", ledger, "--json", "-q", *fast], env)
+                if again["code"] not in (0, 1):
+                    raise SystemExit(f"run failed ({again['code']}): {again['err'][-2000:]}")
+                summary = json.loads(again["out"])
+                posts = sb.truth()["requests_total"] - before
+                row.update({
+                    f"{label}_rows_s": rows / again["wall"],
+                    f"{label}_ratio": again["wall"] / check["wall"],
+                    f"{label}_cpu_ratio": again["cpu"] / check["cpu"],
+                    f"{label}_mib": again["rss_kib"] / 1024,
+                    f"{label}_validate_s": check["wall"],
+                })
+                print(f"  rerun {rows} rows #{i + 1} {label}: {again['wall']:.2f}s "
+                      f"({rows / again['wall']:.0f} rows/s, CPU {again['cpu']:.2f}s), validate "
+                      f"{check['wall']:.2f}s (CPU {check['cpu']:.2f}s): {again['wall'] / check['wall']:.2f}x "
+                      f"wall, {again['cpu'] / check['cpu']:.2f}x CPU, {again['rss_kib'] / 1024:.1f} MiB; "
+                      f"already done {summary.get('already_done')}, sent {summary.get('sent')}, "
+                      f"{posts} requests", flush=True)
+            results.append(row)
+    finally:
+        sb.stop()
     return results
 
 
@@ -546,6 +658,7 @@ SCENARIOS = {
     "scale": scenario_scale,
     "growth": scenario_growth,
     "compact": scenario_compact,
+    "rerun": scenario_rerun,
 }
 
 
@@ -713,7 +826,8 @@ def main():
                     help="rows per input (default: 10,000; 1,000,000 for validate)")
     ap.add_argument("--nights", type=int, default=30, help="no-op nights of the growth scenario")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--before", help="compact: a second build to time alternately")
+    ap.add_argument("--before", metavar="BIN",
+                    help="compact, rerun: another build (the one before a change) timed alternately")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -722,7 +836,7 @@ def main():
             print(f"{name}:", flush=True)
             scenario_args = argparse.Namespace(**vars(args))
             if scenario_args.rows is None:
-                scenario_args.rows = 1_000_000 if name in ("validate", "report") else 10_000
+                scenario_args.rows = 1_000_000 if name in ("validate", "report", "rerun") else 10_000
 
 
                 scenario_args.rows = {"validate": 1_000_000, "growth": 200_000, "compact": 1_000_000}.get(name, 10_000)

@@ -290,8 +290,9 @@ pub struct Resolver {
     fixed: Option<Resolved>,
     references: ReferenceCache,
     /// Each raw customer name's answer: a file names the same customers over and over,
-    /// and folding Unicode per row is the costliest part of resolving.
-    names: HashMap<String, Result<Resolved, Unresolved>>,
+    /// and folding Unicode per row is the costliest part of resolving. FNV: the names
+    /// are the file's own, short, and hashed once a row.
+    names: HashMap<String, Result<Resolved, Unresolved>, fnv::FnvBuildHasher>,
     /// `None` offline: a reference cannot be looked up.
     lookups: Option<Lookups>,
 }
@@ -322,7 +323,7 @@ impl Resolver {
             directory,
             fixed,
             references: ReferenceCache::default(),
-            names: HashMap::new(),
+            names: HashMap::default(),
             lookups,
         }
     }

@@ -246,7 +246,7 @@ async fn feed_rows(
     reading: &mut Reading,
 ) -> anyhow::Result<()> {
     let mut batches = spawn_reader(readers, stop.clone());
-    let mut sources: HashMap<usize, (i64, Arc<input::Columns>)> = HashMap::new();
+    let mut sources = Sources::default();
     loop {
         let batch = tokio::select! {
             b = batches.recv() => b,
@@ -261,19 +261,7 @@ async fn feed_rows(
         let mut rows = Vec::with_capacity(batch.len());
         let mut origins = Vec::with_capacity(batch.len());
         for record in &batch {
-            let key = Arc::as_ptr(&record.columns) as usize;
-            let source = match sources.get(&key) {
-                Some((id, _)) => *id,
-                None => {
-                    let (file, names) = (record.file.to_string(), record.columns.names.clone());
-                    let id = writer
-                        .call(move |l| l.add_source(run, &file, &names))
-                        .await?;
-                    // Holding the Arc keeps the pointer from being reused by another header.
-                    sources.insert(key, (id, record.columns.clone()));
-                    id
-                }
-            };
+            let source = sources.id(record, writer, run).await?;
             let email = record.parsed.as_ref().ok().map(|w| w.email.clone());
             rows.push(NewRow {
                 source,
@@ -307,6 +295,45 @@ async fn feed_rows(
         }
     }
     Ok(())
+}
+
+/// The ledger's id of each header the rows name, added when first named.
+#[derive(Default)]
+struct Sources {
+    /// By the address of the reader's columns; holding the `Arc` keeps that address from
+    /// being reused by another header.
+    ids: HashMap<usize, (i64, Arc<input::Columns>)>,
+    /// Rows come a file at a time: most name the same header as the row before.
+    last: Option<(usize, i64)>,
+}
+
+impl Sources {
+    async fn id(
+        &mut self,
+        record: &input::Record,
+        writer: &Writer,
+        run: RunId,
+    ) -> anyhow::Result<i64> {
+        let key = Arc::as_ptr(&record.columns) as usize;
+        if let Some((last, id)) = self.last
+            && last == key
+        {
+            return Ok(id);
+        }
+        let id = match self.ids.get(&key) {
+            Some((id, _)) => *id,
+            None => {
+                let (file, names) = (record.file.to_string(), record.columns.names.clone());
+                let id = writer
+                    .call(move |l| l.add_source(run, &file, &names))
+                    .await?;
+                self.ids.insert(key, (id, record.columns.clone()));
+                id
+            }
+        };
+        self.last = Some((key, id));
+        Ok(id)
+    }
 }
 
 /// Counts the rows admission settled (printing the problems `-v` asks for) and queues

@@ -149,6 +149,14 @@ pub(crate) fn check_multiline(path: &str, file: &Arc<str>, opts: &Options) -> Re
 /// over more than one line and [`MAX_CELL_BYTES`] bytes: (position, first line, last
 /// line, bytes). `line` is the line the record starts on.
 fn multiline_span(record: &ByteRecord, line: u64) -> Option<(usize, u64, u64, usize)> {
+    // Nearly every record has no line break at all: one pass over its bytes tells.
+    let breaks = record
+        .as_slice()
+        .iter()
+        .fold(false, |any, b| any | (*b == b'\n') | (*b == b'\r'));
+    if !breaks {
+        return None;
+    }
     let mut first = line;
     for (i, cell) in record.iter().enumerate() {
         let body = cell
@@ -619,6 +627,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_cell_over_many_lines_is_found_whatever_its_line_breaks() {
+        let record = |cells: &[&[u8]]| ByteRecord::from(cells.to_vec());
+        assert_eq!(multiline_span(&record(&[b"a@x.io", b"Ann"]), 5), None);
+        assert_eq!(multiline_span(&record(&[b"a@x.io", b"A\nB"]), 5), None);
+        for breaks in [&b"\n"[..], b"\r", b"\r\n"] {
+            let long: Vec<u8> = [&b"x"[..], breaks].concat().repeat(9);
+            let at = multiline_span(&record(&[b"A\nB", &long]), 5);
+            assert_eq!(at, Some((1, 6, 14, long.len())), "{breaks:?}");
+        }
     }
 
     #[test]

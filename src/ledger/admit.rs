@@ -7,12 +7,12 @@
 //! into `rows` (and handed to the results spool when one is open). Every other row is
 //! recorded with its cells. SQL only; this module decides nothing about HTTP.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use super::done_keys::{DoneKeys, key_hash};
+use super::done_keys::{DoneKeys, IdSet, key_hash};
 use super::query::HAS_ROWS;
 use super::spool::Counted;
 use super::{EXISTING_COLUMNS, Ledger, NewRow, Result, now_text, write_in};
@@ -99,7 +99,7 @@ struct Batch<'a> {
     previous: Option<RunId>,
     opts: AdmitOptions,
     now: &'a str,
-    seen: &'a mut HashSet<i64>,
+    seen: &'a mut IdSet,
     /// The keys done when the run started, to skip SQL for rows done and unchanged.
     done: &'a DoneKeys,
 }
@@ -118,7 +118,7 @@ impl Ledger {
     ) -> Result<Vec<Admission>> {
         let now = now_text();
         if self.seen.0 != run {
-            self.seen = (run, HashSet::new());
+            self.seen = (run, IdSet::default());
         }
         let mut seen = std::mem::take(&mut self.seen.1);
         if self.done.0 != run {

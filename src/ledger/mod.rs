@@ -19,7 +19,6 @@ mod sync;
 mod undo;
 mod writer;
 
-use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,8 +196,9 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     /// The invitations the current run's input has named so far: a second row with
-    /// the same key is a duplicate. In memory (8 bytes a key), not a write per row.
-    seen: (RunId, HashSet<i64>),
+    /// the same key is a duplicate. In memory (a bit per invitation id), not a write
+    /// per row.
+    seen: (RunId, done_keys::IdSet),
     /// The keys done when the current run started, loaded at its first batch.
     done: (RunId, done_keys::DoneKeys),
     /// Rows of the current run counted and not recorded, kept aside for `--results`.
@@ -323,7 +323,7 @@ impl Ledger {
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
-            seen: (0, HashSet::new()),
+            seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
             read_only: true,
@@ -340,7 +340,7 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path,
-            seen: (0, HashSet::new()),
+            seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
             read_only: false,
