@@ -34,6 +34,8 @@ const MAX_RELOGINS_PER_CALL: u32 = 2;
 /// A last guard against a list that never ends; a page that repeats the one before it,
 /// or rows past the envelope's count, stop it long before.
 const MAX_PAGES: u64 = 1_000_000;
+/// Most pages of a list asked for at once, once the first has said how long a page is.
+const MAX_WAVE: u64 = 8;
 /// Most bytes read of an error answer: its message is cut to 300 characters anyway, and
 /// any JSON error envelope fits many times over; the rest of an HTML page is dropped.
 const ERROR_BODY_CAP: usize = 64 * 1024;
@@ -356,55 +358,62 @@ impl Client {
         Ok(a.status)
     }
 
-    /// Every page of a list. Stops with [`Error::List`] when a page repeats the one
-    /// before it (a server that ignores `offset` would serve it forever) or when the rows
-    /// outnumber the envelope's `count`, once that count shows itself a total.
+    /// Every page of a list. The first page is asked alone: it tells how many rows a
+    /// page holds. The pages after it go in waves that double (2, 4, … up to
+    /// `MAX_WAVE`), each page at the offset the ones before it would reach, and are read
+    /// in order: the list ends at the first short page, and the rest of its wave is
+    /// dropped (at most one wave of requests too many, none for a one-page list). Stops
+    /// with [`Error::List`] when a page repeats the one before it (a server that ignores
+    /// `offset` would serve it forever) or when the rows outnumber the envelope's
+    /// `count`, once that count shows itself a total.
     async fn all_pages<T: DeserializeOwned + Keyed>(
         &self,
         path: &str,
         extra: &[(&str, String)],
     ) -> Result<Vec<T>, Error> {
-        let mut out: Vec<T> = Vec::new();
-        let mut offset: u64 = 0;
-        let mut previous: Vec<i64> = Vec::new();
-        let mut total: Option<u64> = None;
-        for _ in 0..MAX_PAGES {
-            let mut query = vec![
-                ("limit", PAGE_SIZE.to_string()),
-                ("offset", offset.to_string()),
-            ];
-            query.extend(extra.iter().cloned());
-            let page: Answer<Page<T>> = self
-                .call::<(), _>(Method::GET, path, &query, None, PAGE_BODY_CAP)
-                .await?;
-            let page = page.body;
-            let served = page.data.len() as u64;
-            // What the server says it served, not what we asked for.
-            let limit = page.limit.filter(|l| *l > 0).unwrap_or(PAGE_SIZE);
-            let ids: Vec<i64> = page.data.iter().map(Keyed::key).collect();
-            if served > 0 && ids == previous {
-                return Err(Error::List(format!(
-                    "{path}: the page at offset {offset} repeats the one before it; the server seems to ignore `offset`"
-                )));
+        let mut list = Listing::new(path);
+        let mut wave: u64 = 1;
+        while list.pages < MAX_PAGES {
+            let offsets: Vec<u64> = (0..wave).map(|k| list.offset + k * list.step).collect();
+            let pages = futures::future::join_all(
+                offsets
+                    .iter()
+                    .map(|&offset| self.page::<T>(path, extra, offset)),
+            )
+            .await;
+            for (offset, page) in offsets.into_iter().zip(pages) {
+                // A page asked for where the list no longer continues (a server that
+                // served fewer than it said) is dropped; the next wave starts right.
+                if offset != list.offset {
+                    break;
+                }
+                if list.take(page?)? {
+                    return Ok(list.out);
+                }
             }
-            // A count above what a page served is the list's total.
-            total = total.or(page.count.filter(|c| *c > served));
-            out.extend(page.data);
-            if let Some(total) = total.filter(|t| out.len() as u64 > *t) {
-                return Err(Error::List(format!(
-                    "{path}: {} rows read past the {total} the server counts; the server seems to ignore `offset`",
-                    out.len()
-                )));
-            }
-            if served == 0 || served < limit {
-                return Ok(out);
-            }
-            previous = ids;
-            offset += served;
+            wave = (wave * 2).min(MAX_WAVE);
         }
         Err(Error::List(format!(
             "{path}: the list did not end after {MAX_PAGES} pages"
         )))
+    }
+
+    /// One page of a list, `PAGE_SIZE` rows asked from `offset`.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(&str, String)],
+        offset: u64,
+    ) -> Result<Page<T>, Error> {
+        let mut query = vec![
+            ("limit", PAGE_SIZE.to_string()),
+            ("offset", offset.to_string()),
+        ];
+        query.extend(extra.iter().cloned());
+        let page: Answer<Page<T>> = self
+            .call::<(), _>(Method::GET, path, &query, None, PAGE_BODY_CAP)
+            .await?;
+        Ok(page.body)
     }
 
     /// One call with authentication: a `401` logs in again (once for all tasks) and
@@ -664,6 +673,64 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// A list read page by page, in order: the rows so far and where the next page starts.
+struct Listing<'a, T> {
+    path: &'a str,
+    out: Vec<T>,
+    /// Where the next page starts.
+    offset: u64,
+    /// Rows a full page holds, as the server last said.
+    step: u64,
+    previous: Vec<i64>,
+    total: Option<u64>,
+    pages: u64,
+}
+
+impl<'a, T: Keyed> Listing<'a, T> {
+    fn new(path: &'a str) -> Self {
+        Listing {
+            path,
+            out: Vec::new(),
+            offset: 0,
+            step: PAGE_SIZE,
+            previous: Vec::new(),
+            total: None,
+            pages: 0,
+        }
+    }
+
+    /// Takes the page at `self.offset`; true when it is the list's last.
+    fn take(&mut self, page: Page<T>) -> Result<bool, Error> {
+        let (path, offset) = (self.path, self.offset);
+        self.pages += 1;
+        let served = page.data.len() as u64;
+        // What the server says it served, not what we asked for.
+        let limit = page.limit.filter(|l| *l > 0).unwrap_or(PAGE_SIZE);
+        let ids: Vec<i64> = page.data.iter().map(Keyed::key).collect();
+        if served > 0 && ids == self.previous {
+            return Err(Error::List(format!(
+                "{path}: the page at offset {offset} repeats the one before it; the server seems to ignore `offset`"
+            )));
+        }
+        // A count above what a page served is the list's total.
+        self.total = self.total.or(page.count.filter(|c| *c > served));
+        self.out.extend(page.data);
+        if let Some(total) = self.total.filter(|t| self.out.len() as u64 > *t) {
+            return Err(Error::List(format!(
+                "{path}: {} rows read past the {total} the server counts; the server seems to ignore `offset`",
+                self.out.len()
+            )));
+        }
+        if served == 0 || served < limit {
+            return Ok(true);
+        }
+        self.previous = ids;
+        self.offset += served;
+        self.step = served;
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ use crate::settings::{Endpoint, Settings};
 
 use super::{ADMIT_BATCH, Aborted, READ_AHEAD};
 
+/// Rows in the reader's first batch: about two requests' worth per worker at the usual
+/// concurrency, admitted in a few milliseconds.
+const FIRST_BATCH: usize = 64;
+
 // ---------------------------------------------------------------------------------
 // Setting up: the API, the ledger, the inputs, the directory.
 
@@ -331,15 +335,18 @@ pub(crate) fn rows_total(readers: &[Reader]) -> impl Fn() -> Total + Send + Sync
     }
 }
 
-/// Reads every input on a thread of its own, in batches, into a bounded channel.
+/// Reads every input on a thread of its own, in batches, into a bounded channel. The
+/// first batch holds `FIRST_BATCH` rows, so the first invitations go out once those are
+/// admitted, not a full batch; each batch after it doubles, up to `ADMIT_BATCH`.
 pub(crate) fn spawn_reader(
     readers: Vec<Reader>,
     stop: CancellationToken,
 ) -> mpsc::Receiver<anyhow::Result<Vec<Record>>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     std::thread::spawn(move || {
+        let mut size = FIRST_BATCH.min(ADMIT_BATCH);
         for reader in readers {
-            let mut batch = Vec::with_capacity(ADMIT_BATCH);
+            let mut batch = Vec::with_capacity(size);
             for item in reader {
                 if stop.is_cancelled() {
                     return;
@@ -347,9 +354,12 @@ pub(crate) fn spawn_reader(
                 match item {
                     Ok(record) => {
                         batch.push(record);
-                        if batch.len() == ADMIT_BATCH
-                            && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
-                        {
+                        if batch.len() < size {
+                            continue;
+                        }
+                        size = (size * 2).min(ADMIT_BATCH);
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
+                        if tx.blocking_send(Ok(full)).is_err() {
                             return;
                         }
                     }
@@ -366,4 +376,33 @@ pub(crate) fn spawn_reader(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+
+    use super::*;
+
+    /// The first batch is small, so the first invitations wait on the admission of a few
+    /// rows, not of a full batch; the batches after it double up to `ADMIT_BATCH`.
+    #[test]
+    fn the_reader_starts_with_a_small_batch_and_doubles_it() {
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        writeln!(file, "email,name,customer_id").unwrap();
+        for i in 0..1000 {
+            writeln!(file, "user{i}@example.com,User {i},1").unwrap();
+        }
+        file.flush().unwrap();
+        let path = file.path().to_str().unwrap();
+        let reader = input::open(path, &input::Options::default()).unwrap();
+        let mut batches = spawn_reader(vec![reader], CancellationToken::new());
+        let mut sizes = Vec::new();
+        while let Some(batch) = batches.blocking_recv() {
+            sizes.push(batch.unwrap().len());
+        }
+        assert_eq!(sizes, [64, 128, 256, 512, 40]);
+    }
 }

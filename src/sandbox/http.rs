@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -26,6 +26,7 @@ use crate::api::types::{
     AccessStatus, AccessUser, Customer, NewAccessUser, Page, TokenRequest, TokenResponse,
 };
 
+use super::delay;
 use super::gate::{Admitted, Gate, Refused, Route};
 use super::server::Hangup;
 use super::state::{AccessQuery, CustomerFilter, Refusal, SandboxUser, Store};
@@ -133,19 +134,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Every API call passes here: counted, then refused by a fault or handled. Latency is
-/// slept after the decision (so arrival times are true) and before any answer.
+/// slept after the decision (so arrival times are true) and before any answer, counted
+/// from the request's arrival to the microsecond (see `delay`).
 async fn gate(
     State((shared, route)): State<(Arc<Shared>, Route)>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let arrived = Instant::now();
     let (admitted, faults) = {
         let mut gate = shared.gate();
         let admitted = gate.admit(route, bearer(request.headers()));
         (admitted, gate.faults())
     };
     if faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        delay::until(arrived + Duration::from_millis(faults.latency_ms)).await;
     }
     let Admitted { hang_up } = match admitted {
         Ok(admitted) => admitted,

@@ -7,8 +7,10 @@
 //! never be mistaken for the real API, never persist anything, and never log per request.
 //!
 //! Inside: [`seed`] is the starting data, `state` the live data, `gate` the faults and
-//! counters decided before a handler runs, `http` the routes, `server` the connections.
+//! counters decided before a handler runs, `delay` the latency to the microsecond, `http`
+//! the routes, `server` the connections.
 
+mod delay;
 mod gate;
 mod http;
 pub mod seed;
@@ -43,7 +45,7 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free one)
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub addr: SocketAddr,
-    /// Milliseconds added to every answer
+    /// Milliseconds between a call's arrival and its answer (kept to a fraction of one)
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
     /// Share of API calls answered 500, before any change (0.0 to 1.0)
@@ -241,7 +243,8 @@ pub enum SearchMatches {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Milliseconds slept before answering any API call.
+    /// Milliseconds between an API call's arrival and its answer, kept to a fraction of
+    /// one (not rounded up to tokio's next millisecond tick).
     pub latency_ms: u64,
     /// Share of API calls answered 500 before any change.
     pub fail_rate: f64,

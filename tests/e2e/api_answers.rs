@@ -405,3 +405,34 @@ fn a_directory_read_told_to_wait_beyond_max_retry_wait_stops_like_an_invitation(
     assert!(out.contains("--max-retry-wait"), "says what to do: {out}");
     assert_eq!(posts(&w.truth()), 0, "nothing was sent: {out}");
 }
+
+/// A list's first page tells how many rows a page holds; the pages after it are asked
+/// for together (in waves that double), not each after the one before. At 200 ms a
+/// page, one at a time would put the third page 200 ms after the second.
+#[test]
+fn the_directory_asks_for_its_later_pages_together() {
+    let w = World::with_config(sandbox_config(&[
+        "--generate-customers",
+        "250",
+        "--latency-ms",
+        "200",
+    ]));
+    let out = w.run(&["customers", "--refresh", "--rate", "1000"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let truth = w.truth();
+    assert_eq!(
+        route(&truth, "GET /customer"),
+        3,
+        "{:?}",
+        truth.requests_by_route
+    );
+    let at = &truth.request_times_ms;
+    assert!(
+        at[1] >= at[0] + 200,
+        "the second page waits for the first: {at:?}"
+    );
+    assert!(
+        at[2] < at[1] + 100,
+        "the second and third pages go together: {at:?}"
+    );
+}
