@@ -53,7 +53,8 @@ impl<'c> Stmts<'c> {
             ))?,
             insert_inv: c.prepare_cached(
                 "INSERT INTO invitations (customer_id, email_key, email, name, user_id, access_status, state, created_at, updated_at, cells_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)
+                 ON CONFLICT (customer_id, email_key) DO NOTHING",
             )?,
             refresh: c.prepare_cached(
                 "UPDATE invitations SET email = ?2, name = ?3, user_id = ?4, access_status = ?5,
@@ -321,32 +322,31 @@ fn place(
         placed.counted_only = true;
         return Ok(placed);
     }
-    let found = st
-        .find
-        .query_row(params![customer_id, key], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                existing_for_admit(r, 2)?,
-            ))
-        })
-        .optional()?;
+    // A new key (every key of a first run) is inserted without being looked up first;
+    // a key the ledger holds already leaves the insert without effect, and is read.
     let status_text = user.status.map(AccessStatus::as_str);
-    let Some((id, known_hash, existing)) = found else {
-        st.insert_inv.execute(params![
-            customer_id,
-            key,
-            user.email,
-            user.name,
-            user.id,
-            status_text,
-            b.now,
-            hash
-        ])?;
+    let inserted = st.insert_inv.execute(params![
+        customer_id,
+        key,
+        user.email,
+        user.name,
+        user.id,
+        status_text,
+        b.now,
+        hash
+    ])?;
+    if inserted == 1 {
         let id = b.conn.last_insert_rowid();
         b.seen.insert(id);
         return Ok(to_send(customer_id, id, user, false));
-    };
+    }
+    let (id, known_hash, existing) = st.find.query_row(params![customer_id, key], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            existing_for_admit(r, 2)?,
+        ))
+    })?;
     let known = Known {
         id,
         hash: known_hash,
