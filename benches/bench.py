@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reproduces the figures in BENCHMARKS.md.
 
-    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N] [--before BIN]
+    python3 benches/bench.py [--scenario NAME]... [--repeat N] [--rows N] [--nights N]
+                             [--bin PATH] [--before BIN]
 
 The sync scenario's size is fixed (200 customers x 50 users), whatever --rows says.
 
@@ -837,7 +838,13 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--before", metavar="BIN",
                     help="compact, rerun: another build (the one before a change) timed alternately")
+    ap.add_argument("--bin", help="the bbinvite binary to measure (implies --no-build), "
+                    "e.g. a copy of an earlier build to compare against")
     args = ap.parse_args()
+    if args.bin:
+        global BIN
+        BIN = os.path.abspath(args.bin)
+        args.no_build = True
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     with tempfile.TemporaryDirectory(prefix="bbinvite-bench-") as work:

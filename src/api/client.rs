@@ -9,6 +9,7 @@
 //! [`log_requests`] on (`-vv`), each request is one line to its printer: method, path (never
 //! the query), status, milliseconds and attempt; never a header, a body or a secret.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,10 @@ const ERROR_BODY_CAP: usize = 64 * 1024;
 const OBJECT_BODY_CAP: usize = 1024 * 1024;
 /// Most bytes read of a list page: `PAGE_SIZE` rows, each allowed 160 KiB.
 const PAGE_BODY_CAP: usize = 16 * 1024 * 1024;
+
+/// Request addresses kept parsed, at most: a run's paths are one or two per customer,
+/// and past this many the cache starts over rather than grow.
+const URL_CACHE: usize = 4096;
 
 /// Where each request is logged (`-vv`): nowhere unless [`log_requests`] says.
 static LOG_REQUESTS: std::sync::RwLock<Option<fn(&str)>> = std::sync::RwLock::new(None);
@@ -153,6 +158,10 @@ pub struct Client {
     gate: Option<Arc<dyn Gate>>,
     /// Knows every secret this client holds, tokens included.
     redactor: Redactor,
+    /// Each path's address, parsed once (parsing runs the host through IDNA).
+    urls: std::sync::Mutex<HashMap<String, reqwest::Url>>,
+    /// The `Authorization` value of the token last used: built once a token.
+    bearer: std::sync::Mutex<Option<(Secret, HeaderValue)>>,
 }
 
 /// Without a `Retry-After`, a `429` pauses everyone this long.
@@ -183,6 +192,9 @@ impl Client {
             // closed when idle, it serves later requests instead of being opened again.
             .pool_max_idle_per_host(config.pool_size.max(1) * 2)
             .tcp_nodelay(true)
+            // No call of this API is answered with a redirect; following one would send
+            // an invitation again, to another address, behind the attempt runner's back.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Connect(format!("cannot build the HTTP client: {e}")))?;
         let redactor = Redactor::default();
@@ -202,6 +214,8 @@ impl Client {
             timeout: config.timeout,
             gate: None,
             redactor,
+            urls: std::sync::Mutex::new(HashMap::new()),
+            bearer: std::sync::Mutex::new(None),
         })
     }
 
@@ -459,6 +473,36 @@ impl Client {
         attempt.await.map_err(|e| self.redacted(e))
     }
 
+    /// The address of `path` under the base URL, parsed once.
+    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+        let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(url) = urls.get(path) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("{}{}", self.base, path))
+            .map_err(|e| Error::Transport(format!("not a valid address: {e}")))?;
+        if urls.len() >= URL_CACHE {
+            urls.clear();
+        }
+        urls.insert(path.to_string(), url.clone());
+        Ok(url)
+    }
+
+    /// `Bearer <token>`, marked sensitive; built again only when the token changes.
+    fn bearer(&self, token: &Secret) -> Result<HeaderValue, Error> {
+        let mut slot = self.bearer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((known, value)) = &*slot
+            && known == token
+        {
+            return Ok(value.clone());
+        }
+        let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+            .map_err(|_| Error::Transport("the token cannot be sent in a header".into()))?;
+        value.set_sensitive(true);
+        *slot = Some((token.clone(), value.clone()));
+        Ok(value)
+    }
+
     async fn call_once<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -468,12 +512,11 @@ impl Client {
         token: &Secret,
         cap: usize,
     ) -> Result<Answer<T>, Error> {
-        let url = format!("{}{}", self.base, path);
         let method_of_log = method.clone();
         let mut req = self
             .http
-            .request(method, &url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+            .request(method, self.url(path)?)
+            .header(AUTHORIZATION, self.bearer(token)?);
         if !query.is_empty() {
             req = req.query(query);
         }
@@ -734,6 +777,7 @@ impl<'a, T: Keyed> Listing<'a, T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -744,6 +788,56 @@ mod tests {
             password: Secret::new("hunter2"),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A server on a free loopback port that answers every request with a redirect to
+    /// itself; counts the requests it read.
+    fn redirecting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let location = format!("{base}/moved");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(8) {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).unwrap_or(0) == 0 {
+                    continue;
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn an_invitation_answered_with_a_redirect_is_not_sent_again() {
+        let (base, seen) = redirecting_server();
+        let client = Client::new(ClientConfig {
+            base_url: base,
+            credentials: Credentials::ApiKey(Secret::new("k")),
+            timeout: Duration::from_secs(10),
+            pool_size: 1,
+        })
+        .unwrap();
+        let user = NewAccessUser {
+            email: "a@b.io".into(),
+            name: "A".into(),
+            id: None,
+            status: None,
+        };
+        let answer = client.invite(7, &user).await;
+        assert!(
+            matches!(answer, Err(Error::Http { status: 307, .. })),
+            "{answer:?}"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::invite::write_results;
@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const MARK_BATCH: usize = 64;
 /// Mark batches committed ahead of sending.
 const MARKS_AHEAD: usize = 4;
+/// Outcomes handed to the ledger thread at once, at most.
+const RECORD_BATCH: usize = 256;
 
 /// One request's worth of work.
 pub(crate) enum Work {
@@ -158,29 +160,46 @@ impl Engine {
             marked
                 .map(|(work, marked)| {
                     self.clock();
-                    // Each request is a task, so the work spreads over every core.
-                    tokio::spawn(send(self.sender.clone(), self.writer.clone(), work, marked))
+                    // Each request is a task, so the work spreads over every core. Boxed:
+                    // the task moves a pointer, not the whole request's state, as it
+                    // starts and ends.
+                    let request = send(self.sender.clone(), self.writer.clone(), work, marked);
+                    tokio::spawn(Box::pin(request))
                 })
                 .buffer_unordered(concurrency)
         );
-        while let Some(finished) = done.next().await {
-            let finished = finished.map_err(|e| anyhow!("a sending task failed: {e}"))?;
-            let Some(finished) = finished else {
-                // The mark was not committed: sending would break exactly-once.
-                self.writer.check()?;
-                bail!("the ledger could not record a batch before sending");
-            };
-            self.record(finished).await?;
-            self.clock();
+        while let Some(first) = done.next().await {
+            // Every answer already in hands the ledger thread one batch: one wake of it
+            // for many outcomes rather than one each.
+            let mut invited = Vec::new();
+            let mut next = Some(first);
+            while let Some(finished) = next {
+                let finished = finished.map_err(|e| anyhow!("a sending task failed: {e}"))?;
+                let Some(finished) = finished else {
+                    self.writer.record(invited).await?;
+                    // The mark was not committed: sending would break exactly-once.
+                    self.writer.check()?;
+                    bail!("the ledger could not record a batch before sending");
+                };
+                self.record(finished, &mut invited).await?;
+                self.clock();
+                next = match invited.len() < RECORD_BATCH {
+                    true => done.next().now_or_never().flatten(),
+                    false => None,
+                };
+            }
+            self.writer.record(invited).await?;
         }
         Ok(())
     }
 
-    async fn record(&self, done: Done) -> anyhow::Result<()> {
+    /// Records an action's outcome; an invitation's joins `invited`, recorded with the
+    /// answers around it.
+    async fn record(&self, done: Done, invited: &mut Vec<Outcome>) -> anyhow::Result<()> {
         match done {
             Done::Invite(origin, outcome) => {
                 report_outcome(&self.progress, self.verbose, &origin, &outcome);
-                self.writer.record(outcome).await?;
+                invited.push(outcome);
             }
             Done::Act(job, outcome) => {
                 let failed = outcome.state == ActionState::Failed;

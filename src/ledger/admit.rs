@@ -53,7 +53,8 @@ impl<'c> Stmts<'c> {
             ))?,
             insert_inv: c.prepare_cached(
                 "INSERT INTO invitations (customer_id, email_key, email, name, user_id, access_status, state, created_at, updated_at, cells_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+                 VALUES (?1, ?8, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7)
+                 ON CONFLICT (customer_id, email_key) DO NOTHING",
             )?,
             refresh: c.prepare_cached(
                 "UPDATE invitations SET email = ?2, name = ?3, user_id = ?4, access_status = ?5,
@@ -329,38 +330,50 @@ fn place(
         placed.counted_only = true;
         return Ok(placed);
     }
-    let found = st
-        .find
-        .query_row(params![customer_id, key], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                existing_for_admit(r, 2)?,
-            ))
-        })
-        .optional()?;
-    let status_text = user.status.map(AccessStatus::as_str);
-    let Some((id, known_hash, existing)) = found else {
-        st.insert_inv.execute(params![
-            customer_id,
-            key,
-            user.email,
-            user.name,
-            user.id,
-            status_text,
-            b.now,
-            hash
-        ])?;
+    // A new key (every key of a first run) is inserted without being looked up first;
+    // a key the ledger holds already leaves the insert without effect, and is read.
+    let inserted = with_user(
+        &mut st.insert_inv,
+        customer_id,
+        user,
+        (b.now, hash),
+        Some(&key),
+    )?;
+    if inserted == 1 {
         let id = b.conn.last_insert_rowid();
         b.seen.insert(id);
         return Ok(to_send(customer_id, id, user, false));
-    };
+    }
+    let (id, known_hash, existing) = st.find.query_row(params![customer_id, key], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            existing_for_admit(r, 2)?,
+        ))
+    })?;
     let known = Known {
         id,
         hash: known_hash,
         existing,
     };
     place_known(st, b, customer_id, user, known, hash)
+}
+
+/// Runs `stmt` (inserting or refreshing an invitation) with `first` (the customer, or
+/// the invitation), the user's fields, the time and cells hash, and the key when given.
+fn with_user(
+    stmt: &mut CachedStatement<'_>,
+    first: i64,
+    user: &NewAccessUser,
+    (now, hash): (&str, i64),
+    key: Option<&str>,
+) -> rusqlite::Result<usize> {
+    let status = user.status.map(AccessStatus::as_str);
+    let (email, name, id) = (&user.email, &user.name, user.id);
+    match key {
+        Some(key) => stmt.execute(params![first, email, name, id, status, now, hash, key]),
+        None => stmt.execute(params![first, email, name, id, status, now, hash]),
+    }
 }
 
 /// What the ledger holds of a row's key.
@@ -405,16 +418,7 @@ fn place_known(
             ));
         }
         Decision::Send { check_first } => {
-            let status_text = user.status.map(AccessStatus::as_str);
-            st.refresh.execute(params![
-                id,
-                user.email,
-                user.name,
-                user.id,
-                status_text,
-                b.now,
-                hash
-            ])?;
+            with_user(&mut st.refresh, id, user, (b.now, hash), None)?;
             return Ok(to_send(customer_id, id, user, check_first));
         }
     }

@@ -63,7 +63,16 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_seen_runs",
         include_str!("../../migrations/0007_seen_runs.sql"),
     ),
+    (
+        "0008_send_path",
+        include_str!("../../migrations/0008_send_path.sql"),
+    ),
 ];
+
+/// The rows of unfinished invitations, as the partial index `rows_unfinished` (0008)
+/// spells them: a query uses that index only when it says the same.
+const UNFINISHED_ROW: &str =
+    "(status = 'pending' OR status = 'sending' OR status = 'failed' OR status = 'rejected')";
 
 /// SQLite's page cache, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;
@@ -505,41 +514,14 @@ impl Ledger {
 
     /// Records a batch of outcomes, their rows and their attempts, in one transaction.
     pub fn record(&mut self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
-        let now = now_text();
-        self.write(|c| {
-            let mut inv = c.prepare_cached(
-                "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
-                        attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
-                        unsure = ?7, updated_at = ?8,
-                        done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END,
-                        invited_run = CASE WHEN ?2 = 'invited' THEN ?9 ELSE invited_run END
-                 WHERE id = ?1",
-            )?;
-            let mut row = c.prepare_cached(
-                "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-            )?;
-            let mut attempt = c.prepare_cached(
-                "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for o in outcomes {
-                let invites = o.attempts.iter().filter(|a| a.action == "invite").count() as i64;
-                let state = o.state.as_str();
-                inv.execute(params![
-                    o.invitation_id, state, o.access_user_id, invites, o.http_status, o.error,
-                    o.unsure, now, run
-                ])?;
-                row.execute(params![o.row_id, RowStatus::from_state(o.state).as_str(), o.error, now])?;
-                for a in &o.attempts {
-                    let latency = a.latency.as_millis() as i64;
-                    attempt.execute(params![
-                        o.invitation_id, run, time_text(a.at), a.action, a.http_status, latency,
-                        a.class, a.error
-                    ])?;
-                }
-            }
-            Ok(())
-        })
+        self.write(|c| record_in(c, run, outcomes))
+    }
+
+    /// [`Ledger::record`] inside the group transaction the caller opened
+    /// ([`Ledger::begin_group`]) and rolls back whole on an error: no savepoint of its
+    /// own, so SQLite keeps no copy of each page it changes.
+    pub fn record_in_group(&mut self, run: RunId, outcomes: &[Outcome]) -> Result<()> {
+        self.sql(|c| record_in(c, run, outcomes))
     }
 
     /// Looks a key up without changing anything.
@@ -571,7 +553,7 @@ impl Ledger {
                  FROM invitations i
                  JOIN rows r ON r.id = (
                      SELECT max(id) FROM rows
-                     WHERE invitation_id = i.id AND status IN ('pending', 'sending', 'failed', 'rejected'))
+                     WHERE invitation_id = i.id AND {UNFINISHED_ROW})
                  JOIN sources s ON s.id = r.source_id
                  WHERE i.state IN {states}
                  ORDER BY i.id"
@@ -667,6 +649,60 @@ impl Ledger {
     }
 }
 
+/// Writes outcomes, their rows and their attempts, in whatever transaction is open.
+fn record_in(c: &Connection, run: RunId, outcomes: &[Outcome]) -> rusqlite::Result<()> {
+    let now = now_text();
+    let mut inv = c.prepare_cached(
+        "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
+                attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
+                unsure = ?7, updated_at = ?8,
+                done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END,
+                invited_run = CASE WHEN ?2 = 'invited' THEN ?9 ELSE invited_run END
+         WHERE id = ?1",
+    )?;
+    let mut row =
+        c.prepare_cached("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?;
+    let mut attempt = c.prepare_cached(
+        "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for o in outcomes {
+        let invites = o.attempts.iter().filter(|a| a.action == "invite").count() as i64;
+        let state = o.state.as_str();
+        inv.execute(params![
+            o.invitation_id,
+            state,
+            o.access_user_id,
+            invites,
+            o.http_status,
+            o.error,
+            o.unsure,
+            now,
+            run
+        ])?;
+        row.execute(params![
+            o.row_id,
+            RowStatus::from_state(o.state).as_str(),
+            o.error,
+            now
+        ])?;
+        for a in &o.attempts {
+            let latency = a.latency.as_millis() as i64;
+            attempt.execute(params![
+                o.invitation_id,
+                run,
+                time_text(a.at),
+                a.action,
+                a.http_status,
+                latency,
+                a.class,
+                a.error
+            ])?;
+        }
+    }
+    Ok(())
+}
+
 /// A path as the path of an SQLite `file:` URI: the characters a URI gives a meaning
 /// to are escaped.
 fn uri_path(path: &Path) -> String {
@@ -754,6 +790,49 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    /// The opcodes of `sql`'s program.
+    fn opcodes(l: &Ledger, sql: &str) -> Vec<String> {
+        let mut stmt = l.conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(1))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn writing_a_row_builds_no_lookup_table() {
+        let l = Ledger::open_in_memory().unwrap();
+        for sql in [
+            "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+            "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
+            "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at, seen_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        ] {
+            let ops = opcodes(&l, sql);
+            assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}: {ops:?}");
+        }
+    }
+
+    #[test]
+    fn retry_finds_unfinished_rows_through_their_index() {
+        let l = Ledger::open_in_memory().unwrap();
+        let plan: Vec<String> = l
+            .conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT max(id) FROM rows WHERE invitation_id = ?1 AND {UNFINISHED_ROW}"
+            ))
+            .unwrap()
+            .query_map([rusqlite::types::Null], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            plan.iter().any(|p| p.contains("rows_unfinished")),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ type Reply = Box<dyn FnOnce() + Send>;
 
 enum Cmd {
     Call(Job),
-    Record(Outcome),
+    Record(Vec<Outcome>),
 }
 
 /// A handle to the ledger thread. Cheap to clone.
@@ -118,11 +118,15 @@ impl Writer {
         Ok(result?)
     }
 
-    /// Queues an outcome; it is committed with the next group.
-    pub async fn record(&self, outcome: Outcome) -> anyhow::Result<()> {
+    /// Queues outcomes (as many as are at hand: one hand-off for them all); they are
+    /// committed with the next group.
+    pub async fn record(&self, outcomes: Vec<Outcome>) -> anyhow::Result<()> {
         self.check()?;
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         self.tx
-            .send(Cmd::Record(outcome))
+            .send(Cmd::Record(outcomes))
             .await
             .map_err(|_| anyhow::anyhow!("the ledger thread stopped"))
     }
@@ -198,11 +202,11 @@ fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<R
     let mut written = Ok(());
     for cmd in group {
         match cmd {
-            Cmd::Record(o) => outcomes.push(o),
+            Cmd::Record(o) => outcomes.extend(o),
             Cmd::Call(job) => {
                 // Outcomes queued before a call are written before it runs.
                 if !outcomes.is_empty() {
-                    written = written.and(ledger.record(run, &outcomes));
+                    written = written.and(ledger.record_in_group(run, &outcomes));
                     outcomes.clear();
                 }
                 replies.push(job(ledger));
@@ -210,7 +214,7 @@ fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<R
         }
     }
     if !outcomes.is_empty() {
-        written = written.and(ledger.record(run, &outcomes));
+        written = written.and(ledger.record_in_group(run, &outcomes));
     }
     if let Err(e) = written.and_then(|()| ledger.commit_group()) {
         ledger.rollback_group();

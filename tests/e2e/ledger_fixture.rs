@@ -36,7 +36,7 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     // Carried forward: every run, row record, attempt and action is still there.
     let db = rusqlite::Connection::open(w.ledger()).unwrap();
     let n = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!(n("PRAGMA user_version"), 7);
+    assert_eq!(n("PRAGMA user_version"), 8);
     assert_eq!(n("SELECT count(*) FROM runs"), 6);
     assert_eq!(n("SELECT count(*) FROM invitations"), 32);
     assert_eq!(n("SELECT count(*) FROM rows"), 185);
