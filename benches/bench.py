@@ -208,9 +208,10 @@ def scenario_validate(args, work):
     return results
 
 
-def run_bbinvite(sb, inp, ledger, *flags):
-    """`bbinvite run INPUT` against `sb`; returns the measurement, failing on exit >= 2."""
-    r = measured([BIN, "run", inp, "--ledger", ledger, "--json", "-q", *flags], env_for(sb))
+def run_bbinvite(sb, inp, ledger, *flags, binary=None):
+    """`bbinvite run INPUT` against `sb` (with `binary`, that build); returns the
+    measurement, failing on exit >= 2."""
+    r = measured([binary or BIN, "run", inp, "--ledger", ledger, "--json", "-q", *flags], env_for(sb))
     if r["code"] not in (0, 1):
         raise SystemExit(f"run failed ({r['code']}): {r['err'][-2000:]}")
     return r
@@ -551,10 +552,11 @@ def fnv1a(data):
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
-def done_ledger(sb, work, inp, rows, seeded):
+def done_ledger(sb, work, inp, rows, seeded, binary=None):
     """A ledger in which every row of `inp` is done: a real first run of its first
-    `seeded` rows, then the rest inserted with SQL as that run would have left them (an
-    invitation `invited` with its cells' hash, the row's record, one attempt)."""
+    `seeded` rows (by `binary`, the oldest build compared, so every build can open it),
+    then the rest inserted with SQL as that run would have left them (an invitation
+    `invited` with its cells' hash, the row's record, one attempt)."""
     import shutil
     import sqlite3
     ledger = os.path.join(work, f"rerun-{rows}.db")
@@ -562,7 +564,8 @@ def done_ledger(sb, work, inp, rows, seeded):
     with open(inp) as src, open(head, "w") as dst:
         for _ in range(seeded + 1):
             dst.write(src.readline())
-    run_bbinvite(sb, head, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+    run_bbinvite(sb, head, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64",
+                 binary=binary)
     db = sqlite3.connect(ledger)
     ids = dict(db.execute("SELECT name, id FROM customers"))
     run, source = db.execute("SELECT run_id, id FROM sources ORDER BY id LIMIT 1").fetchone()
@@ -619,7 +622,7 @@ def scenario_rerun(args, work):
     results = []
     sb = Sandbox("--generate-customers", str(customers))
     try:
-        base = done_ledger(sb, work, inp, rows, min(rows, 20_000))
+        base = done_ledger(sb, work, inp, rows, min(rows, 20_000), binary=args.before)
         builds = [("now", BIN)] + ([("before", args.before)] if args.before else [])
         copies = {}
         for label, _ in builds:
