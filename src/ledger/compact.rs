@@ -6,6 +6,7 @@
 //! latest one) ; a removed run's counts per status move to `run_counts`, so `status
 //! --run N` still adds up. SQL only; the caller holds the run lock.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,6 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::report_data::TALLIES;
 use super::{Error, Ledger, LedgerLock, Result, create_private, time_text};
 use crate::domain::RunId;
 
@@ -126,10 +126,12 @@ impl Ledger {
         Ok(dropped)
     }
 
-    /// Gives the empty file `fresh` (named `name`) the ledger's schema and fills it with
-    /// the records kept: the tables first, their rows, then the indexes, which are
-    /// faster built over the rows than kept up row by row. Nothing is journaled nor
-    /// synced in the new file until it is whole: it is not the ledger before the rename.
+    /// Gives the empty file `fresh` (named `name`) the ledger's tables and indexes, fills
+    /// it with the records kept, then adds any view and trigger. A table copied whole
+    /// has its index pages copied as they are, in order; the indexes of the tables that
+    /// lose rows are kept up as their rows go in, in id order, which measured faster than
+    /// building them after. Nothing is journaled nor synced in the new file until it
+    /// is whole: it is not the ledger before the rename.
     fn write_kept(&mut self, fresh: &Path, name: &str, cutoff: &str) -> Result<(u64, u64, u64)> {
         let (pragmas, schema) = self.sql(|c| read_schema(c))?;
         let fresh_err = |source| Error::Sql {
@@ -137,8 +139,10 @@ impl Ledger {
             source,
         };
         let new = Connection::open(fresh).map_err(fresh_err)?;
-        let (tables, rest): (Vec<_>, Vec<_>) = schema.into_iter().partition(|(t, _)| t == "table");
-        create_schema(&new, &pragmas, &tables).map_err(fresh_err)?;
+        let (first, rest): (Vec<_>, Vec<_>) = schema
+            .into_iter()
+            .partition(|e| e.kind == "table" || e.kind == "index");
+        create_schema(&new, &pragmas, &first).map_err(fresh_err)?;
         self.sql(|c| {
             c.execute("ATTACH ?1 AS new", [name])?;
             c.execute_batch(
@@ -156,9 +160,16 @@ impl Ledger {
 }
 
 /// The ledger's settings a new file must have from its start (`page_size` and
-/// `auto_vacuum`) or keep (`user_version`, `application_id`), and its schema: the type
-/// and SQL of every table, index, view and trigger, in the order they were made.
-type Schema = (Vec<(&'static str, i64)>, Vec<(String, String)>);
+/// `auto_vacuum`) or keep (`user_version`, `application_id`), and its schema: every
+/// table, index, view and trigger, in the order they were made.
+type Schema = (Vec<(&'static str, i64)>, Vec<Entry>);
+
+/// A table, index, view or trigger of the ledger.
+struct Entry {
+    /// `table`, `index`, `view` or `trigger`.
+    kind: String,
+    sql: String,
+}
 
 fn read_schema(c: &Connection) -> rusqlite::Result<Schema> {
     let mut pragmas = Vec::new();
@@ -170,18 +181,19 @@ fn read_schema(c: &Connection) -> rusqlite::Result<Schema> {
             "SELECT type, sql FROM main.sqlite_master
              WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| {
+            Ok(Entry {
+                kind: r.get(0)?,
+                sql: r.get(1)?,
+            })
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok((pragmas, schema))
 }
 
 /// Sets `pragmas` on `new`, then makes the schema entries `sql` in one transaction,
 /// neither journaled nor synced.
-fn create_schema(
-    new: &Connection,
-    pragmas: &[(&str, i64)],
-    sql: &[(String, String)],
-) -> rusqlite::Result<()> {
+fn create_schema(new: &Connection, pragmas: &[(&str, i64)], sql: &[Entry]) -> rusqlite::Result<()> {
     new.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")?;
     new.pragma_update(None, "cache_size", -super::CACHE_KIB)?;
     new.pragma_update(None, "temp_store", "MEMORY")?;
@@ -189,8 +201,8 @@ fn create_schema(
         new.pragma_update(None, name, value)?;
     }
     new.execute_batch("BEGIN")?;
-    for (_, entry) in sql {
-        new.execute_batch(entry)?;
+    for entry in sql {
+        new.execute_batch(&entry.sql)?;
     }
     new.execute_batch("COMMIT")
 }
@@ -284,19 +296,49 @@ fn count_old_runs(c: &Connection, cutoff: &str) -> rusqlite::Result<u64> {
 }
 
 /// Keeps in `runs` of schema `into` what each old run sent and found already done,
-/// counted from the ledger's records before those go; a run frozen earlier keeps its
-/// own.
+/// counted from the ledger's records before those go (as `TALLIES` counts a run's, for
+/// every old run in one pass over their rows and attempts); a run frozen earlier keeps
+/// its own.
 fn freeze_tallies(c: &Connection, cutoff: &str, into: &str) -> rusqlite::Result<()> {
-    let mut tallies = c.prepare(TALLIES)?;
+    let old = format!("{OLD_RUNS} AND sent IS NULL");
+    let mut tallies: HashMap<RunId, (i64, i64)> = HashMap::new();
+    for run in c.prepare(&old)?.query_map([cutoff], |r| r.get(0))? {
+        tallies.insert(run?, (0, 0));
+    }
+    // Each invitation asked for in each old run.
+    let mut asked: HashSet<(i64, RunId)> = HashSet::new();
+    let mut stmt = c.prepare(&format!(
+        "SELECT invitation_id, run_id FROM attempts WHERE run_id IN ({old})"
+    ))?;
+    let mut q = stmt.query([cutoff])?;
+    while let Some(r) = q.next()? {
+        asked.insert((r.get(0)?, r.get(1)?));
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT run_id, invitation_id FROM rows
+         WHERE run_id IN ({old}) AND status IN ('invited', 'exists')"
+    ))?;
+    let mut q = stmt.query([cutoff])?;
+    while let Some(r) = q.next()? {
+        let run: RunId = r.get(0)?;
+        let sent = r
+            .get::<_, Option<i64>>(1)?
+            .is_some_and(|i| asked.contains(&(i, run)));
+        let (s, d) = tallies.entry(run).or_default();
+        *(if sent { s } else { d }) += 1;
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT run_id, sum(n) FROM run_counts
+         WHERE run_id IN ({old}) AND status IN ('invited', 'exists') GROUP BY run_id"
+    ))?;
+    for counted in stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?)))? {
+        let (run, n) = counted?;
+        tallies.entry(run).or_default().1 += n;
+    }
     let mut freeze = c.prepare(&format!(
         "UPDATE {into}.runs SET sent = ?2, already_done = ?3 WHERE id = ?1"
     ))?;
-    let runs: Vec<RunId> = c
-        .prepare(&format!("{OLD_RUNS} AND sent IS NULL"))?
-        .query_map([cutoff], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for run in runs {
-        let (sent, done): (i64, i64) = tallies.query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    for (run, (sent, done)) in tallies {
         freeze.execute(params![run, sent, done])?;
     }
     Ok(())
