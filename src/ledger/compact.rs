@@ -1,10 +1,11 @@
 //! Retention: `compact` drops the per-row records and attempts of old runs, keeping
-//! every invitation's and action's current state and every run's summary, then gives
-//! the space back to the file system.
+//! every invitation's and action's current state and every run's summary, and gives
+//! the space back to the file system: what is kept is written into a new file that
+//! replaces the ledger.
 //!
 //! A row record survives while its invitation is unfinished (`retry` re-sends from the
 //! latest one) ; a removed run's counts per status move to `run_counts`, so `status
-//! --run N` still adds up. SQL only; the caller holds the run lock.
+//! --run N` still adds up. The caller holds the run lock.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
