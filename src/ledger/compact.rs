@@ -1,11 +1,13 @@
 //! Retention: `compact` drops the per-row records and attempts of old runs, keeping
-//! every invitation's and action's current state and every run's summary, then gives
-//! the space back to the file system.
+//! every invitation's and action's current state and every run's summary, and gives
+//! the space back to the file system: what is kept is written into a new file that
+//! replaces the ledger.
 //!
 //! A row record survives while its invitation is unfinished (`retry` re-sends from the
 //! latest one) ; a removed run's counts per status move to `run_counts`, so `status
-//! --run N` still adds up. SQL only; the caller holds the run lock.
+//! --run N` still adds up. The caller holds the run lock.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +15,6 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::report_data::TALLIES;
 use super::{Error, Ledger, LedgerLock, Result, create_private, time_text};
 use crate::domain::RunId;
 
@@ -41,7 +42,13 @@ const REMOVABLE: &str = "(invitation_id IS NULL OR invitation_id NOT IN
 
 impl Ledger {
     /// Removes the row records and attempts of runs started more than `older_than`
-    /// ago, then vacuums the file so it shrinks.
+    /// ago, giving the space back to the file system.
+    ///
+    /// Out of WAL mode first (the WAL checkpointed and gone), the ledger is left as it
+    /// is and only what is kept is written into a new file beside it, which is synced,
+    /// locked and renamed over the ledger: a crash before the rename leaves the ledger
+    /// as it was, one after it leaves the new file, whole. A reader holding the WAL
+    /// keeps WAL mode: the records are then removed in place and the file vacuumed.
     pub fn compact(&mut self, older_than: Duration) -> Result<Compacted> {
         let cutoff = time_text(
             SystemTime::now()
@@ -49,15 +56,25 @@ impl Ledger {
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         );
         let bytes_before = self.size_on_disk();
-        // No foreign key is checked row by row while old records go: every action that
-        // pointed at a removed row is first made to point nowhere.
-        self.sql(|c| c.pragma_update(None, "foreign_keys", false))?;
-        let dropped = self.write(|c| drop_old(c, &cutoff));
-        self.sql(|c| c.pragma_update(None, "foreign_keys", true))?;
-        let (runs, rows_removed, attempts_removed) = dropped?;
+        let mode: String = self.sql(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        })?;
+        let fresh = beside(&self.path, ".compacting");
+        let (runs, rows_removed, attempts_removed) = match (&self.lock, fresh.to_str()) {
+            (Some(_), Some(name)) if mode.eq_ignore_ascii_case("delete") => {
+                let name = name.to_string();
+                let copied = self.copy_over(&fresh, &name, &cutoff);
+                if copied.is_err() {
+                    let _ = std::fs::remove_file(&fresh);
+                    self.sql(|c| c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())))?;
+                }
+                copied?
+            }
+            _ => self.compact_in_place(&cutoff, &mode)?,
+        };
         let oldest_kept_run =
             self.sql(|c| c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0)))?;
-        self.vacuum()?;
         Ok(Compacted {
             older_than: cutoff,
             runs,
@@ -68,38 +85,23 @@ impl Ledger {
             oldest_kept_run,
         })
     }
-}
 
-impl Ledger {
-    /// Gives the free pages back to the file system. Out of WAL mode first (the WAL
-    /// checkpointed and gone) when no reader holds the WAL; then the ledger is copied
-    /// without its free pages into a new file beside it (`VACUUM INTO`, written once),
-    /// which is synced, locked and renamed over the ledger: a crash before the rename
-    /// leaves the ledger as it was, one after it leaves the copy, whole. A reader
-    /// keeps WAL mode, and the file is then vacuumed in place.
-    fn vacuum(&mut self) -> Result<()> {
-        let mode: String = self.sql(|c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
-        })?;
-        let fresh = beside(&self.path, ".compacting");
-        match (&self.lock, fresh.to_str()) {
-            (Some(_), Some(name)) if mode.eq_ignore_ascii_case("delete") => {
-                let name = name.to_string();
-                let copied = self.copy_over(&fresh, &name);
-                if copied.is_err() {
-                    let _ = std::fs::remove_file(&fresh);
-                    self.sql(|c| c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())))?;
-                }
-                copied
-            }
-            _ => self.sql(|c| vacuum_in_place(c, &mode)),
-        }
+    /// Removes the old records in the ledger itself, then vacuums it in place (`mode`
+    /// is the journal mode it is in).
+    fn compact_in_place(&mut self, cutoff: &str, mode: &str) -> Result<(u64, u64, u64)> {
+        // No foreign key is checked row by row while old records go: every action that
+        // pointed at a removed row is first made to point nowhere.
+        self.sql(|c| c.pragma_update(None, "foreign_keys", false))?;
+        let dropped = self.write(|c| drop_old(c, cutoff));
+        self.sql(|c| c.pragma_update(None, "foreign_keys", true))?;
+        let dropped = dropped?;
+        self.sql(|c| vacuum_in_place(c, mode))?;
+        Ok(dropped)
     }
 
-    /// Writes the ledger without its free pages to `fresh` (named `name`), syncs it,
-    /// takes its lock and renames it over the ledger, then works on it.
-    fn copy_over(&mut self, fresh: &Path, name: &str) -> Result<()> {
+    /// Writes what is kept of the ledger to `fresh` (named `name`), syncs it, takes its
+    /// lock and renames it over the ledger, then works on it.
+    fn copy_over(&mut self, fresh: &Path, name: &str, cutoff: &str) -> Result<(u64, u64, u64)> {
         let io = |source| Error::Open {
             path: fresh.to_path_buf(),
             source,
@@ -109,7 +111,7 @@ impl Ledger {
             _ => {}
         }
         create_private(fresh).map_err(io)?;
-        self.sql(|c| c.execute("VACUUM INTO ?1", [name]))?;
+        let dropped = self.write_kept(fresh, name, cutoff)?;
         File::open(fresh).and_then(|f| f.sync_all()).map_err(io)?;
         let lock = LedgerLock::acquire(fresh)?;
         std::fs::rename(fresh, &self.path).map_err(io)?;
@@ -121,15 +123,145 @@ impl Ledger {
         let mut ledger = Ledger::open(&self.path)?;
         ledger.lock = Some(lock);
         *self = ledger;
-        self.check_still_there()
+        self.check_still_there()?;
+        Ok(dropped)
+    }
+
+    /// Gives the empty file `fresh` (named `name`) the ledger's tables and indexes, fills
+    /// it with the records kept, then adds any view and trigger. A table copied whole
+    /// has its index pages copied as they are, in order; the indexes of the tables that
+    /// lose rows are kept up as their rows go in, in id order, which measured faster than
+    /// building them after. Nothing is journaled nor synced in the new file until it
+    /// is whole: it is not the ledger before the rename.
+    fn write_kept(&mut self, fresh: &Path, name: &str, cutoff: &str) -> Result<(u64, u64, u64)> {
+        let (pragmas, schema) = self.sql(|c| read_schema(c))?;
+        let fresh_err = |source| Error::Sql {
+            path: fresh.to_path_buf(),
+            source,
+        };
+        let new = Connection::open(fresh).map_err(fresh_err)?;
+        let (first, rest): (Vec<_>, Vec<_>) = schema
+            .into_iter()
+            .partition(|e| e.kind == "table" || e.kind == "index");
+        create_schema(&new, &pragmas, &first).map_err(fresh_err)?;
+        self.sql(|c| {
+            c.execute("ATTACH ?1 AS new", [name])?;
+            c.execute_batch(
+                "PRAGMA new.journal_mode = OFF; PRAGMA new.synchronous = OFF;
+                 PRAGMA foreign_keys = OFF",
+            )
+        })?;
+        let copied = self.write(|c| copy_kept(c, cutoff));
+        self.sql(|c| c.execute_batch("PRAGMA foreign_keys = ON; DETACH new"))?;
+        let copied = copied?;
+        create_schema(&new, &[], &rest).map_err(fresh_err)?;
+        new.close().map_err(|(_, e)| fresh_err(e))?;
+        Ok(copied)
     }
 }
 
-/// `path` with `suffix` added to its name.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
+/// The ledger's settings a new file must have from its start (`page_size` and
+/// `auto_vacuum`) or keep (`user_version`, `application_id`), and its schema: every
+/// table, index, view and trigger, in the order they were made.
+type Schema = (Vec<(&'static str, i64)>, Vec<Entry>);
+
+/// A table, index, view or trigger of the ledger.
+struct Entry {
+    /// `table`, `index`, `view` or `trigger`.
+    kind: String,
+    sql: String,
+}
+
+fn read_schema(c: &Connection) -> rusqlite::Result<Schema> {
+    let mut pragmas = Vec::new();
+    for name in ["page_size", "auto_vacuum", "user_version", "application_id"] {
+        pragmas.push((name, c.pragma_query_value(None, name, |r| r.get(0))?));
+    }
+    let schema = c
+        .prepare(
+            "SELECT type, sql FROM main.sqlite_master
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+        )?
+        .query_map([], |r| {
+            Ok(Entry {
+                kind: r.get(0)?,
+                sql: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((pragmas, schema))
+}
+
+/// Sets `pragmas` on `new`, then makes the schema entries `sql` in one transaction,
+/// neither journaled nor synced.
+fn create_schema(new: &Connection, pragmas: &[(&str, i64)], sql: &[Entry]) -> rusqlite::Result<()> {
+    new.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")?;
+    new.pragma_update(None, "cache_size", -super::CACHE_KIB)?;
+    new.pragma_update(None, "temp_store", "MEMORY")?;
+    for (name, value) in pragmas {
+        new.pragma_update(None, name, value)?;
+    }
+    new.execute_batch("BEGIN")?;
+    for entry in sql {
+        new.execute_batch(&entry.sql)?;
+    }
+    new.execute_batch("COMMIT")
+}
+
+/// The condition on the rows of `table` that are kept, with the runs started before
+/// `?1` old: every row of a table not named here.
+fn kept(table: &str) -> String {
+    match table {
+        "rows" => format!("WHERE NOT (run_id IN ({OLD_RUNS}) AND {REMOVABLE})"),
+        "attempts" | "action_attempts" => format!("WHERE run_id NOT IN ({OLD_RUNS})"),
+        "sources" => format!(
+            "WHERE NOT (run_id IN ({OLD_RUNS}) AND id NOT IN (SELECT source_id FROM new.rows))"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Copies every table of the ledger (`main`) to the attached `new` but the old records
+/// (the rows first, which sources are kept for), freezes the old runs' tallies and
+/// adds their counts to `run_counts` there, and points the actions whose row went
+/// nowhere. Returns the old runs, the rows and the attempts left behind.
+fn copy_kept(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
+    let mut tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM main.sqlite_master
+             WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tables.sort_by_key(|t| t != "rows");
+    let (mut rows, mut attempts) = (0, 0);
+    for table in &tables {
+        let filter = kept(table);
+        let copy = format!("INSERT INTO new.\"{table}\" SELECT * FROM main.\"{table}\" {filter}");
+        let kept = if filter.is_empty() {
+            c.execute(&copy, [])?
+        } else {
+            c.execute(&copy, [cutoff])?
+        };
+        let left = |kept: usize| -> rusqlite::Result<u64> {
+            let sql = format!("SELECT count(*) FROM main.\"{table}\"");
+            Ok(c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64 - kept as u64)
+        };
+        match table.as_str() {
+            "rows" => rows += left(kept)?,
+            "attempts" | "action_attempts" => attempts += left(kept)?,
+            _ => {}
+        }
+    }
+    let runs = count_old_runs(c, cutoff)?;
+    freeze_tallies(c, cutoff, "new")?;
+    add_old_counts(c, cutoff, "new")?;
+    c.execute(
+        "UPDATE new.actions SET row_id = NULL
+         WHERE row_id IS NOT NULL AND row_id NOT IN (SELECT id FROM new.rows)",
+        [],
+    )?;
+    Ok((runs, rows, attempts))
 }
 
 /// Rewrites the file in place without its free pages, then puts it back in WAL mode
@@ -143,40 +275,97 @@ fn vacuum_in_place(c: &mut Connection, mode: &str) -> rusqlite::Result<()> {
     c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
 }
 
-/// Keeps in `runs` what each old run sent and found already done, before the row
-/// records and attempts those are counted from go; a run frozen earlier keeps its own.
-fn freeze_tallies(c: &Connection, cutoff: &str) -> rusqlite::Result<()> {
-    let mut tallies = c.prepare(TALLIES)?;
-    let mut freeze = c.prepare("UPDATE runs SET sent = ?2, already_done = ?3 WHERE id = ?1")?;
-    let runs: Vec<RunId> = c
-        .prepare(&format!("{OLD_RUNS} AND sent IS NULL"))?
-        .query_map([cutoff], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for run in runs {
-        let (sent, done): (i64, i64) = tallies.query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        freeze.execute(params![run, sent, done])?;
-    }
-    Ok(())
+/// The old runs' rows that may go, as a `FROM` clause.
+fn old_rows() -> String {
+    format!("FROM rows WHERE run_id IN ({OLD_RUNS}) AND {REMOVABLE}")
 }
 
-/// Moves the old runs' counts to `run_counts`, then removes their removable rows, their
-/// attempts and the sources no row points at any more.
-fn drop_old(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
+/// `path` with `suffix` added to its name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn count_old_runs(c: &Connection, cutoff: &str) -> rusqlite::Result<u64> {
     let runs: i64 = c.query_row(
         &format!("SELECT count(*) FROM ({OLD_RUNS})"),
         [cutoff],
         |r| r.get(0),
     )?;
-    freeze_tallies(c, cutoff)?;
-    let old_rows = format!("FROM rows WHERE run_id IN ({OLD_RUNS}) AND {REMOVABLE}");
+    Ok(runs as u64)
+}
+
+/// Keeps in `runs` of schema `into` what each old run sent and found already done,
+/// counted from the ledger's records before those go (as `TALLIES` counts a run's, for
+/// every old run in one pass over their rows and attempts); a run frozen earlier keeps
+/// its own.
+fn freeze_tallies(c: &Connection, cutoff: &str, into: &str) -> rusqlite::Result<()> {
+    let old = format!("{OLD_RUNS} AND sent IS NULL");
+    let mut tallies: HashMap<RunId, (i64, i64)> = HashMap::new();
+    for run in c.prepare(&old)?.query_map([cutoff], |r| r.get(0))? {
+        tallies.insert(run?, (0, 0));
+    }
+    // Each invitation asked for in each old run.
+    let mut asked: HashSet<(i64, RunId)> = HashSet::new();
+    let mut stmt = c.prepare(&format!(
+        "SELECT invitation_id, run_id FROM attempts WHERE run_id IN ({old})"
+    ))?;
+    let mut q = stmt.query([cutoff])?;
+    while let Some(r) = q.next()? {
+        asked.insert((r.get(0)?, r.get(1)?));
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT run_id, invitation_id FROM rows
+         WHERE run_id IN ({old}) AND status IN ('invited', 'exists')"
+    ))?;
+    let mut q = stmt.query([cutoff])?;
+    while let Some(r) = q.next()? {
+        let run: RunId = r.get(0)?;
+        let sent = r
+            .get::<_, Option<i64>>(1)?
+            .is_some_and(|i| asked.contains(&(i, run)));
+        let (s, d) = tallies.entry(run).or_default();
+        *(if sent { s } else { d }) += 1;
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT run_id, sum(n) FROM run_counts
+         WHERE run_id IN ({old}) AND status IN ('invited', 'exists') GROUP BY run_id"
+    ))?;
+    for counted in stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?)))? {
+        let (run, n) = counted?;
+        tallies.entry(run).or_default().1 += n;
+    }
+    let mut freeze = c.prepare(&format!(
+        "UPDATE {into}.runs SET sent = ?2, already_done = ?3 WHERE id = ?1"
+    ))?;
+    for (run, (sent, done)) in tallies {
+        freeze.execute(params![run, sent, done])?;
+    }
+    Ok(())
+}
+
+/// Adds the counts per status of the old runs' removable rows in the ledger to
+/// `run_counts` of schema `into`.
+fn add_old_counts(c: &Connection, cutoff: &str, into: &str) -> rusqlite::Result<usize> {
     c.execute(
         &format!(
-            "INSERT INTO run_counts (run_id, status, n)
-             SELECT run_id, status, count(*) {old_rows} GROUP BY run_id, status
-             ON CONFLICT (run_id, status) DO UPDATE SET n = n + excluded.n"
+            "INSERT INTO {into}.run_counts (run_id, status, n)
+             SELECT run_id, status, count(*) {} GROUP BY run_id, status
+             ON CONFLICT (run_id, status) DO UPDATE SET n = n + excluded.n",
+            old_rows()
         ),
         [cutoff],
-    )?;
+    )
+}
+
+/// Moves the old runs' counts to `run_counts`, then removes their removable rows, their
+/// attempts and the sources no row points at any more.
+fn drop_old(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
+    let runs = count_old_runs(c, cutoff)?;
+    freeze_tallies(c, cutoff, "main")?;
+    add_old_counts(c, cutoff, "main")?;
+    let old_rows = old_rows();
     c.execute(
         &format!("UPDATE actions SET row_id = NULL WHERE row_id IN (SELECT id {old_rows})"),
         [cutoff],
@@ -196,5 +385,5 @@ fn drop_old(c: &Connection, cutoff: &str) -> rusqlite::Result<(u64, u64, u64)> {
         ),
         params![cutoff],
     )?;
-    Ok((runs as u64, rows as u64, attempts as u64))
+    Ok((runs, rows as u64, attempts as u64))
 }

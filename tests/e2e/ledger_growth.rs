@@ -250,6 +250,112 @@ fn compact_keeps_every_current_state_and_the_counts_of_each_run() {
     assert_eq!(posts(&w.truth()), sent, "nothing done is sent again");
 }
 
+/// The schema of `ledger` (without where each table starts) and its `user_version`.
+fn schema(ledger: &Path) -> (Vec<(String, String, String)>, i64) {
+    let db = rusqlite::Connection::open(ledger).unwrap();
+    let entries = db
+        .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let version = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    (entries, version)
+}
+
+#[test]
+fn compact_leaves_the_kept_runs_and_the_schema_as_they_were() {
+    let w = World::new();
+    let first = w.write("first.csv", &invitees_csv(0, 30));
+    assert_eq!(code(&w.run(&["run", first.to_str().unwrap()])), 0);
+    let second = w.write("second.csv", &invitees_csv(20, 50));
+    assert_eq!(code(&w.run(&["run", second.to_str().unwrap()])), 0);
+    {
+        let db = rusqlite::Connection::open(w.ledger()).unwrap();
+        db.execute(
+            "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z' WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    }
+    let report = |w: &World, run: &str| {
+        let out = w.run(&["report", "--run", run, "--output", "r.html"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        std::fs::read_to_string(w.dir.path().join("r.html")).unwrap()
+    };
+    // What the commands say of the kept run and of every run's counts, but the file's
+    // size and the oldest run whose records it keeps.
+    let seen = |w: &World| {
+        let status = |args: &[&str]| {
+            let out = w.run(args);
+            let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["ledger_bytes"].take();
+            v["oldest_kept_run"].take();
+            v.to_string()
+        };
+        [
+            status(&["status", "--json"]),
+            status(&["status", "--run", "1", "--json"]),
+            status(&["status", "--run", "2", "--json"]),
+            text(&w.run(&["export", "--run", "2", "--json"])),
+            text(&w.run(&["export", "--actions", "--json"])),
+            report(w, "2"),
+        ]
+    };
+    let before = (seen(&w), schema(&w.ledger()));
+    let out = w.run(&["compact", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["rows_removed"], 30, "{done}");
+    assert_eq!(done["oldest_kept_run"], 2, "{done}");
+    assert_eq!(
+        count(&w.ledger(), "SELECT count(*) FROM rows WHERE run_id = 1"),
+        0
+    );
+    assert_eq!(
+        before.1,
+        schema(&w.ledger()),
+        "the same schema and user_version"
+    );
+    for (i, (was, is)) in before.0.iter().zip(seen(&w)).enumerate() {
+        let at = was
+            .chars()
+            .zip(is.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let near = |s: &str| {
+            s.chars()
+                .skip(at.saturating_sub(80))
+                .take(200)
+                .collect::<String>()
+        };
+        assert!(*was == is, "#{i} was: {}\nis: {}", near(was), near(&is));
+    }
+}
+
+#[test]
+fn a_compact_that_cannot_write_its_copy_leaves_the_ledger_as_it_was() {
+    let w = World::new();
+    let input = w.write("in.csv", &invitees_csv(0, 40));
+    assert_eq!(code(&w.run(&["run", input.to_str().unwrap()])), 0);
+    let rows = "SELECT (SELECT count(*) FROM rows) + (SELECT count(*) FROM attempts)";
+    let before = count(&w.ledger(), rows);
+    // A folder where the copy goes: it can neither be removed nor written.
+    let mut copy = w.ledger().into_os_string();
+    copy.push(".compacting");
+    std::fs::create_dir_all(Path::new(&copy).join("in-the-way")).unwrap();
+    let out = w.run(&["compact", "--older-than", "0"]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_eq!(count(&w.ledger(), rows), before, "nothing removed");
+    std::fs::remove_dir_all(&copy).unwrap();
+    let out = w.run(&["compact", "--older-than", "0", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(count(&w.ledger(), rows) < before);
+}
+
 #[test]
 fn compact_after_one_that_died_mid_copy_replaces_the_ledger_whole() {
     let w = World::new();
