@@ -544,6 +544,9 @@ def scenario_compact(args, work):
         print(f"  compact {args.rows} rows #{i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()),
               flush=True)
         results.append(out)
+    return results
+
+
 def fnv1a(data):
     """FNV-1a 64 of `data`, as the signed integer `bbinvite` stores for a row's cells."""
     h = 0xCBF29CE484222325
