@@ -445,22 +445,29 @@ def scenario_growth(args, work):
     return results
 
 
-def compact_run(work, rows, customers, i):
-    """`compact` of a ledger holding `rows` rows over 30 first runs, 20 of them old."""
+def thirty_first_runs(work, ledger, rows, customers, name, binary=None):
+    """30 first runs (`bbinvite run`, by `binary` if given) on `ledger`, each of new rows,
+    `rows` in all over `customers` customers; the inputs are `name-N.csv` in `work`."""
     runs = 30
-    ledger = os.path.join(work, f"compact-{rows}-{i}.db")
     sb = Sandbox("--generate-customers", str(customers))
     try:
         per = rows // runs
         for night in range(runs):
-            inp = os.path.join(work, f"compact-night-{night}.csv")
+            inp = os.path.join(work, f"{name}-{night}.csv")
             with open(inp, "w") as f:
                 f.write("email,name,customer\n")
                 for k in range(night * per, (night + 1) * per):
                     f.write(f"user{k}@bench.example,User {k},Customer {k % customers + 1:05d} Ltd\n")
-            run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
+            run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64",
+                         binary=binary)
     finally:
         sb.stop()
+
+
+def compact_run(work, rows, customers, i):
+    """`compact` of a ledger holding `rows` rows over 30 first runs, 20 of them old."""
+    ledger = os.path.join(work, f"compact-{rows}-{i}.db")
+    thirty_first_runs(work, ledger, rows, customers, "compact-night")
     backdate_runs(ledger, 1, 20)
     before = ledger_bytes(ledger)
     r = measured([BIN, "compact", "--ledger", ledger, "--older-than", "90", "--json"], None)
@@ -476,23 +483,9 @@ def build_compact_ledger(work, rows, binary=None, seed_runs_rows=30_000, custome
     the same shapes) until the ledger holds `rows` rows, each run's records kept together
     in id order as a real run writes them. `binary` makes it (the older of two builds
     compared, so both read it)."""
-    global BIN
-    made_by, BIN = BIN, binary or BIN
     runs = 30
     ledger = os.path.join(work, f"compact-seed-{rows}.db")
-    sb = Sandbox("--generate-customers", str(customers))
-    try:
-        per = seed_runs_rows // runs
-        for night in range(runs):
-            inp = os.path.join(work, f"compact-seed-{night}.csv")
-            with open(inp, "w") as f:
-                f.write("email,name,customer\n")
-                for k in range(night * per, (night + 1) * per):
-                    f.write(f"user{k}@bench.example,User {k},Customer {k % customers + 1:05d} Ltd\n")
-            run_bbinvite(sb, inp, ledger, "--rate", "1000000", "--burst", "1000000", "--concurrency", "64")
-    finally:
-        sb.stop()
-        BIN = made_by
+    thirty_first_runs(work, ledger, seed_runs_rows, customers, "compact-seed", binary)
     import sqlite3
     db = sqlite3.connect(ledger)
     copies = max(1, rows // db.execute("SELECT count(*) FROM rows").fetchone()[0])

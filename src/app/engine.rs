@@ -183,9 +183,10 @@ impl Engine {
                 };
                 self.record(finished, &mut invited).await?;
                 self.clock();
-                next = match invited.len() < RECORD_BATCH {
-                    true => done.next().now_or_never().flatten(),
-                    false => None,
+                next = if invited.len() < RECORD_BATCH {
+                    done.next().now_or_never().flatten()
+                } else {
+                    None
                 };
             }
             self.writer.record(invited).await?;
