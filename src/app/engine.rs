@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::invite::write_results;
 use super::message::error_line;
@@ -61,9 +62,27 @@ pub(crate) struct Engine {
     pub run: RunId,
     pub progress: Arc<Progress>,
     pub verbose: bool,
-    /// When the first request was handed out and the last answer recorded: the time
-    /// the sending took, for the rate the summary shows.
-    sending: Mutex<Option<(Instant, Instant)>>,
+    /// The time the sending took, for the rate the summary shows.
+    clock: Arc<Clock>,
+}
+
+/// When the first request was handed out and the last answer recorded.
+#[derive(Default)]
+struct Clock(Mutex<Option<(Instant, Instant)>>);
+
+impl Clock {
+    /// Notes a request handed out, or an answer recorded.
+    fn tick(&self) {
+        let now = Instant::now();
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let first = slot.map_or(now, |(first, _)| first);
+        *slot = Some((first, now));
+    }
+
+    fn took(&self) -> Option<Duration> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.map(|(first, last)| last.duration_since(first))
+    }
 }
 
 /// Everything a command that changes the portal opens before its run begins, in one
@@ -109,7 +128,7 @@ impl Engine {
             run,
             progress,
             verbose,
-            sending: Mutex::new(None),
+            clock: Arc::default(),
         })
     }
 
@@ -120,11 +139,7 @@ impl Engine {
         pipeline: anyhow::Result<()>,
         summarise: impl FnOnce(Summary, &StatusCounts) -> Summary,
     ) -> anyhow::Result<Exit> {
-        let sending = self
-            .sending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|(first, last)| last.duration_since(first));
+        let sending = self.clock.took();
         let parts = (self.writer, self.thread);
         finish(
             ending,
@@ -135,46 +150,44 @@ impl Engine {
         )
     }
 
-    /// Notes a request handed out, or an answer recorded, for [`Engine::sending`].
-    fn clock(&self) {
-        let now = Instant::now();
-        let mut slot = self.sending.lock().unwrap_or_else(|p| p.into_inner());
-        let first = slot.map_or(now, |(first, _)| first);
-        *slot = Some((first, now));
-    }
-
     /// Marks work `sending`, sends it with bounded concurrency, and records each outcome.
     /// Stops taking new work when the run is stopped; what was not taken stays pending.
-    pub(crate) async fn dispatch(&self, work: impl Stream<Item = Work>) -> anyhow::Result<()> {
-        let stop = self.sender.stop_token().clone();
+    ///
+    /// One task marks batches ahead of the requests; `concurrency` workers each take the
+    /// next marked item as soon as their answer is in, so no request waits for this
+    /// task to hand it out; this task records the answers. When it returns early (the
+    /// ledger failed), the tasks are aborted with it: nothing more is sent unrecorded.
+    pub(crate) async fn dispatch(
+        &self,
+        work: impl Stream<Item = Work> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let concurrency = self.sender.settings().concurrency.max(1);
-        let marked = work
-            .take_until(stop.cancelled_owned())
-            .ready_chunks(MARK_BATCH.min(concurrency * 2))
-            .map(|batch| mark(self.writer.clone(), batch))
-            // The next batch is marked while this one is sent, so workers never wait on
-            // a commit; at most a few batches are marked ahead of their requests.
-            .buffered(MARKS_AHEAD)
-            .flat_map(futures::stream::iter);
-        let mut done = std::pin::pin!(
-            marked
-                .map(|(work, marked)| {
-                    self.clock();
-                    // Each request is a task, so the work spreads over every core. Boxed:
-                    // the task moves a pointer, not the whole request's state, as it
-                    // starts and ends.
-                    let request = send(self.sender.clone(), self.writer.clone(), work, marked);
-                    tokio::spawn(Box::pin(request))
-                })
-                .buffer_unordered(concurrency)
-        );
-        while let Some(first) = done.next().await {
+        let (queue_tx, queue_rx) = mpsc::channel::<(Work, bool)>(concurrency);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Option<Done>>();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(feed_marked(
+            self.writer.clone(),
+            self.sender.clone(),
+            work,
+            queue_tx,
+        ));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue_rx));
+        for _ in 0..concurrency {
+            let worker = Worker {
+                sender: self.sender.clone(),
+                writer: self.writer.clone(),
+                clock: self.clock.clone(),
+                done: done_tx.clone(),
+            };
+            tasks.spawn(worker.serve(queue.clone()));
+        }
+        drop(done_tx);
+        while let Some(first) = done_rx.recv().await {
             // Every answer already in hands the ledger thread one batch: one wake of it
             // for many outcomes rather than one each.
             let mut invited = Vec::new();
             let mut next = Some(first);
             while let Some(finished) = next {
-                let finished = finished.map_err(|e| anyhow!("a sending task failed: {e}"))?;
                 let Some(finished) = finished else {
                     self.writer.record(invited).await?;
                     // The mark was not committed: sending would break exactly-once.
@@ -182,14 +195,17 @@ impl Engine {
                     bail!("the ledger could not record a batch before sending");
                 };
                 self.record(finished, &mut invited).await?;
-                self.clock();
+                self.clock.tick();
                 next = if invited.len() < RECORD_BATCH {
-                    done.next().now_or_never().flatten()
+                    done_rx.try_recv().ok()
                 } else {
                     None
                 };
             }
             self.writer.record(invited).await?;
+        }
+        while let Some(ended) = tasks.join_next().await {
+            ended.map_err(|e| anyhow!("a sending task failed: {e}"))?;
         }
         Ok(())
     }
@@ -255,6 +271,58 @@ async fn mark(writer: Writer, batch: Vec<Work>) -> Vec<(Work, bool)> {
         .await
         .is_ok();
     batch.into_iter().map(|w| (w, marked)).collect()
+}
+
+/// Marks `work` in batches committed ahead of its requests and queues each item for
+/// the workers; stops taking work when the run is stopped.
+async fn feed_marked(
+    writer: Writer,
+    sender: Arc<Sender>,
+    work: impl Stream<Item = Work> + Send + 'static,
+    queue: mpsc::Sender<(Work, bool)>,
+) {
+    let stop = sender.stop_token().clone();
+    let concurrency = sender.settings().concurrency.max(1);
+    let marked = work
+        .take_until(stop.cancelled_owned())
+        .ready_chunks(MARK_BATCH.min(concurrency * 2))
+        .map(move |batch| mark(writer.clone(), batch))
+        // The next batch is marked while this one is sent, so workers never wait on a
+        // commit; at most a few batches are marked ahead of their requests.
+        .buffered(MARKS_AHEAD)
+        .flat_map(futures::stream::iter);
+    let mut marked = std::pin::pin!(marked);
+    while let Some(item) = marked.next().await {
+        if queue.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One of the run's `concurrency` senders: takes the next marked item, sends it to its
+/// end, hands the result to the recorder, and goes on until the queue is empty.
+struct Worker {
+    sender: Arc<Sender>,
+    writer: Writer,
+    clock: Arc<Clock>,
+    done: mpsc::UnboundedSender<Option<Done>>,
+}
+
+impl Worker {
+    async fn serve(self, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<(Work, bool)>>>) {
+        loop {
+            let next = queue.lock().await.recv().await;
+            let Some((work, marked)) = next else {
+                return;
+            };
+            self.clock.tick();
+            let done = send(self.sender.clone(), self.writer.clone(), work, marked).await;
+            let unmarked = done.is_none();
+            if self.done.send(done).is_err() || unmarked {
+                return;
+            }
+        }
+    }
 }
 
 /// Sends one marked item to its end; `None` when its mark was not committed.
