@@ -401,15 +401,19 @@ impl Ledger {
                 known: MIGRATIONS.len(),
             });
         }
-        for (i, (_, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
-            self.sql(|c| {
-                let tx = c.transaction()?;
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-                tx.commit()
-            })?;
+        if version == MIGRATIONS.len() {
+            return Ok(());
         }
-        Ok(())
+        // Every step in one transaction: one commit (one sync) for a new ledger, and a
+        // ledger is never left between two versions.
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            for (_, sql) in &MIGRATIONS[version..] {
+                tx.execute_batch(sql)?;
+            }
+            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+            tx.commit()
+        })
     }
 
     /// Opens a group transaction: the savepoints of the calls made until
