@@ -316,7 +316,7 @@ impl Worker {
                 return;
             };
             self.clock.tick();
-            let done = send(self.sender.clone(), self.writer.clone(), work, marked).await;
+            let done = send(&self.sender, &self.writer, work, marked).await;
             let unmarked = done.is_none();
             if self.done.send(done).is_err() || unmarked {
                 return;
@@ -326,13 +326,13 @@ impl Worker {
 }
 
 /// Sends one marked item to its end; `None` when its mark was not committed.
-async fn send(sender: Arc<Sender>, writer: Writer, work: Work, marked: bool) -> Option<Done> {
+async fn send(sender: &Sender, writer: &Writer, work: Work, marked: bool) -> Option<Done> {
     if !marked {
         return None;
     }
     Some(match work {
-        Work::Invite(job) => {
-            let origin = job.origin.clone();
+        Work::Invite(mut job) => {
+            let origin = std::mem::take(&mut job.origin);
             Done::Invite(origin, sender.process(job).await)
         }
         Work::Act(job) => {
