@@ -275,7 +275,7 @@ async fn feed_rows(
             rows.push(NewRow {
                 source,
                 line: record.line,
-                cells: serde_json::to_string(&record.values).unwrap_or_else(|_| "[]".into()),
+                cells: record.cells_json(),
                 email,
                 verdict: into_verdict(record.parsed, resolver).await,
             });
