@@ -27,7 +27,7 @@ use crate::settings::Settings;
 use super::engine::{Ending, Engine, MARK_BATCH, Work, open, stream_from};
 use super::message::error_line;
 use super::report::write_export;
-use super::setup::{open_inputs, resolver, rows_total, spawn_reader, verdict};
+use super::setup::{into_verdict, open_inputs, resolver, rows_total, spawn_reader};
 use super::{Aborted, Exit};
 
 // ---------------------------------------------------------------------------------
@@ -258,23 +258,26 @@ async fn feed_rows(
             break;
         };
         let batch = batch?;
+        let read = batch.len() as u64;
+        let last = batch.last().map(|r| (r.file.clone(), r.line));
         let mut rows = Vec::with_capacity(batch.len());
         let mut origins = Vec::with_capacity(batch.len());
-        for record in &batch {
-            let source = sources.id(record, writer, run).await?;
+        // Each record is taken apart: its invitee's text moves into the invitation.
+        for record in batch {
+            let source = sources.id(&record, writer, run).await?;
             let email = record.parsed.as_ref().ok().map(|w| w.email.clone());
-            rows.push(NewRow {
-                source,
-                line: record.line,
-                cells: serde_json::to_string(&record.values).unwrap_or_else(|_| "[]".into()),
-                email,
-                verdict: verdict(record, resolver).await,
-            });
             // Where a row came from is printed only with -v: no string per row otherwise.
             origins.push(if verbose {
                 format!("{}:{}", record.file, record.line)
             } else {
                 String::new()
+            });
+            rows.push(NewRow {
+                source,
+                line: record.line,
+                cells: record.cells_json(),
+                email,
+                verdict: into_verdict(record.parsed, resolver).await,
             });
         }
         let verdicts: Vec<Option<String>> = rows
@@ -287,8 +290,8 @@ async fn feed_rows(
             })
             .collect();
         let admitted = writer.call(move |l| l.admit(run, &rows, opts)).await?;
-        reading.rows += batch.len() as u64;
-        reading.last = batch.last().map(|r| (r.file.clone(), r.line));
+        reading.rows += read;
+        reading.last = last;
         let told = admitted.into_iter().zip(origins).zip(verdicts);
         if !queue(told, &jobs, progress, verbose).await {
             return Ok(());

@@ -15,7 +15,7 @@ use crate::api::types::NewAccessUser;
 use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
 use crate::cli::{self, InputArgs, SendArgs};
 use crate::domain::Verdict;
-use crate::input::{self, Field, Reader, Record, RowsTotal};
+use crate::input::{self, Field, Invitee, Problem, Reader, Record, RowsTotal};
 use crate::ledger::Ledger;
 use crate::progress::Total;
 use crate::rate::Rate;
@@ -295,7 +295,16 @@ pub(crate) fn offline_resolver(
 
 /// What the read and resolve stages make of one record.
 pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict {
-    let who = match &record.parsed {
+    into_verdict(record.parsed.clone(), resolver).await
+}
+
+/// What the read and resolve stages make of a record's invitee (or its problems), which
+/// the invitation takes over rather than copies.
+pub(crate) async fn into_verdict(
+    parsed: Result<Invitee, Vec<Problem>>,
+    resolver: &mut Resolver,
+) -> Verdict {
+    let who = match parsed {
         Ok(who) => who,
         Err(problems) => {
             return Verdict::Invalid(
@@ -307,12 +316,12 @@ pub(crate) async fn verdict(record: &Record, resolver: &mut Resolver) -> Verdict
             );
         }
     };
-    match resolver.resolve(who).await {
+    match resolver.resolve(&who).await {
         Ok(r) => Verdict::Invite {
             customer_id: r.id,
             user: NewAccessUser {
-                email: who.email.clone(),
-                name: who.name.clone(),
+                email: who.email,
+                name: who.name,
                 id: who.user_id,
                 status: who.status,
             },

@@ -195,7 +195,7 @@ async fn read_sheet(
             sheet.lines.push(Line {
                 source,
                 line: record.line,
-                cells: serde_json::to_string(&record.values).unwrap_or_else(|_| "[]".into()),
+                cells: record.cells_json(),
                 email: record.parsed.as_ref().ok().map(|w| w.email.clone()),
             });
         }

@@ -124,7 +124,7 @@ pub(crate) fn open(source: Source, file: Arc<str>, opts: &Options) -> Result<Rea
 /// cell runs over many lines (see [`multiline_span`]) unless `opts` allows that. A file
 /// that cannot be read here is left for the real read to report.
 pub(crate) fn check_multiline(path: &str, file: &Arc<str>, opts: &Options) -> Result<(), Error> {
-    if opts.allow_multiline {
+    if opts.allow_multiline || matches!(holds_quote(path), Ok(false)) {
         return Ok(());
     }
     let Ok(source) = Source::open(path, file) else {
@@ -143,6 +143,26 @@ pub(crate) fn check_multiline(path: &str, file: &Arc<str>, opts: &Options) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether the file holds a `"` byte anywhere. Without one no cell is quoted, so none
+/// holds a line break, and the pass of [`check_multiline`] has nothing to find. Every
+/// encoding read here writes `"` with that byte (UTF-16 as `22 00` or `00 22`); a
+/// search for one byte reads the file a hundred times faster than parsing it.
+fn holds_quote(path: &str) -> io::Result<bool> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf[..n].contains(&b'"') {
+            return Ok(true);
+        }
+    }
 }
 
 /// The first cell of a record that runs over more than [`MULTILINE_LINES`] lines, or
@@ -203,8 +223,11 @@ impl CsvRows {
                     bytes,
                 }));
             }
-            let values = cells(&self.record);
-            let mut problems: Vec<Problem> = self.bad_byte(line).into_iter().collect();
+            let (values, bad) = checked_cells(&self.record);
+            let mut problems: Vec<Problem> = bad
+                .and_then(|cell| self.bad_byte(line, cell))
+                .into_iter()
+                .collect();
             // Accepted long cells are notes: one that is sent (a name) makes the row invalid.
             let width = self.columns.names.len();
             let sent = span.is_some_and(|(cell, ..)| cell >= width || self.columns.is_field(cell));
@@ -230,16 +253,13 @@ impl CsvRows {
         }
     }
 
-    /// For UTF-8 read as bytes: the first byte of the current record that is not UTF-8,
-    /// by line and column, as a problem of the cell it is in.
-    fn bad_byte(&self, line: u64) -> Option<Problem> {
+    /// For UTF-8 read as bytes: the first byte of the current record that is not UTF-8
+    /// (in `cell`, the first cell that is not), by line and column, as a problem of
+    /// that cell.
+    fn bad_byte(&self, line: u64, cell: usize) -> Option<Problem> {
         if !self.raw_utf8 {
             return None;
         }
-        let cell = self
-            .record
-            .iter()
-            .position(|c| std::str::from_utf8(c).is_err())?;
         let start = self.record.position().map_or(0, |p| p.byte());
         let end = self.reader.position().byte();
         let raw = self.reader.get_ref().kept(start, end);
@@ -397,10 +417,24 @@ impl<R: Read> Read for LineTracker<R> {
 
 /// The cells as text. The stream is already UTF-8, so nothing is lost here.
 fn cells(record: &ByteRecord) -> Vec<String> {
-    record
-        .iter()
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect()
+    checked_cells(record).0
+}
+
+/// The cells as text, each checked once, and the first that is not UTF-8 (its bad
+/// bytes become U+FFFD).
+fn checked_cells(record: &ByteRecord) -> (Vec<String>, Option<usize>) {
+    let mut bad = None;
+    let mut values = Vec::with_capacity(record.len());
+    for (i, cell) in record.iter().enumerate() {
+        values.push(match std::str::from_utf8(cell) {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                bad.get_or_insert(i);
+                String::from_utf8_lossy(cell).into_owned()
+            }
+        });
+    }
+    (values, bad)
 }
 
 /// The header names as written, without the empty cells a spreadsheet pads it with
@@ -627,6 +661,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The pass before reading is skipped only for a file with no quote at all: a quote
+    /// past the first block read still has the file checked and refused.
+    #[test]
+    fn a_quote_anywhere_in_the_file_has_it_checked_for_long_cells() {
+        let mut text = String::from("Email,Name\n");
+        let mut i = 0;
+        while text.len() < 600 * 1024 {
+            text.push_str(&format!("u{i}@example.com,User {i}\n"));
+            i += 1;
+        }
+        let (_d, plain) = open_bytes("q.csv", text.as_bytes(), &opts());
+        assert_eq!(plain.unwrap().count(), i);
+        text.push_str("late@example.com,\"Late\n");
+        for j in 0..20 {
+            text.push_str(&format!("v{j}@example.com,V{j}\n"));
+        }
+        let (_d, reader) = open_bytes("q.csv", text.as_bytes(), &opts());
+        let err = reader.err().unwrap();
+        assert!(matches!(err, Error::MultilineField { .. }), "{err}");
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
             .map(String::as_str)
             .unwrap_or("")
     };
-    let column = |f: Field| columns.name_of(f).map(str::to_string);
+    // A column's name is copied only into a problem: a good row allocates none.
+    let column = |f: Field| columns.name_of(f);
     let mut problems = Vec::new();
 
     let email = email_cell(cell(Field::Email), column(Field::Email), &mut problems);
@@ -82,7 +83,7 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
         Field::CustomerReference,
     ] {
         let column = column(field);
-        if !problems.iter().any(|p| p.column == column) {
+        if !problems.iter().any(|p| p.column.as_deref() == column) {
             problems.extend(character_problem(cell(field), column));
         }
     }
@@ -105,7 +106,7 @@ pub(crate) fn validate(columns: &Columns, values: &[String]) -> Result<Invitee, 
 /// problem (the invitation needs it).
 fn name_cells<'a>(
     cell: &impl Fn(Field) -> &'a str,
-    column: &impl Fn(Field) -> Option<String>,
+    column: &impl Fn(Field) -> Option<&'a str>,
     problems: &mut Vec<Problem>,
 ) -> String {
     let mut name = collapse(cell(Field::Name));
@@ -121,7 +122,7 @@ fn name_cells<'a>(
             .into_iter()
             .find_map(column);
         problems.push(Problem {
-            column: col,
+            column: col.map(str::to_string),
             value: String::new(),
             message: "the name is empty: the invitation needs the person's name".to_string(),
         });
@@ -132,7 +133,7 @@ fn name_cells<'a>(
 /// The status cell: empty is none; anything but a status is a problem.
 fn status_cell(
     cell: &str,
-    column: Option<String>,
+    column: Option<&str>,
     problems: &mut Vec<Problem>,
 ) -> Option<AccessStatus> {
     let text = trim(cell);
@@ -142,7 +143,7 @@ fn status_cell(
     let parsed = AccessStatus::parse_loose(text);
     if parsed.is_none() {
         problems.push(Problem {
-            column,
+            column: column.map(str::to_string),
             value: text.to_string(),
             message: format!(
                 "\"{text}\" is not a status: use active, suspended or \
@@ -156,7 +157,7 @@ fn status_cell(
 /// The e-mail cell, NFKC-folded (full-width forms become the letters they show); an
 /// empty, invisible-character-holding or malformed address is a problem. Only
 /// whitespace is trimmed: an invisible character would make another address.
-fn email_cell(cell: &str, column: Option<String>, problems: &mut Vec<Problem>) -> String {
+fn email_cell(cell: &str, column: Option<&str>, problems: &mut Vec<Problem>) -> String {
     let typed = cell.trim();
     // ASCII is its own NFKC form and holds no format character: the common case is cheap.
     let ascii = typed.is_ascii();
@@ -185,7 +186,7 @@ fn email_cell(cell: &str, column: Option<String>, problems: &mut Vec<Problem>) -
         return email;
     };
     problems.push(Problem {
-        column,
+        column: column.map(str::to_string),
         value,
         message,
     });
@@ -193,7 +194,14 @@ fn email_cell(cell: &str, column: Option<String>, problems: &mut Vec<Problem>) -
 }
 
 /// A control character, or one that could not be decoded, in a cell that is sent.
-fn character_problem(value: &str, column: Option<String>) -> Option<Problem> {
+fn character_problem(value: &str, column: Option<&str>) -> Option<Problem> {
+    // ASCII holds no U+FFFD; its control characters are the bytes below a space and DEL.
+    if value
+        .bytes()
+        .all(|b| (b' '..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return None;
+    }
     let control = value
         .chars()
         .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
@@ -210,7 +218,7 @@ fn character_problem(value: &str, column: Option<String>) -> Option<Problem> {
         return None;
     };
     Some(Problem {
-        column,
+        column: column.map(str::to_string),
         value: value.to_string(),
         message,
     })
@@ -278,7 +286,15 @@ fn trim(s: &str) -> &str {
 
 /// Trims and folds every run of whitespace inside to one space.
 fn collapse(s: &str) -> String {
-    trim(s).split_whitespace().collect::<Vec<_>>().join(" ")
+    let trimmed = trim(s);
+    let mut out = String::with_capacity(trimmed.len());
+    for word in trimmed.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 fn optional(s: &str) -> Option<String> {
@@ -287,7 +303,7 @@ fn optional(s: &str) -> Option<String> {
 }
 
 /// Reads an id: a positive integer, also as a spreadsheet writes it (`123.0`).
-fn whole_number(s: &str, column: Option<String>, problems: &mut Vec<Problem>) -> Option<i64> {
+fn whole_number(s: &str, column: Option<&str>, problems: &mut Vec<Problem>) -> Option<i64> {
     let s = trim(s);
     if s.is_empty() {
         return None;
@@ -300,7 +316,7 @@ fn whole_number(s: &str, column: Option<String>, problems: &mut Vec<Problem>) ->
         Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit() || b == b'+') => Some(n),
         _ => {
             problems.push(Problem {
-                column,
+                column: column.map(str::to_string),
                 value: s.to_string(),
                 message: format!(
                     "\"{s}\" is not an id: write a whole number such as 1234, or leave it empty"
@@ -341,11 +357,9 @@ fn check_email(email: &str) -> Result<(), String> {
             "the domain \"{domain}\" has no dot (expected something like example.com)"
         ));
     }
-    let options = email_address::Options::default()
-        .with_required_tld()
-        .without_display_text()
-        .without_domain_literal();
-    if let Err(e) = EmailAddress::parse_with_options(email, options) {
+    if !plain_address(local, domain)
+        && let Err(e) = EmailAddress::parse_with_options(email, crate_options())
+    {
         return invalid(&e.to_string().to_lowercase());
     }
     if let Some(meant) = domain_typo(domain) {
@@ -356,8 +370,50 @@ fn check_email(email: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the `email_address` crate is asked to accept: a plain address with a top-level
+/// domain, no display name, no IP literal.
+fn crate_options() -> email_address::Options {
+    email_address::Options::default()
+        .with_required_tld()
+        .without_display_text()
+        .without_domain_literal()
+}
+
+/// An address of the common shape, which the `email_address` crate accepts with the
+/// options above (a test checks that): letters, digits and `._+-` before the @ (no dot
+/// first or last), two or more labels of letters, digits and inner hyphens after it,
+/// within the lengths it allows. Anything else is left to the crate.
+fn plain_address(local: &str, domain: &str) -> bool {
+    let local_ok = (1..=64).contains(&local.len())
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+        && local.split('.').all(|atom| !atom.is_empty());
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        (1..=63).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    local_ok && domain.len() <= 254 && domain.contains('.') && domain.split('.').all(label_ok)
+}
+
 /// The domain someone most likely meant, when `domain` is a known slip.
 fn domain_typo(domain: &str) -> Option<String> {
+    if domain.is_ascii() {
+        // Nearly every domain: compared without a lower-cased copy.
+        let tld = domain.rsplit_once('.').map(|(_, tld)| tld);
+        let typo = DOMAIN_TYPOS
+            .iter()
+            .any(|(t, _)| domain.eq_ignore_ascii_case(t))
+            || tld.is_some_and(|tld| COM_TYPOS.iter().any(|t| tld.eq_ignore_ascii_case(t)));
+        if !typo {
+            return None;
+        }
+    }
     let lower = domain.to_lowercase();
     if let Some((_, meant)) = DOMAIN_TYPOS.iter().find(|(typo, _)| *typo == lower) {
         return Some((*meant).to_string());
@@ -595,6 +651,62 @@ mod tests {
         ] {
             let who = validate(&c, &row(&[plain, "P"])).unwrap();
             assert!(warnings(&c, &who).is_empty(), "{plain}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The shortcut for common addresses accepts only what the crate accepts.
+        #[test]
+        fn a_plain_address_is_one_the_crate_accepts(
+            local in "[a-zA-Z0-9._+\\-]{0,70}|[ -~]{0,8}",
+            domain in "[a-zA-Z0-9.\\-]{0,80}|([a-z0-9\\-]{0,64}\\.){1,4}[a-z0-9\\-]{0,64}|[ -~]{0,8}",
+        ) {
+            if plain_address(&local, &domain) {
+                let email = format!("{local}@{domain}");
+                let parsed = EmailAddress::parse_with_options(&email, crate_options());
+                proptest::prop_assert!(parsed.is_ok(), "{email}: {parsed:?}");
+            }
+        }
+
+        /// Domains are matched against the known slips without regard to case, as before.
+        #[test]
+        fn domain_slips_are_found_in_any_case(
+            stem in "[a-zA-Z]{1,8}",
+            typo in proptest::sample::select(DOMAIN_TYPOS.iter().map(|(t, _)| *t).collect::<Vec<_>>()),
+            tld in proptest::sample::select(COM_TYPOS.to_vec()),
+            upper in proptest::collection::vec(proptest::bool::ANY, 16),
+        ) {
+            let shout = |s: &str| -> String {
+                s.chars()
+                    .zip(upper.iter().cycle())
+                    .map(|(c, u)| if *u { c.to_ascii_uppercase() } else { c })
+                    .collect()
+            };
+            let meant = DOMAIN_TYPOS.iter().find(|(t, _)| *t == typo).map(|(_, m)| m.to_string());
+            proptest::prop_assert_eq!(domain_typo(&shout(typo)), meant);
+            let com = format!("{}.com", stem.to_lowercase());
+            proptest::prop_assert_eq!(domain_typo(&shout(&format!("{stem}.{tld}"))), Some(com));
+            proptest::prop_assert_eq!(domain_typo(&format!("{stem}.com")), None);
+        }
+    }
+
+    #[test]
+    fn plain_addresses_are_checked_like_any_other() {
+        for (email, ok) in [
+            ("ann.lee+news@mail.example.co.uk", true),
+            ("a@b.co", true),
+            (".ann@example.com", false),
+            ("ann.@example.com", false),
+            ("ann@-example.com", false),
+            ("ann@example-.com", false),
+            ("ann@example.c(m", false),
+            ("ann@example.c_m", true),
+            (&format!("{}@example.com", "a".repeat(65)), false),
+            (&format!("ann@{}.com", "b".repeat(64)), false),
+        ] {
+            assert_eq!(check_email(email).is_ok(), ok, "{email}");
         }
     }
 }
