@@ -503,8 +503,8 @@ impl Ledger {
 
     /// Marks a batch `sending` in one transaction, before any of its requests leave.
     /// Only the invitations are written: a row waiting on an invitation in flight reads
-    /// `sending` (as the readers of rows spell it), and its own status is next written with the
-    /// outcome.
+    /// `sending` (as the readers of rows spell it), and its own status is next written
+    /// with the outcome.
     pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
         let now = now_text();
         self.write(|c| {
