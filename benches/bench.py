@@ -270,6 +270,61 @@ def scenario_throughput(args, work):
     return results
 
 
+def thread_cpu(args, env):
+    """Runs `args`, polling each of its threads' CPU time (user + system, from
+    /proc/PID/task/*/stat) every 50 ms; returns seconds per thread name, the tokio
+    workers summed as `workers`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = {}
+    deadline = time.monotonic() + 3600
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            tids = os.listdir(f"/proc/{proc.pid}/task")
+        except OSError:
+            tids = []
+        for tid in tids:
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            last[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        time.sleep(0.05)
+    if proc.wait(timeout=60) not in (0, 1):
+        raise SystemExit("run failed")
+    per_name = {}
+    for name, secs in last.values():
+        key = "workers" if name.startswith("tokio") else name
+        per_name[key] = per_name.get(key, 0.0) + secs
+    return per_name
+
+
+def scenario_threads(args, work):
+    """Scenario 1's run, its CPU time per invitation split by thread (the ledger's own,
+    its checkpoints, the tokio workers, the rest)."""
+    rows = args.rows if args.rows != 10_000 else 100_000
+    inp = os.path.join(work, "threads.csv")
+    write_invitees(inp, rows, 200)
+    results = []
+    for i in range(args.repeat):
+        sb = Sandbox("--generate-customers", "200")
+        try:
+            per = thread_cpu([BIN, "run", inp, "--ledger", os.path.join(work, f"threads-{i}.db"), "--json", "-q",
+                              "--rate", "1000000", "--burst", "1000000", "--concurrency", "64"], env_for(sb))
+        finally:
+            sb.stop()
+        us = {k: v * 1e6 / rows for k, v in per.items()}
+        result = {"ledger_us": us.get("ledger", 0.0), "checkpoint_us": us.get("checkpoint", 0.0),
+                  "workers_us": us.get("workers", 0.0), "total_us": sum(us.values())}
+        result["other_us"] = result["total_us"] - result["ledger_us"] - result["checkpoint_us"] - result["workers_us"]
+        results.append(result)
+        print(f"  threads #{i + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in result.items()), flush=True)
+    return results
+
+
 def scenario_latency(args, work):
     """Issue 5.2: sandbox latency 50 ms; concurrency 32 against one at a time, and against
     oha at concurrency 32 on the same sandbox (its own ceiling: what its latency allows)."""
@@ -662,6 +717,7 @@ SCENARIOS = {
     "faults": scenario_faults,
     "validate": scenario_validate,
     "throughput": scenario_throughput,
+    "threads": scenario_threads,
     "latency": scenario_latency,
     "rate": scenario_rate,
     "scale": scenario_scale,

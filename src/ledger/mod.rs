@@ -74,6 +74,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
 const UNFINISHED_ROW: &str =
     "(status = 'pending' OR status = 'sending' OR status = 'failed' OR status = 'rejected')";
 
+/// A row `r`'s status as people read it: a row recorded `pending` whose invitation is
+/// marked `sending` reads `sending` (the mark writes the invitation alone). Only a
+/// pending row looks its invitation up.
+pub(crate) const ROW_STATUS: &str = "CASE WHEN r.status = 'pending'
+     AND (SELECT state FROM invitations WHERE id = r.invitation_id) = 'sending'
+     THEN 'sending' ELSE r.status END";
+
 /// SQLite's page cache, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;
 /// WAL pages between automatic checkpoints when no run is writing (4 KiB pages: 16 MiB).
@@ -499,18 +506,17 @@ impl Ledger {
     }
 
     /// Marks a batch `sending` in one transaction, before any of its requests leave.
+    /// Only the invitations are written: a row waiting on an invitation in flight reads
+    /// `sending` (as the readers of rows spell it), and its own status is next written
+    /// with the outcome.
     pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
         let now = now_text();
         self.write(|c| {
             let mut inv = c.prepare_cached(
                 "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
             )?;
-            let mut row = c.prepare_cached(
-                "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
-            )?;
             for job in jobs {
                 inv.execute(params![job.invitation_id, now])?;
-                row.execute(params![job.row_id, now])?;
             }
             Ok(())
         })
@@ -811,13 +817,57 @@ mod tests {
         let l = Ledger::open_in_memory().unwrap();
         for sql in [
             "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-            "UPDATE rows SET status = 'sending', updated_at = ?2 WHERE id = ?1",
             "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at, seen_hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         ] {
             let ops = opcodes(&l, sql);
             assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}: {ops:?}");
         }
+    }
+
+    #[test]
+    fn a_marked_row_reads_sending_though_the_mark_writes_its_invitation_alone() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let rows = [
+            invite_row(src, 2, 1, "a@x.io"),
+            invite_row(src, 3, 1, "b@x.io"),
+        ];
+        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        l.mark_sending(&js[..1]).unwrap();
+        assert_eq!(
+            count(&l, "SELECT count(*) FROM rows WHERE status = 'pending'"),
+            2,
+            "the mark writes no row"
+        );
+        let read = |l: &mut Ledger| {
+            let counts = l.status_counts(Some(run)).unwrap().rows;
+            let mut exported = Vec::new();
+            l.export(Some(run), &[], &mut |_| Ok(()), &mut |r| {
+                exported.push(r.status);
+                Ok(())
+            })
+            .unwrap();
+            let mut visited = Vec::new();
+            l.each_row(run, &mut |_, s, _| visited.push(s.to_string()))
+                .unwrap();
+            assert_eq!(exported, visited);
+            (counts, exported)
+        };
+        let (counts, exported) = read(&mut l);
+        assert_eq!(
+            (counts.get("sending"), counts.get("pending")),
+            (Some(&1), Some(&1))
+        );
+        assert_eq!(exported, ["sending", "pending"]);
+        settle(&mut l, run, &js[..1], State::Invited);
+        let (counts, exported) = read(&mut l);
+        assert_eq!(
+            (counts.get("invited"), counts.get("sending")),
+            (Some(&1), None)
+        );
+        assert_eq!(exported, ["invited", "pending"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::spool::{SpoolReader, Spooled};
-use super::{Ledger, Result, RowStatus, RunId};
+use super::{Ledger, ROW_STATUS, Result, RowStatus, RunId};
 
 /// One run as the ledger remembers it.
 #[derive(Debug, Clone, Serialize)]
@@ -121,11 +121,7 @@ impl Ledger {
         let ledger_bytes = self.size_on_disk();
         self.sql(|c| {
             let id = run_id.unwrap_or(-1);
-            let mut rows = counts(
-                c,
-                "SELECT status, count(*) FROM rows WHERE run_id = ?1 GROUP BY status",
-                [id],
-            )?;
+            let mut rows = recorded_counts(c, id)?;
             for (k, v) in counts(
                 c,
                 "SELECT status, n FROM run_counts WHERE run_id = ?1",
@@ -250,6 +246,35 @@ fn counts(
     ranked(c, sql, p).map(|v| v.into_iter().collect())
 }
 
+/// Run `run`'s recorded rows per status as people read them ([`ROW_STATUS`]): those
+/// waiting on an invitation in flight count as `sending`, not `pending`.
+fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, u64>> {
+    let mut rows = counts(
+        c,
+        "SELECT status, count(*) FROM rows WHERE run_id = ?1 GROUP BY status",
+        [run],
+    )?;
+    let Some(pending) = rows.get("pending").copied() else {
+        return Ok(rows);
+    };
+    let in_flight: i64 = c.query_row(
+        "SELECT count(*) FROM rows r JOIN invitations i ON i.id = r.invitation_id
+         WHERE r.run_id = ?1 AND r.status = 'pending' AND i.state = 'sending'",
+        [run],
+        |r| r.get(0),
+    )?;
+    let in_flight = (in_flight.max(0) as u64).min(pending);
+    if in_flight > 0 {
+        if in_flight == pending {
+            rows.remove("pending");
+        } else {
+            rows.insert("pending".into(), pending - in_flight);
+        }
+        *rows.entry("sending".into()).or_default() += in_flight;
+    }
+    Ok(rows)
+}
+
 /// `(key, count)` pairs of a query, in its order.
 fn ranked(
     c: &Connection,
@@ -367,11 +392,15 @@ impl Shape {
     }
 }
 
-/// What an exported row reads: its file, line, cells, status, error, customer,
-/// invitation outcome and time; the place in the input (source of the run, line)
-/// follows.
-const EXPORT_COLUMNS: &str = "s.file, r.line, r.cells, r.status, r.error, r.customer_id,
-     i.access_user_id, COALESCE(i.attempts, 0), r.updated_at";
+/// What an exported row reads: its file, line, cells, status ([`ROW_STATUS`]), error,
+/// customer, invitation outcome and time; the place in the input (source of the run,
+/// line) follows.
+fn export_columns() -> String {
+    format!(
+        "s.file, r.line, r.cells, {ROW_STATUS}, r.error, r.customer_id,
+         i.access_user_id, COALESCE(i.attempts, 0), r.updated_at"
+    )
+}
 /// The rows exported, with their source and invitation.
 const EXPORT_FROM: &str = "FROM rows r JOIN sources s ON s.id = r.source_id
      LEFT JOIN invitations i ON i.id = r.invitation_id";
@@ -398,7 +427,7 @@ pub(super) fn seen_rows() -> String {
 /// Where a row was read: its run's source, then its line.
 type Place = (i64, u64);
 
-/// An exported row from a query of [`EXPORT_COLUMNS`] then the source it is placed in.
+/// An exported row from a query of [`export_columns`] then the source it is placed in.
 fn export_row(r: &rusqlite::Row<'_>, shape: &Shape, status: String) -> rusqlite::Result<ExportRow> {
     let source: i64 = r.get(9)?;
     Ok(ExportRow {
@@ -421,7 +450,8 @@ fn carried_rows(
     shape: &Shape,
 ) -> rusqlite::Result<Vec<(Place, ExportRow)>> {
     let mut stmt = c.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS}, n.id {EXPORT_FROM} {CARRIED} ORDER BY n.id, r.line"
+        "SELECT {}, n.id {EXPORT_FROM} {CARRIED} ORDER BY n.id, r.line",
+        export_columns()
     ))?;
     let mut q = stmt.query([run])?;
     let mut out = Vec::new();
@@ -446,7 +476,8 @@ fn merge_rows(
         spooled: spool.into_iter().flatten().peekable(),
     };
     let mut stmt = c.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS}, r.source_id {EXPORT_FROM} WHERE r.run_id = ?1 ORDER BY r.id"
+        "SELECT {}, r.source_id {EXPORT_FROM} WHERE r.run_id = ?1 ORDER BY r.id",
+        export_columns()
     ))?;
     let mut q = stmt.query(params![run])?;
     while let Some(r) = q.next()? {

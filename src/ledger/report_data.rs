@@ -10,7 +10,7 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, params};
 
 use super::query::seen_rows;
-use super::{Error, Ledger, Result, RunId};
+use super::{Error, Ledger, ROW_STATUS, Result, RunId};
 
 /// The page cache of a read-only ledger, in KiB.
 const READ_CACHE_KIB: i64 = 64 * 1024;
@@ -173,7 +173,9 @@ impl Ledger {
     pub fn each_row(&mut self, run: RunId, each: &mut RowVisitor<'_>) -> Result<()> {
         self.sql(|c| {
             let mut stmt =
-                c.prepare("SELECT customer_id, status, invitation_id FROM rows WHERE run_id = ?1")?;
+                c.prepare(&format!(
+                    "SELECT r.customer_id, {ROW_STATUS}, r.invitation_id FROM rows r WHERE r.run_id = ?1"
+                ))?;
             let mut q = stmt.query([run])?;
             while let Some(r) = q.next()? {
                 each(

@@ -5,12 +5,17 @@
 //! admitted batch, `sending` marks, hundreds of outcomes) runs in one transaction and
 //! one WAL write, and only after that commit, and a look that the ledger's path still
 //! names the file written, are the callers answered, so a mark is durable before its
-//! request can leave. A failed write or a ledger deleted or replaced stops the run: the
+//! request can leave. Outcomes alone, which no one waits on, wait a little (at most
+//! [`LINGER`]) for the next call: a run commits about once per batch of marks, not
+//! once more for the answers between them, and an outcome is durable within that
+//! bound (a kill loses at most the answers of that moment, whose invitations stay
+//! `sending` and are looked up before they are sent again). A failed write or a ledger deleted or replaced stops the run: the
 //! reason is kept, nothing more is written, and every later call reports it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,6 +26,9 @@ use crate::domain::Outcome;
 const GROUP: usize = 4096;
 /// Commands queued before senders wait: bounded, so memory stays flat.
 const QUEUE: usize = 4096;
+/// How long outcomes with no call beside them wait for one before they are committed
+/// alone: the bound on how late an outcome is durable.
+pub(crate) const LINGER: Duration = Duration::from_millis(50);
 
 /// Runs on the ledger; returns what answers the caller once the group is committed.
 type Job = Box<dyn FnOnce(&mut Ledger) -> Reply + Send>;
@@ -85,12 +93,28 @@ impl WriterThread {
 impl Writer {
     /// Moves `ledger` onto its own thread, recording outcomes for `run`.
     pub fn spawn(ledger: Ledger, run: RunId) -> std::io::Result<(Writer, WriterThread)> {
+        Writer::spawn_lingering(ledger, run, LINGER)
+    }
+
+    /// [`Writer::spawn`], with outcomes alone waiting at most `linger` for a call.
+    fn spawn_lingering(
+        ledger: Ledger,
+        run: RunId,
+        linger: Duration,
+    ) -> std::io::Result<(Writer, WriterThread)> {
         let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
         let failed = Arc::new(Mutex::new(None));
         let failed_in = failed.clone();
+        // A clock for the wait: the thread's own, apart from the run's workers.
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         let handle = std::thread::Builder::new()
             .name("ledger".into())
-            .spawn(move || serve(ledger, run, rx, failed_in))?;
+            .spawn(move || {
+                let mut queue = Queue { rx, clock, linger };
+                serve(ledger, run, &mut queue, failed_in)
+            })?;
         Ok((Writer { tx, failed }, WriterThread { handle }))
     }
 
@@ -153,13 +177,59 @@ impl Writer {
     }
 }
 
+/// The commands on their way to the ledger thread, taken a group at a time.
+struct Queue {
+    rx: mpsc::Receiver<Cmd>,
+    clock: tokio::runtime::Runtime,
+    linger: Duration,
+}
+
+impl Queue {
+    /// The next group: what is queued when one arrives (up to [`GROUP`]). Outcomes
+    /// alone wait up to `linger` for a call to join them; `None` once every sender is
+    /// gone and the queue is empty.
+    fn next_group(&mut self) -> Option<Vec<Cmd>> {
+        let mut group = vec![self.rx.blocking_recv()?];
+        self.drain(&mut group);
+        let deadline = tokio::time::Instant::now() + self.linger;
+        let mut outcomes_alone = group.iter().all(|c| matches!(c, Cmd::Record(_)));
+        while outcomes_alone && group.len() < GROUP {
+            let rx = &mut self.rx;
+            let next = self
+                .clock
+                .block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await });
+            match next {
+                Ok(Some(cmd)) => {
+                    let from = group.len();
+                    group.push(cmd);
+                    self.drain(&mut group);
+                    outcomes_alone = group[from..].iter().all(|c| matches!(c, Cmd::Record(_)));
+                }
+                // The time is up, or the run is over: commit what is here.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// Adds to `group` whatever is queued now, up to [`GROUP`].
+    fn drain(&mut self, group: &mut Vec<Cmd>) {
+        while group.len() < GROUP {
+            match self.rx.try_recv() {
+                Ok(cmd) => group.push(cmd),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// The thread's loop: take what is queued, run it in one transaction, commit, check the
 /// file is still the ledger's, answer. After the first failure it runs nothing more and
 /// answers no one, so no request leaves on a mark that may not be kept.
 fn serve(
     mut ledger: Ledger,
     run: RunId,
-    mut rx: mpsc::Receiver<Cmd>,
+    queue: &mut Queue,
     failed: Arc<Mutex<Option<Stopped>>>,
 ) -> Ledger {
     let path = ledger.path().to_path_buf();
@@ -169,14 +239,7 @@ fn serve(
     };
     let has_failed = || failed.lock().unwrap_or_else(|p| p.into_inner()).is_some();
     let checkpointer = ledger.background_checkpoints();
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => group.push(cmd),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = queue.next_group() {
         if has_failed() {
             // Dropped unanswered: every caller learns why from `check`.
             continue;
@@ -231,18 +294,21 @@ fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<R
 mod tests {
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::domain::{Admission, AdmitOptions, Verdict};
+    use crate::domain::{Admission, AdmitOptions, Job, State, Verdict};
     use crate::ledger::NewRow;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_call_is_answered_only_once_its_writes_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        let mut ledger = Ledger::open(&path).unwrap();
+    /// A ledger at `path` on its thread (outcomes alone waiting up to `linger`), with
+    /// `n` invitations admitted and marked `sending`.
+    async fn marked(
+        path: &Path,
+        n: u64,
+        linger: Duration,
+    ) -> (Writer, WriterThread, RunId, Vec<Job>) {
+        let mut ledger = Ledger::open(path).unwrap();
         let run = ledger.begin_run("run", "http://x", &[], false).unwrap();
         let source = ledger.add_source(run, "a.csv", &["email".into()]).unwrap();
-        let (writer, thread) = Writer::spawn(ledger, run).unwrap();
-        let rows: Vec<NewRow> = (0..100)
+        let (writer, thread) = Writer::spawn_lingering(ledger, run, linger).unwrap();
+        let rows: Vec<NewRow> = (0..n)
             .map(|i| NewRow {
                 source,
                 line: i + 2,
@@ -263,7 +329,7 @@ mod tests {
             .call(move |l| l.admit(run, &rows, AdmitOptions::default()))
             .await
             .unwrap();
-        let jobs: Vec<_> = admitted
+        let jobs: Vec<Job> = admitted
             .into_iter()
             .filter_map(|a| match a {
                 Admission::Send(j) => Some(j),
@@ -272,21 +338,79 @@ mod tests {
             .collect();
         let marks = jobs.clone();
         writer.call(move |l| l.mark_sending(&marks)).await.unwrap();
-        // Another connection (another process, after a crash) sees every mark now.
-        let other = rusqlite::Connection::open(&path).unwrap();
-        let sending: i64 = other
+        (writer, thread, run, jobs)
+    }
+
+    /// Invitations in `state`, as another connection (another process, after a crash)
+    /// reads the file.
+    fn committed(path: &Path, state: State) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
             .query_row(
-                "SELECT count(*) FROM invitations WHERE state = 'sending'",
-                [],
+                "SELECT count(*) FROM invitations WHERE state = ?1",
+                [state.as_str()],
                 |r| r.get(0),
             )
-            .unwrap();
-        assert_eq!(sending, 100);
+            .unwrap()
+    }
+
+    /// Each job invited.
+    fn invited(jobs: &[Job]) -> Vec<Outcome> {
+        jobs.iter()
+            .map(|j| Outcome {
+                invitation_id: j.invitation_id,
+                row_id: j.row_id,
+                state: State::Invited,
+                access_user_id: Some(7),
+                error: None,
+                http_status: Some(201),
+                unsure: false,
+                attempts: vec![],
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_is_answered_only_once_its_writes_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let (writer, thread, run, _) = marked(&path, 100, LINGER).await;
+        assert_eq!(committed(&path, State::Sending), 100);
         drop(writer);
         let mut ledger = thread.join().unwrap();
         assert_eq!(
             ledger.status_counts(Some(run)).unwrap().rows.get("sending"),
             Some(&100)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_alone_wait_for_the_next_call_and_commit_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let (writer, thread, _, jobs) = marked(&path, 10, Duration::from_secs(600)).await;
+        writer.record(invited(&jobs[..5])).await.unwrap();
+        // Long enough for the thread to have taken them, were it to commit them alone.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(committed(&path, State::Invited), 0);
+        writer.record(invited(&jobs[5..])).await.unwrap();
+        writer.call(|_| Ok(())).await.unwrap();
+        assert_eq!(committed(&path, State::Invited), 10);
+        writer.close(thread).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_alone_are_durable_within_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let (writer, thread, _, jobs) = marked(&path, 10, Duration::from_millis(100)).await;
+        writer.record(invited(&jobs)).await.unwrap();
+        let start = std::time::Instant::now();
+        // No call follows and the writer stays open: only the bound commits them.
+        while committed(&path, State::Invited) < 10 {
+            assert!(start.elapsed() < Duration::from_secs(20), "never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        writer.close(thread).unwrap();
     }
 }
