@@ -83,6 +83,8 @@ pub(crate) const ROW_STATUS: &str = "CASE WHEN r.status = 'pending'
 
 /// SQLite's page cache, in KiB.
 const CACHE_KIB: i64 = 32 * 1024;
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// WAL pages between automatic checkpoints when no run is writing (4 KiB pages: 16 MiB).
 const CHECKPOINT_PAGES: i64 = 4096;
 /// The size a WAL file is cut back to when it starts over: it never stays bigger.
@@ -331,7 +333,7 @@ impl Ledger {
             source,
         };
         let conn = Connection::open_with_flags(&uri, flags).map_err(sql_err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(sql_err)?;
         conn.pragma_update(None, "query_only", true)
@@ -363,7 +365,7 @@ impl Ledger {
             lock: None,
         };
         ledger.sql(|c| {
-            c.busy_timeout(Duration::from_secs(5))?;
+            c.busy_timeout(BUSY_TIMEOUT)?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             // A bigger page cache and fewer, larger checkpoints: a run touches the
