@@ -757,7 +757,7 @@ mod tests {
         }
     }
 
-    fn invite_row(source: i64, line: u64, customer_id: i64, email: &str) -> NewRow {
+    pub(super) fn invite_row(source: i64, line: u64, customer_id: i64, email: &str) -> NewRow {
         NewRow {
             source,
             line,
@@ -767,7 +767,7 @@ mod tests {
         }
     }
 
-    fn jobs(adm: &[Admission]) -> Vec<Job> {
+    pub(super) fn jobs(adm: &[Admission]) -> Vec<Job> {
         adm.iter()
             .filter_map(|a| match a {
                 Admission::Send(j) => Some(j.clone()),
@@ -776,9 +776,9 @@ mod tests {
             .collect()
     }
 
-    fn settle(l: &mut Ledger, run: RunId, jobs: &[Job], state: State) {
-        let outcomes: Vec<Outcome> = jobs
-            .iter()
+    /// Each job ended in `state`, with no attempt recorded.
+    pub(super) fn outcomes(jobs: &[Job], state: State) -> Vec<Outcome> {
+        jobs.iter()
             .map(|j| Outcome {
                 invitation_id: j.invitation_id,
                 row_id: j.row_id,
@@ -789,8 +789,11 @@ mod tests {
                 unsure: false,
                 attempts: vec![],
             })
-            .collect();
-        l.record(run, &outcomes).unwrap();
+            .collect()
+    }
+
+    fn settle(l: &mut Ledger, run: RunId, jobs: &[Job], state: State) {
+        l.record(run, &outcomes(jobs, state)).unwrap();
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! [`LINGER`]) for the next call: a run commits about once per batch of marks, not
 //! once more for the answers between them, and an outcome is durable within that
 //! bound (a kill loses at most the answers of that moment, whose invitations stay
-//! `sending` and are looked up before they are sent again). A failed write or a ledger deleted or replaced stops the run: the
-//! reason is kept, nothing more is written, and every later call reports it.
+//! `sending` and are looked up before they are sent again). A failed write or a ledger
+//! deleted or replaced stops the run: the reason is kept, nothing more is written, and
+//! every later call reports it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -293,9 +294,9 @@ fn write_group(ledger: &mut Ledger, run: RunId, group: Vec<Cmd>) -> Result<Vec<R
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::types::NewAccessUser;
-    use crate::domain::{Admission, AdmitOptions, Job, State, Verdict};
+    use crate::domain::{AdmitOptions, Job, State};
     use crate::ledger::NewRow;
+    use crate::ledger::tests::{invite_row, jobs, outcomes};
 
     /// A ledger at `path` on its thread (outcomes alone waiting up to `linger`), with
     /// `n` invitations admitted and marked `sending`.
@@ -309,33 +310,13 @@ mod tests {
         let source = ledger.add_source(run, "a.csv", &["email".into()]).unwrap();
         let (writer, thread) = Writer::spawn_lingering(ledger, run, linger).unwrap();
         let rows: Vec<NewRow> = (0..n)
-            .map(|i| NewRow {
-                source,
-                line: i + 2,
-                cells: "[]".into(),
-                email: Some(format!("u{i}@x.io")),
-                verdict: Verdict::Invite {
-                    customer_id: 1,
-                    user: NewAccessUser {
-                        email: format!("u{i}@x.io"),
-                        name: "N".into(),
-                        id: None,
-                        status: None,
-                    },
-                },
-            })
+            .map(|i| invite_row(source, i + 2, 1, &format!("u{i}@x.io")))
             .collect();
         let admitted = writer
             .call(move |l| l.admit(run, &rows, AdmitOptions::default()))
             .await
             .unwrap();
-        let jobs: Vec<Job> = admitted
-            .into_iter()
-            .filter_map(|a| match a {
-                Admission::Send(j) => Some(j),
-                Admission::Settled { .. } => None,
-            })
-            .collect();
+        let jobs = jobs(&admitted);
         let marks = jobs.clone();
         writer.call(move |l| l.mark_sending(&marks)).await.unwrap();
         (writer, thread, run, jobs)
@@ -352,22 +333,6 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap()
-    }
-
-    /// Each job invited.
-    fn invited(jobs: &[Job]) -> Vec<Outcome> {
-        jobs.iter()
-            .map(|j| Outcome {
-                invitation_id: j.invitation_id,
-                row_id: j.row_id,
-                state: State::Invited,
-                access_user_id: Some(7),
-                error: None,
-                http_status: Some(201),
-                unsure: false,
-                attempts: vec![],
-            })
-            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,11 +354,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let (writer, thread, _, jobs) = marked(&path, 10, Duration::from_secs(600)).await;
-        writer.record(invited(&jobs[..5])).await.unwrap();
+        writer
+            .record(outcomes(&jobs[..5], State::Invited))
+            .await
+            .unwrap();
         // Long enough for the thread to have taken them, were it to commit them alone.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(committed(&path, State::Invited), 0);
-        writer.record(invited(&jobs[5..])).await.unwrap();
+        writer
+            .record(outcomes(&jobs[5..], State::Invited))
+            .await
+            .unwrap();
         writer.call(|_| Ok(())).await.unwrap();
         assert_eq!(committed(&path, State::Invited), 10);
         writer.close(thread).unwrap();
@@ -404,7 +375,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let (writer, thread, _, jobs) = marked(&path, 10, Duration::from_millis(100)).await;
-        writer.record(invited(&jobs)).await.unwrap();
+        writer
+            .record(outcomes(&jobs, State::Invited))
+            .await
+            .unwrap();
         let start = std::time::Instant::now();
         // No call follows and the writer stays open: only the bound commits them.
         while committed(&path, State::Invited) < 10 {
