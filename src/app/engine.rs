@@ -244,14 +244,14 @@ impl Engine {
 /// left `sending` by a crash is not sent again this period, so each is marked alone,
 /// just before its request (see [`send`]): a crash loses at most those in flight.
 async fn mark(writer: Writer, batch: Vec<Work>) -> Vec<(Work, bool)> {
-    let jobs: Vec<Job> = batch
+    let invitations: Vec<i64> = batch
         .iter()
         .filter_map(|w| match w {
-            Work::Invite(job) => Some(job.clone()),
+            Work::Invite(job) => Some(job.invitation_id),
             Work::Act(_) => None,
         })
         .collect();
-    let ids: Vec<i64> = batch
+    let actions: Vec<i64> = batch
         .iter()
         .filter_map(|w| match w {
             Work::Act(a) if a.kind != ActionKind::Resend => Some(a.id),
@@ -260,11 +260,11 @@ async fn mark(writer: Writer, batch: Vec<Work>) -> Vec<(Work, bool)> {
         .collect();
     let marked = writer
         .call(move |l| {
-            if !jobs.is_empty() {
-                l.mark_sending(&jobs)?;
+            if !invitations.is_empty() {
+                l.mark_sending(&invitations)?;
             }
-            if !ids.is_empty() {
-                l.mark_actions_sending(&ids)?;
+            if !actions.is_empty() {
+                l.mark_actions_sending(&actions)?;
             }
             Ok(())
         })

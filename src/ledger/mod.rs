@@ -511,14 +511,14 @@ impl Ledger {
     /// Only the invitations are written: a row waiting on an invitation in flight reads
     /// `sending` (as the readers of rows spell it), and its own status is next written
     /// with the outcome.
-    pub fn mark_sending(&mut self, jobs: &[Job]) -> Result<()> {
+    pub fn mark_sending(&mut self, invitation_ids: &[i64]) -> Result<()> {
         let now = now_text();
         self.write(|c| {
             let mut inv = c.prepare_cached(
                 "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
             )?;
-            for job in jobs {
-                inv.execute(params![job.invitation_id, now])?;
+            for id in invitation_ids {
+                inv.execute(params![id, now])?;
             }
             Ok(())
         })
@@ -767,6 +767,11 @@ mod tests {
         }
     }
 
+    /// The invitations of `jobs`, as [`Ledger::mark_sending`] takes them.
+    pub(super) fn ids(jobs: &[Job]) -> Vec<i64> {
+        jobs.iter().map(|j| j.invitation_id).collect()
+    }
+
     pub(super) fn jobs(adm: &[Admission]) -> Vec<Job> {
         adm.iter()
             .filter_map(|a| match a {
@@ -840,7 +845,7 @@ mod tests {
             invite_row(src, 3, 1, "b@x.io"),
         ];
         let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
-        l.mark_sending(&js[..1]).unwrap();
+        l.mark_sending(&ids(&js[..1])).unwrap();
         assert_eq!(
             count(&l, "SELECT count(*) FROM rows WHERE status = 'pending'"),
             2,
@@ -919,7 +924,7 @@ mod tests {
                 ..
             }
         ));
-        l.mark_sending(&js).unwrap();
+        l.mark_sending(&ids(&js)).unwrap();
         settle(&mut l, run, &js, State::Invited);
 
         let run2 = l.begin_run("run", "http://x", &[], false).unwrap();
@@ -955,7 +960,7 @@ mod tests {
             )
             .unwrap();
         let js = jobs(&adm);
-        l.mark_sending(&js).unwrap();
+        l.mark_sending(&ids(&js)).unwrap();
         settle(&mut l, run, &js[..1], State::Failed);
         // b stays `sending`: the process died mid-call.
         let run2 = l.begin_run("run", "http://x", &[], false).unwrap();
@@ -1061,7 +1066,7 @@ mod tests {
         let js = jobs(&adm);
         settle(&mut l, run, &js[..1], State::Invited);
         settle(&mut l, run, &js[1..2], State::Failed);
-        l.mark_sending(&js[2..]).unwrap();
+        l.mark_sending(&ids(&js[2..])).unwrap();
         let run2 = l.begin_run("retry", "http://x", &[], false).unwrap();
         let again = l.requeue_unfinished(run2, false).unwrap();
         let emails: Vec<_> = again.iter().map(|j| j.user.email.as_str()).collect();
@@ -1114,7 +1119,7 @@ mod tests {
             .collect();
         let adm = l.admit(run, &batch, AdmitOptions::default()).unwrap();
         let js = jobs(&adm);
-        l.mark_sending(&js).unwrap();
+        l.mark_sending(&ids(&js)).unwrap();
         settle(l, run, &js, State::Invited);
         (run, adm)
     }
@@ -1206,7 +1211,7 @@ mod tests {
             invite_row(src, 3, 1, "b@x.io"),
         ];
         let js = jobs(&l.admit(run1, &rows, AdmitOptions::default()).unwrap());
-        l.mark_sending(&js).unwrap();
+        l.mark_sending(&ids(&js)).unwrap();
         let sent: Vec<Outcome> = js
             .iter()
             .map(|j| Outcome {

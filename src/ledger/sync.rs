@@ -477,7 +477,7 @@ mod tests {
             panic!("expected a job");
         };
         // b was in flight when the process died.
-        l.mark_sending(std::slice::from_ref(&cut)).unwrap();
+        l.mark_sending(&[cut.invitation_id]).unwrap();
         let present = |job: &crate::domain::Job, key: &str, uid| Present {
             row_id: job.row_id,
             customer_id: 1,

@@ -296,7 +296,7 @@ mod tests {
     use super::*;
     use crate::domain::{AdmitOptions, Job, State};
     use crate::ledger::NewRow;
-    use crate::ledger::tests::{invite_row, jobs, outcomes};
+    use crate::ledger::tests::{ids, invite_row, jobs, outcomes};
 
     /// A ledger at `path` on its thread (outcomes alone waiting up to `linger`), with
     /// `n` invitations admitted and marked `sending`.
@@ -317,7 +317,7 @@ mod tests {
             .await
             .unwrap();
         let jobs = jobs(&admitted);
-        let marks = jobs.clone();
+        let marks = ids(&jobs);
         writer.call(move |l| l.mark_sending(&marks)).await.unwrap();
         (writer, thread, run, jobs)
     }
