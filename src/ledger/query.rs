@@ -247,7 +247,9 @@ fn counts(
 }
 
 /// Run `run`'s recorded rows per status as people read them ([`ROW_STATUS`]): those
-/// waiting on an invitation in flight count as `sending`, not `pending`.
+/// waiting on an invitation in flight count as `sending`, not `pending`. Counted from
+/// the `rows_run` index alone, then corrected by the pending rows in flight, rather than
+/// grouping by `ROW_STATUS`, which would read every row's invitation id from the table.
 fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, u64>> {
     let mut rows = counts(
         c,
