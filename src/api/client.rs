@@ -16,13 +16,14 @@ use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Method, StatusCode, Uri};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, RwLock};
 
 use super::error::{Error, message_from_body, parse_retry_after};
+use super::http::{self, Http};
 use super::redact::Redactor;
 use super::types::{AccessUser, Customer, Keyed, NewAccessUser, Page, TokenRequest, TokenResponse};
 
@@ -154,7 +155,7 @@ struct TokenState {
 
 /// The API client. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Client {
-    http: reqwest::Client,
+    http: Http,
     base: String,
     credentials: Credentials,
     token: RwLock<TokenState>,
@@ -165,7 +166,7 @@ pub struct Client {
     /// Knows every secret this client holds, tokens included.
     redactor: Redactor,
     /// Each path's address, parsed once (parsing runs the host through IDNA).
-    urls: std::sync::Mutex<HashMap<String, reqwest::Url>>,
+    urls: std::sync::Mutex<HashMap<String, Uri>>,
     /// The `Authorization` value of the token last used: built once a token.
     bearer: std::sync::Mutex<Option<(Secret, HeaderValue)>>,
 }
@@ -183,33 +184,20 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        // The public client sends a JSON content type on every call; so do we, so the
-        // API sees the request shapes it already knows.
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("bbinvite/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            // A request that finds every connection busy for an instant (one that just
-            // answered is not back in the pool yet) opens another; kept rather than
-            // closed when idle, it serves later requests instead of being opened again.
-            .pool_max_idle_per_host(config.pool_size.max(1) * 2)
-            .tcp_nodelay(true)
-            // No call of this API is answered with a redirect; following one would send
-            // an invitation again, to another address, behind the attempt runner's back.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Connect(format!("cannot build the HTTP client: {e}")))?;
+        // A request that finds every connection busy for an instant (one that just
+        // answered is not back in the pool yet) opens another; kept rather than closed
+        // when idle, it serves later requests instead of being opened again.
+        let http = Http::new(
+            config.pool_size.max(1) * 2,
+            config.timeout.min(Duration::from_secs(10)),
+        )?;
         let redactor = Redactor::default();
         match &config.credentials {
             Credentials::ApiKey(key) => redactor.add(key.expose()),
             Credentials::Password { password, .. } => redactor.add(password.expose()),
         }
-        if let Ok(url) = reqwest::Url::parse(&config.base_url) {
-            redactor.add(url.password().unwrap_or_default());
+        if let Some(password) = url_password(&config.base_url) {
+            redactor.add(password);
         }
         Ok(Client {
             http,
@@ -483,14 +471,25 @@ impl Client {
         attempt.await.map_err(|e| self.redacted(e))
     }
 
-    /// The address of `path` under the base URL, parsed once.
-    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+    /// The address of `path` under the base URL with `query` (each key and value
+    /// percent-encoded); one without a query is parsed once.
+    fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Uri, Error> {
+        let parse = |text: String| {
+            text.parse::<Uri>()
+                .map_err(|e| Error::Connect(format!("not a valid address: {e}")))
+        };
+        if !query.is_empty() {
+            let pairs: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode_segment(k), encode_segment(v)))
+                .collect();
+            return parse(format!("{}{path}?{}", self.base, pairs.join("&")));
+        }
         let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(url) = urls.get(path) {
             return Ok(url.clone());
         }
-        let url = reqwest::Url::parse(&format!("{}{}", self.base, path))
-            .map_err(|e| Error::Transport(format!("not a valid address: {e}")))?;
+        let url = parse(format!("{}{path}", self.base))?;
         if urls.len() >= URL_CACHE {
             urls.clear();
         }
@@ -522,25 +521,14 @@ impl Client {
         token: &Secret,
         cap: usize,
     ) -> Result<Answer<T>, Error> {
-        let method_of_log = method.clone();
-        let mut req = self
-            .http
-            .request(method, self.url(path)?)
-            .header(AUTHORIZATION, self.bearer(token)?);
-        if !query.is_empty() {
-            req = req.query(query);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.wait_turn().await?;
-        let started = Instant::now();
-        let resp = req.send().await.map_err(|e| {
-            log_request(&method_of_log, path, None, started);
-            self.transport_error(e)
-        })?;
-        log_request(&method_of_log, path, Some(resp.status()), started);
-        let (status, retry_after, bytes) = self.read_answer(resp, cap).await?;
+        let body = body.map(json_body).transpose()?;
+        let req = Http::request(
+            method,
+            self.url(path, query)?,
+            Some(self.bearer(token)?),
+            body,
+        );
+        let (status, retry_after, bytes) = self.exchange(req, path, cap).await?;
         if !status.is_success() {
             return Err(Error::Http {
                 status: status.as_u16(),
@@ -555,13 +543,41 @@ impl Client {
         })
     }
 
+    /// Waits for the gate, sends `req` (for `path`, as the request log names it) and
+    /// reads its answer, all within the client's timeout: from the moment it may leave
+    /// to the last byte of its answer.
+    async fn exchange(
+        &self,
+        req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+        path: &str,
+        cap: usize,
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Error> {
+        self.wait_turn().await?;
+        let method = req.method().clone();
+        let started = Instant::now();
+        let answered = std::sync::atomic::AtomicBool::new(false);
+        let exchange = async {
+            let resp = self.http.send(req).await?;
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            log_request(&method, path, Some(resp.status()), started);
+            self.read_answer(resp, cap).await
+        };
+        let outcome = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)));
+        if outcome.is_err() && !answered.load(std::sync::atomic::Ordering::Relaxed) {
+            log_request(&method, path, None, started);
+        }
+        outcome
+    }
+
     /// Reads an answer: its status, its `Retry-After` (a `429` also pauses the gate for
     /// everyone), and at most `cap` bytes of a success's body ([`ERROR_BODY_CAP`] of an
     /// error's). A success whose body is longer is a [`Error::Decode`]: the server may have
     /// acted, but its answer is not read; an error's body is simply cut.
     async fn read_answer(
         &self,
-        mut resp: reqwest::Response,
+        resp: http::Answer,
         cap: usize,
     ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Error> {
         let status = resp.status();
@@ -583,46 +599,18 @@ impl Client {
                 cap / 1024
             ))
         };
-        if status.is_success() && resp.content_length().is_some_and(|n| n > cap as u64) {
+        if status.is_success() && http::announced_length(&resp).is_some_and(|n| n > cap as u64) {
             return Err(too_long());
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(e))? {
-            let room = cap - bytes.len();
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if chunk.len() > room {
-                if status.is_success() {
-                    return Err(too_long());
-                }
-                break;
-            }
+        let (bytes, cut) = http::read_capped(resp.into_body(), cap).await?;
+        if cut && status.is_success() {
+            return Err(too_long());
         }
         // The connection goes back to the pool from a task of its own, spawned here:
         // let it run before this request's task ends and the next one starts, so the
         // next request finds it idle instead of opening another.
         tokio::task::yield_now().await;
         Ok((status, retry_after, bytes))
-    }
-
-    fn transport_error(&self, e: reqwest::Error) -> Error {
-        // reqwest's Display can include the URL; ours never carries credentials, but
-        // keep only the chain of causes, which is what a person can act on.
-        let (timeout, connect) = (e.is_timeout(), e.is_connect());
-        let e = e.without_url();
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            source = s.source();
-        }
-        if timeout {
-            Error::Timeout(self.timeout)
-        } else if connect {
-            Error::Connect(msg)
-        } else {
-            Error::Transport(msg)
-        }
     }
 
     /// The token to use now, logging in when there is none or it is near its end.
@@ -661,15 +649,13 @@ impl Client {
             password: password.expose().to_string(),
             grant_type: "password".into(),
         };
-        let url = format!("{}/token", self.base);
-        self.wait_turn().await?;
-        let started = Instant::now();
-        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
-            log_request(&Method::POST, "/token", None, started);
-            self.transport_error(e)
-        })?;
-        log_request(&Method::POST, "/token", Some(resp.status()), started);
-        let (status, retry_after, bytes) = self.read_answer(resp, OBJECT_BODY_CAP).await?;
+        let req = Http::request(
+            Method::POST,
+            self.url("/token", &[])?,
+            None,
+            Some(json_body(&body)?),
+        );
+        let (status, retry_after, bytes) = self.exchange(req, "/token", OBJECT_BODY_CAP).await?;
         if status == StatusCode::UNAUTHORIZED
             || status == StatusCode::FORBIDDEN
             || status == StatusCode::BAD_REQUEST
@@ -700,6 +686,13 @@ impl Client {
     }
 }
 
+/// `body` as the JSON a request carries.
+fn json_body<B: Serialize>(body: &B) -> Result<Vec<u8>, Error> {
+    // Nothing has left yet: the call is refused as one never made.
+    serde_json::to_vec(body)
+        .map_err(|e| Error::Connect(format!("the request could not be written as JSON: {e}")))
+}
+
 fn decode_success<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Error> {
     // Bodiless successes (204, or an empty 200 to a resend) read as JSON null.
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -713,6 +706,14 @@ fn decode_success<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Resu
             status.as_u16()
         ))
     })
+}
+
+/// The password in `url`'s authority (`scheme://user:password@host`), if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (user, _) = authority.rsplit_once('@')?;
+    user.split_once(':').map(|(_, password)| password)
 }
 
 /// Percent-encodes one path segment.
@@ -800,15 +801,16 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
-    /// A server on a free loopback port that answers every request with a redirect to
-    /// itself; counts the requests it read.
-    fn redirecting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A server on a free loopback port that answers each request it reads with
+    /// `answer(base)` (sent as is, then the connection held open a while; an empty
+    /// answer sends nothing); counts the requests it read.
+    fn server(answer: fn(&str) -> String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = seen.clone();
-        let location = format!("{base}/moved");
+        let reply = answer(&base);
         std::thread::spawn(move || {
             for stream in listener.incoming().take(8) {
                 let Ok(mut stream) = stream else { return };
@@ -817,37 +819,119 @@ mod tests {
                     continue;
                 }
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let answer = format!(
-                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = stream.write_all(answer.as_bytes());
+                let _ = stream.write_all(reply.as_bytes());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(5));
+                    drop(stream);
+                });
             }
         });
         (base, seen)
     }
 
-    #[tokio::test]
-    async fn an_invitation_answered_with_a_redirect_is_not_sent_again() {
-        let (base, seen) = redirecting_server();
-        let client = Client::new(ClientConfig {
-            base_url: base,
+    fn client_of(base: &str, timeout: Duration) -> Client {
+        Client::new(ClientConfig {
+            base_url: base.to_string(),
             credentials: Credentials::ApiKey(Secret::new("k")),
-            timeout: Duration::from_secs(10),
+            timeout,
             pool_size: 1,
         })
-        .unwrap();
-        let user = NewAccessUser {
+        .unwrap()
+    }
+
+    fn user() -> NewAccessUser {
+        NewAccessUser {
             email: "a@b.io".into(),
             name: "A".into(),
             id: None,
             status: None,
-        };
-        let answer = client.invite(7, &user).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invitation_answered_with_a_redirect_is_not_sent_again() {
+        let (base, seen) = server(|base| {
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {base}/moved\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        });
+        let client = client_of(&base, Duration::from_secs(10));
+        let answer = client.invite(7, &user()).await;
         assert!(
             matches!(answer, Err(Error::Http { status: 307, .. })),
             "{answer:?}"
         );
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn no_answer_within_the_timeout_is_a_timeout_that_may_have_acted() {
+        let (base, seen) = server(|_| String::new());
+        let client = client_of(&base, Duration::from_millis(300));
+        let answer = client.invite(7, &user()).await;
+        assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
+        assert!(answer.unwrap_err().maybe_applied());
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_within_the_timeout_is_a_timeout_too() {
+        // The head arrives at once; the body it announces never does.
+        let (base, _) =
+            server(|_| "HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\n{\"id\":".to_string());
+        let client = client_of(&base, Duration::from_millis(300));
+        let answer = client.invite(7, &user()).await;
+        assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_call_never_made() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = client_of(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5));
+        let answer = client.invite(7, &user()).await;
+        let Err(e @ Error::Connect(_)) = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(!e.maybe_applied());
+        assert!(e.to_string().contains("refused"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_fails_is_a_call_never_made() {
+        // Plain HTTP where TLS was expected: the handshake fails before any request.
+        let (base, _) = server(|_| "HTTP/1.1 400 Bad Request\r\n\r\n".to_string());
+        let client = client_of(&base.replace("http://", "https://"), Duration::from_secs(5));
+        let answer = client.invite(7, &user()).await;
+        assert!(matches!(answer, Err(Error::Connect(_))), "{answer:?}");
+    }
+
+    #[test]
+    fn a_query_is_percent_encoded() {
+        let client = client_of("http://127.0.0.1:9", Duration::from_secs(1));
+        let url = client
+            .url(
+                "/customer/1/access",
+                &[("search", "a+b c@x.io".into()), ("offset", "0".into())],
+            )
+            .unwrap();
+        assert_eq!(
+            url.to_string(),
+            "http://127.0.0.1:9/customer/1/access?search=a%2Bb%20c%40x.io&offset=0"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_base_url_is_found_to_be_redacted() {
+        assert_eq!(
+            url_password("https://ops:s3cret@api.example/v1"),
+            Some("s3cret")
+        );
+        assert_eq!(url_password("https://api.example/a@b:c"), None);
+        assert_eq!(url_password("https://api.example"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod error;
+mod http;
 pub mod redact;
 pub mod types;
 

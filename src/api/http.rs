@@ -1,0 +1,137 @@
+//! The HTTP/1.1 layer under [`Client`](super::Client): hyper's connection pool over
+//! rustls, and nothing else.
+//!
+//! A run sends hundreds of requests a second, and each was spending as much CPU in the
+//! general-purpose client wrapped around this pool (re-parsing the address, merging
+//! default headers, boxing the body) as in the pool and the socket together. This
+//! layer keeps what the API client needs and no more: one pool kept alive across the
+//! run, TLS with the Mozilla roots, no redirects followed, and the failure told apart
+//! the way the sending stage must know it: a connection never made (nothing reached
+//! the server) from one lost after the request may have left.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::error::Error;
+
+/// Sent with every request. The public client sends a JSON content type on every call;
+/// so do we, so the API sees the request shapes it already knows.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("bbinvite/", env!("CARGO_PKG_VERSION")));
+
+/// Connections kept open between requests, and how they are made.
+pub(super) struct Http {
+    pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// What came back: the status and headers, and the body still to read.
+pub(super) type Answer = Response<Incoming>;
+
+impl Http {
+    /// A pool that keeps up to `idle` connections per host open between requests, and
+    /// gives up on a connection not made within `connect_timeout`.
+    pub(super) fn new(idle: usize, connect_timeout: Duration) -> Result<Http, Error> {
+        let mut tcp = HttpConnector::new();
+        // `https://` is for the TLS layer above to handle; plain http only reaches here
+        // for a loopback address, which the settings have already checked.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        let tls = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| Error::Connect(format!("cannot set up TLS: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let pool = Pool::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(idle)
+            .pool_timer(TokioTimer::new())
+            .build(tls);
+        Ok(Http { pool })
+    }
+
+    /// A request to `uri` with the headers every call carries and `body` (JSON) if any.
+    pub(super) fn request(
+        method: Method,
+        uri: Uri,
+        authorization: Option<HeaderValue>,
+        body: Option<Vec<u8>>,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body.map(Bytes::from).unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.insert(ACCEPT, JSON);
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(USER_AGENT, AGENT);
+        if let Some(value) = authorization {
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        req
+    }
+
+    /// Sends `req` on a pooled connection (or a new one) and waits for the answer's
+    /// head. A redirect is an answer like any other: no call of this API is answered
+    /// with one, and following it would send an invitation again, elsewhere.
+    pub(super) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Answer, Error> {
+        self.pool.request(req).await.map_err(|e| {
+            let message = causes(&e);
+            if e.is_connect() {
+                Error::Connect(message)
+            } else {
+                Error::Transport(message)
+            }
+        })
+    }
+}
+
+/// The length an answer's head announces, if any.
+pub(super) fn announced_length(answer: &Answer) -> Option<u64> {
+    answer.body().size_hint().exact().or_else(|| {
+        answer
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// Reads `body` up to `cap` bytes: the bytes, and whether more followed (then left
+/// unread). A connection lost on the way is [`Error::Transport`].
+pub(super) async fn read_capped(mut body: Incoming, cap: usize) -> Result<(Vec<u8>, bool), Error> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Transport(causes(&e)))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let room = cap - bytes.len();
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            return Ok((bytes, true));
+        }
+    }
+    Ok((bytes, false))
+}
+
+/// The chain of causes under `e`, which is what a person can act on ("tcp connect
+/// error: Connection refused"); the pool's own wrapper only names a kind.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = e.source().or(Some(e));
+    while let Some(cause) = next {
+        parts.push(cause.to_string());
+        next = cause.source();
+    }
+    parts.join(": ")
+}
