@@ -155,15 +155,17 @@ impl Engine {
     ///
     /// One task marks batches ahead of the requests; `concurrency` workers each take the
     /// next marked item as soon as their answer is in, so no request waits for this
-    /// task to hand it out; this task records the answers. When it returns early (the
-    /// ledger failed), the tasks are aborted with it: nothing more is sent unrecorded.
+    /// task to hand it out; one more task records the answers. All of them run on the
+    /// runtime's workers, which wake one another without a system call while they are
+    /// busy. When the recorder stops early (the ledger failed), the tasks are aborted
+    /// with it: nothing more is sent unrecorded.
     pub(crate) async fn dispatch(
         &self,
         work: impl Stream<Item = Work> + Send + 'static,
     ) -> anyhow::Result<()> {
         let concurrency = self.sender.settings().concurrency.max(1);
         let (queue_tx, queue_rx) = mpsc::channel::<(Work, bool)>(concurrency);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Option<Done>>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Option<Done>>();
         let mut tasks = JoinSet::new();
         tasks.spawn(feed_marked(
             self.writer.clone(),
@@ -182,9 +184,41 @@ impl Engine {
             tasks.spawn(worker.serve(queue.clone()));
         }
         drop(done_tx);
-        while let Some(first) = done_rx.recv().await {
-            // Every answer already in hands the ledger thread one batch: one wake of it
-            // for many outcomes rather than one each.
+        let recorder = Recorder {
+            writer: self.writer.clone(),
+            run: self.run,
+            progress: self.progress.clone(),
+            verbose: self.verbose,
+            clock: self.clock.clone(),
+        };
+        // In a set of its own, so it is aborted too if this future is dropped.
+        let mut recording = JoinSet::new();
+        recording.spawn(recorder.serve(done_rx));
+        while let Some(ended) = recording.join_next().await {
+            ended.map_err(|e| anyhow!("the recording task failed: {e}"))??;
+        }
+        while let Some(ended) = tasks.join_next().await {
+            ended.map_err(|e| anyhow!("a sending task failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Records what the workers finish, in batches: one hand-off to the ledger thread for
+/// every answer already in, rather than one each.
+struct Recorder {
+    writer: Writer,
+    run: RunId,
+    progress: Arc<Progress>,
+    verbose: bool,
+    clock: Arc<Clock>,
+}
+
+impl Recorder {
+    /// Takes answers until every worker is done; stops at the first item whose mark
+    /// was not committed, or when the ledger stops writing.
+    async fn serve(self, mut done: mpsc::UnboundedReceiver<Option<Done>>) -> anyhow::Result<()> {
+        while let Some(first) = done.recv().await {
             let mut invited = Vec::new();
             let mut next = Some(first);
             while let Some(finished) = next {
@@ -197,15 +231,12 @@ impl Engine {
                 self.record(finished, &mut invited).await?;
                 self.clock.tick();
                 next = if invited.len() < RECORD_BATCH {
-                    done_rx.try_recv().ok()
+                    done.try_recv().ok()
                 } else {
                     None
                 };
             }
             self.writer.record(invited).await?;
-        }
-        while let Some(ended) = tasks.join_next().await {
-            ended.map_err(|e| anyhow!("a sending task failed: {e}"))?;
         }
         Ok(())
     }
