@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
+use crate::api::http::{is_loopback, parse_address};
 use crate::api::{Credentials, Secret};
 use crate::domain::RowStatus;
 use crate::input::{Field, Options as InputOptions};
@@ -650,36 +651,34 @@ pub fn input_options(a: &InputArgs) -> InputOptions {
     }
 }
 
-/// Where to send, checked: https, or plain http only to this machine.
+/// Where to send, checked: https, or plain http only to this machine; no user name or
+/// password in it (the credentials come from the environment); a host.
 pub fn check_base_url(url: &str) -> anyhow::Result<String> {
     let url = url.trim().trim_end_matches('/');
     let shown = crate::api::redact::strip_url_credentials(url);
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| anyhow!("the base URL \"{shown}\" is not a URL ({e})"))?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    let parsed = parse_address(url)
+        .map_err(|why| anyhow!("the base URL \"{shown}\" is not a URL ({why})"))?;
+    if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
         bail!(
             "the base URL \"{shown}\" carries a user name or password; remove them and give the credentials in BILLINGBOOTH_API_KEY, or BILLINGBOOTH_EMAIL with BILLINGBOOTH_PASSWORD"
         );
     }
-    match parsed.scheme() {
-        "https" => {}
-        "http" => {
-            let host = parsed.host_str().unwrap_or("");
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                bail!(
-                    "refusing to send credentials over plain http to {url}; use https (plain http is allowed only to this machine)"
-                );
-            }
-        }
-        other => bail!("the base URL must be https, not {other}:"),
+    let scheme = parsed.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        bail!("the base URL must be https, not {scheme}:");
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
+    let host = parsed.host().unwrap_or_default();
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+    {
         bail!("the base URL \"{url}\" has no host");
+    }
+    if scheme == "http" && !is_loopback(host) {
+        bail!(
+            "refusing to send credentials over plain http to {url}; use https (plain http is allowed only to this machine)"
+        );
     }
     Ok(url.to_string())
 }
@@ -766,6 +765,104 @@ mod tests {
         assert!(
             e.contains("user name or password") && !e.contains("s3cret"),
             "{e}"
+        );
+    }
+
+    /// The error `check_base_url` gives for `url`, or "" if it accepts it.
+    fn refusal(url: &str) -> String {
+        check_base_url(url)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn credentials_anywhere_in_the_authority_are_refused_unshown() {
+        for url in [
+            "https://ops@api.billingbooth.app",
+            "https://ops:@api.billingbooth.app",
+            "http://ops:Pw%20q%2F7@127.0.0.1:9",
+            "http://@localhost:9",
+            "https://a@b@api.billingbooth.app",
+        ] {
+            let e = refusal(url);
+            assert!(e.contains("user name or password"), "{url}: {e}");
+            assert!(!e.contains("ops") && !e.contains("Pw"), "{url}: {e}");
+        }
+        assert_eq!(
+            check_base_url("https://api.billingbooth.app/v1/users@x").ok(),
+            Some("https://api.billingbooth.app/v1/users@x".into()),
+            "an @ in the path is not a credential"
+        );
+    }
+
+    #[test]
+    fn this_machine_is_named_in_any_of_its_forms() {
+        for url in [
+            "http://[::1]:9",
+            "http://[::1]",
+            "http://localhost",
+            "http://LocalHost:9/api",
+            "HTTP://127.0.0.1:9",
+            "http://127.0.0.2:9",
+        ] {
+            assert_eq!(refusal(url), "", "{url}");
+        }
+        for url in [
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "http://[::2]:9",
+            "http://[::ffff:127.0.0.1]:9",
+            "http://0.0.0.0:9",
+        ] {
+            assert!(refusal(url).contains("plain http"), "{url}");
+        }
+    }
+
+    #[test]
+    fn only_https_and_http_are_schemes() {
+        assert!(refusal("ftp://x").contains("must be https, not ftp:"));
+        assert!(refusal("FTP://x").contains("must be https, not ftp:"));
+        assert!(refusal("ws://127.0.0.1:9").contains("must be https, not ws:"));
+        assert_eq!(refusal("HTTPS://api.billingbooth.app"), "");
+    }
+
+    #[test]
+    fn an_address_without_a_host_is_refused() {
+        assert!(refusal("https://:443").contains("has no host"));
+        assert!(refusal("http://:9").contains("has no host"));
+        assert!(refusal("https:///v1").contains("is not a URL"));
+    }
+
+    #[test]
+    fn what_is_not_an_address_is_not_a_url() {
+        for url in [
+            "api.billingbooth.app",
+            "/v1",
+            "https://api.billingbooth.app:abc",
+            "https://api.billingbooth.app:99999",
+            "https://api.billingbooth.app:+443",
+            "http://127.0.0.1:9:9",
+            "https://[::zz]:443",
+            "https://api billingbooth.app",
+            "https://bücher.example",
+        ] {
+            let e = refusal(url);
+            assert!(e.contains("is not a URL"), "{url}: {e}");
+        }
+        // What the general parser read as a port "a", the http crate as host "ops".
+        assert!(refusal("https://ops:a/b@api.billingbooth.app").contains("is not a URL"));
+    }
+
+    #[test]
+    fn the_base_url_is_kept_as_given_without_its_trailing_slash() {
+        assert_eq!(
+            check_base_url("  https://api.billingbooth.app:8443/v1/ \n").ok(),
+            Some("https://api.billingbooth.app:8443/v1".into())
+        );
+        assert_eq!(
+            check_base_url("http://[::1]:9/").ok(),
+            Some("http://[::1]:9".into())
         );
     }
 

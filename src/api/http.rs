@@ -8,7 +8,12 @@
 //! run, TLS with the Mozilla roots, no redirects followed, and the failure told apart
 //! the way the sending stage must know it: a connection never made (nothing reached
 //! the server) from one lost after the request may have left.
+//!
+//! The run's webhook (`report::notify`) sends through it too, so the binary has one
+//! HTTP stack; for both, [`parse_address`] and [`is_loopback`] hold the rules an
+//! address must meet before anything is sent to it.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,17 +35,17 @@ const AGENT: HeaderValue =
     HeaderValue::from_static(concat!("bbinvite/", env!("CARGO_PKG_VERSION")));
 
 /// Connections kept open between requests, and how they are made.
-pub(super) struct Http {
+pub(crate) struct Http {
     pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// What came back: the status and headers, and the body still to read.
-pub(super) type Answer = Response<Incoming>;
+pub(crate) type Answer = Response<Incoming>;
 
 impl Http {
     /// A pool that keeps up to `idle` connections per host open between requests, and
     /// gives up on a connection not made within `connect_timeout`.
-    pub(super) fn new(idle: usize, connect_timeout: Duration) -> Result<Http, Error> {
+    pub(crate) fn new(idle: usize, connect_timeout: Duration) -> Result<Http, Error> {
         let mut tcp = HttpConnector::new();
         // `https://` is for the TLS layer above to handle; plain http only reaches here
         // for a loopback address, which the settings have already checked.
@@ -61,7 +66,7 @@ impl Http {
     }
 
     /// A request to `uri` with the headers every call carries and `body` (JSON) if any.
-    pub(super) fn request(
+    pub(crate) fn request(
         method: Method,
         uri: Uri,
         authorization: Option<HeaderValue>,
@@ -83,7 +88,7 @@ impl Http {
     /// Sends `req` on a pooled connection (or a new one) and waits for the answer's
     /// head. A redirect is an answer like any other: no call of this API is answered
     /// with one, and following it would send an invitation again, elsewhere.
-    pub(super) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Answer, Error> {
+    pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Answer, Error> {
         self.pool.request(req).await.map_err(|e| {
             let message = causes(&e);
             if e.is_connect() {
@@ -134,4 +139,49 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     parts.join(": ")
+}
+
+/// `text` as an absolute address (scheme and authority), or why not, in words that do
+/// not repeat it. Stricter than the http crate alone, which reads `https://host:abc`
+/// and `https://ops:a/b@host` as addresses and would connect to port 443 of `host`
+/// and of `ops`: a port must be a number that fits, an IPv6 host a real address.
+/// Which schemes, hosts and credentials are acceptable is for the caller to say.
+pub(crate) fn parse_address(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+    let (Some(_), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        return Err("no scheme and host: it must begin with https://".into());
+    };
+    let after_userinfo = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let host = authority.host();
+    // After the host: nothing, or a colon and the port (none there: the scheme's).
+    let port = after_userinfo.strip_prefix(host).unwrap_or_default();
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => {
+            digits.is_empty()
+                || (digits.bytes().all(|b| b.is_ascii_digit()) && digits.parse::<u16>().is_ok())
+        }
+    };
+    if !port_ok {
+        return Err("invalid port number".into());
+    }
+    if let Some(ip) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        && ip.parse::<Ipv6Addr>().is_err()
+    {
+        return Err("invalid IPv6 address".into());
+    }
+    Ok(uri)
+}
+
+/// Whether `host` (as [`Uri::host`] gives it: an IPv6 address in brackets) is this
+/// machine, the only place plain http may go: nothing on the way can read it.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

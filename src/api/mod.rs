@@ -4,7 +4,7 @@
 
 pub mod client;
 pub mod error;
-mod http;
+pub(crate) mod http;
 pub mod redact;
 pub mod types;
 
