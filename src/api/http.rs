@@ -9,11 +9,20 @@
 //! the way the sending stage must know it: a connection never made (nothing reached
 //! the server) from one lost after the request may have left.
 //!
+//! Behind a proxy, as curl and most HTTP clients do: `HTTPS_PROXY` (or `ALL_PROXY`)
+//! names it, `NO_PROXY` the hosts that bypass it, and an https address is reached
+//! through a `CONNECT` tunnel, TLS end to end. Plain http goes only to this machine,
+//! and never through a proxy.
+//!
 //! The run's webhook (`report::notify`) sends through it too, so the binary has one
 //! HTTP stack; for both, [`parse_address`] and [`is_loopback`] hold the rules an
 //! address must meet before anything is sent to it.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +33,10 @@ use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use super::error::Error;
 
@@ -36,7 +48,7 @@ const AGENT: HeaderValue =
 
 /// Connections kept open between requests, and how they are made.
 pub(crate) struct Http {
-    pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pool: Pool<HttpsConnector<Route>, Full<Bytes>>,
 }
 
 /// What came back: the status and headers, and the body still to read.
@@ -44,8 +56,18 @@ pub(crate) type Answer = Response<Incoming>;
 
 impl Http {
     /// A pool that keeps up to `idle` connections per host open between requests, and
-    /// gives up on a connection not made within `connect_timeout`.
+    /// gives up on a connection not made within `connect_timeout`; through the proxy
+    /// the environment names, if any.
     pub(crate) fn new(idle: usize, connect_timeout: Duration) -> Result<Http, Error> {
+        Http::with_proxies(idle, connect_timeout, Matcher::from_env())
+    }
+
+    /// [`Http::new`], with the proxies `proxies` names.
+    fn with_proxies(
+        idle: usize,
+        connect_timeout: Duration,
+        proxies: Matcher,
+    ) -> Result<Http, Error> {
         let mut tcp = HttpConnector::new();
         // `https://` is for the TLS layer above to handle; plain http only reaches here
         // for a loopback address, which the settings have already checked.
@@ -57,7 +79,10 @@ impl Http {
             .map_err(|e| Error::Connect(format!("cannot set up TLS: {e}")))?
             .https_or_http()
             .enable_http1()
-            .wrap_connector(tcp);
+            .wrap_connector(Route {
+                direct: tcp,
+                proxies: Arc::new(proxies),
+            });
         let pool = Pool::builder(TokioExecutor::new())
             .pool_max_idle_per_host(idle)
             .pool_timer(TokioTimer::new())
@@ -97,6 +122,53 @@ impl Http {
                 Error::Transport(message)
             }
         })
+    }
+}
+
+/// How a connection is made: straight to the host, or, for an https address the
+/// proxy settings intercept, through a `CONNECT` tunnel opened by the proxy (TLS then
+/// runs through it to the host). Any failure here is a connection never made.
+#[derive(Clone)]
+struct Route {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+type Connecting = Pin<
+    Box<
+        dyn Future<Output = Result<TokioIo<TcpStream>, Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+impl tower::Service<Uri> for Route {
+    type Response = TokioIo<TcpStream>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A TCP connector is always ready; each call below works on its own clone.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Connecting {
+        let proxy = match dst.scheme_str() {
+            Some("https") => self.proxies.intercept(&dst),
+            _ => None,
+        };
+        match proxy {
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { Ok(tunnel.call(dst).await?) })
+            }
+            None => {
+                let mut direct = self.direct.clone();
+                Box::pin(async move { Ok(direct.call(dst).await?) })
+            }
+        }
     }
 }
 
@@ -184,4 +256,89 @@ pub(crate) fn is_loopback(host: &str) -> bool {
         .unwrap_or(host);
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::Mutex;
+
+    /// A loopback listener that keeps the head of each request it reads and answers
+    /// it with `answer`, then hangs up.
+    fn listener(answer: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", socket.local_addr().unwrap());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (address, heads)
+    }
+
+    fn http(proxies: Matcher) -> Http {
+        Http::with_proxies(1, Duration::from_secs(5), proxies).unwrap()
+    }
+
+    fn get(uri: &str) -> Request<Full<Bytes>> {
+        Http::request(Method::GET, uri.parse().unwrap(), None, None)
+    }
+
+    #[tokio::test]
+    async fn an_https_address_is_reached_through_the_proxys_tunnel_with_its_credentials() {
+        let (proxy, heads) = listener("HTTP/1.1 200 Connection established\r\n\r\n");
+        let proxy = proxy.replace("http://", "http://ops:pw@");
+        let http = http(Matcher::builder().https(proxy).build());
+        // The proxy hangs up after the tunnel opens, so the TLS handshake fails: a
+        // connection never made, and nothing of the request left.
+        let sent = http.send(get("https://api.example.invalid/customer")).await;
+        assert!(matches!(sent, Err(Error::Connect(_))), "{sent:?}");
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert!(
+            heads[0].starts_with("CONNECT api.example.invalid:443 HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        // Basic base64("ops:pw"), to the proxy and not to the API.
+        assert!(heads[0].contains("Basic b3BzOnB3"), "{heads:?}");
+    }
+
+    #[tokio::test]
+    async fn a_host_no_proxy_names_is_reached_directly() {
+        let (proxy, heads) = listener("HTTP/1.1 200 Connection established\r\n\r\n");
+        let http = http(
+            Matcher::builder()
+                .https(proxy)
+                .no("api.example.invalid")
+                .build(),
+        );
+        let sent = http.send(get("https://api.example.invalid/customer")).await;
+        // Straight to a host that does not resolve.
+        assert!(matches!(sent, Err(Error::Connect(_))), "{sent:?}");
+        assert!(heads.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_this_machine_never_goes_through_a_proxy() {
+        let (proxy, proxy_heads) = listener("HTTP/1.1 502 Bad Gateway\r\n\r\n");
+        let (server, heads) = listener("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let http = http(Matcher::builder().all(proxy).build());
+        let answer = http.send(get(&format!("{server}/customer"))).await.unwrap();
+        assert_eq!(answer.status(), 204);
+        assert!(proxy_heads.lock().unwrap().is_empty());
+        assert!(heads.lock().unwrap()[0].starts_with("GET /customer HTTP/1.1\r\n"));
+    }
 }
