@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use crate::api::http::{is_loopback, parse_address};
+use crate::api::http::{Unsafe, check_destination, parse_address};
 use crate::api::{Credentials, Secret};
 use crate::domain::RowStatus;
 use crate::input::{Field, Options as InputOptions};
@@ -663,24 +663,14 @@ pub fn check_base_url(url: &str) -> anyhow::Result<String> {
             "the base URL \"{shown}\" carries a user name or password; remove them and give the credentials in BILLINGBOOTH_API_KEY, or BILLINGBOOTH_EMAIL with BILLINGBOOTH_PASSWORD"
         );
     }
-    let scheme = parsed.scheme_str().unwrap_or_default().to_ascii_lowercase();
-    if scheme != "https" && scheme != "http" {
-        bail!("the base URL must be https, not {scheme}:");
-    }
-    let host = parsed.host().unwrap_or_default();
-    if host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .is_empty()
-    {
-        bail!("the base URL \"{url}\" has no host");
-    }
-    if scheme == "http" && !is_loopback(host) {
-        bail!(
+    match check_destination(&parsed) {
+        Ok(()) => Ok(url.to_string()),
+        Err(Unsafe::Scheme(scheme)) => bail!("the base URL must be https, not {scheme}:"),
+        Err(Unsafe::NoHost) => bail!("the base URL \"{url}\" has no host"),
+        Err(Unsafe::PlainHttp) => bail!(
             "refusing to send credentials over plain http to {url}; use https (plain http is allowed only to this machine)"
-        );
+        ),
     }
-    Ok(url.to_string())
 }
 
 /// Credentials from the environment: an API key, or e-mail with password (or a file

@@ -247,9 +247,40 @@ pub(crate) fn parse_address(text: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// Why an address is not one to send to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unsafe {
+    /// Neither https nor http: the scheme, lowercased.
+    Scheme(String),
+    NoHost,
+    /// Plain http to another machine: anything on the way could read it.
+    PlainHttp,
+}
+
+/// Whether `uri` may be sent to: https anywhere, plain http only to this machine, and
+/// a host either way. The scheme is read in any case.
+pub(crate) fn check_destination(uri: &Uri) -> Result<(), Unsafe> {
+    let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return Err(Unsafe::Scheme(scheme));
+    }
+    let host = uri.host().unwrap_or_default();
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+    {
+        return Err(Unsafe::NoHost);
+    }
+    if scheme == "http" && !is_loopback(host) {
+        return Err(Unsafe::PlainHttp);
+    }
+    Ok(())
+}
+
 /// Whether `host` (as [`Uri::host`] gives it: an IPv6 address in brackets) is this
 /// machine, the only place plain http may go: nothing on the way can read it.
-pub(crate) fn is_loopback(host: &str) -> bool {
+fn is_loopback(host: &str) -> bool {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

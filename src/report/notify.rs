@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{Figures, NOTIFY_URL_ENV};
 use crate::api::Error;
-use crate::api::http::{Http, is_loopback, parse_address};
+use crate::api::http::{Http, check_destination, parse_address};
 
 /// Tries per notification.
 const TRIES: u32 = 3;
@@ -108,19 +108,7 @@ impl Target {
     /// address.
     fn parse(url: &str) -> Option<Target> {
         let uri = parse_address(url.trim()).ok()?;
-        let host = uri.host()?;
-        if host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .is_empty()
-        {
-            return None;
-        }
-        match uri.scheme_str()?.to_ascii_lowercase().as_str() {
-            "https" => {}
-            "http" if is_loopback(host) => {}
-            _ => return None,
-        }
+        check_destination(&uri).ok()?;
         let authority = uri.authority()?.as_str();
         let Some((userinfo, host_port)) = authority.rsplit_once('@') else {
             return Some(Target {
