@@ -67,6 +67,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_send_path",
         include_str!("../../migrations/0008_send_path.sql"),
     ),
+    (
+        "0009_attempts_by_run",
+        include_str!("../../migrations/0009_attempts_by_run.sql"),
+    ),
 ];
 
 /// The rows of unfinished invitations, as the partial index `rows_unfinished` (0008)
