@@ -225,6 +225,9 @@ pub struct Ledger {
     done: (RunId, done_keys::DoneKeys),
     /// Rows of the current run counted and not recorded, kept aside for `--results`.
     spool: Option<spool::Spool>,
+    /// The last run whose done rows were split sent / done before, as the ledger stood:
+    /// the end of a run asks for its tallies, then for its outcomes, and counts once.
+    done_rows: Option<report_data::CountedDone>,
     /// Opened by a reading command: nothing is written.
     read_only: bool,
     /// The run lock, for a ledger opened to write. Declared last: it must be released
@@ -348,6 +351,7 @@ impl Ledger {
             seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
+            done_rows: None,
             read_only: true,
             lock: None,
         })
@@ -365,6 +369,7 @@ impl Ledger {
             seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
+            done_rows: None,
             read_only: false,
             lock: None,
         };
