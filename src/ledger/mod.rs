@@ -445,9 +445,11 @@ impl Ledger {
         self.sql(|c| c.execute_batch("COMMIT"))
     }
 
-    /// Abandons the group transaction after a failed commit.
+    /// Abandons the group transaction after a failed commit. A count made inside it
+    /// may count what is undone, which no change count would show: it is dropped.
     pub fn rollback_group(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.done_rows = None;
     }
 
     /// Refuses an API other than the one this ledger's invitations were sent to: keys
