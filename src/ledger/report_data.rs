@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::query::seen_rows;
 use super::{Error, Ledger, ROW_STATUS, Result, RunId};
@@ -20,15 +20,11 @@ const READ_MMAP_BYTES: i64 = 1 << 30;
 /// The row statuses that make a run exit 1, as SQL text.
 const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
 
-/// A run's rows that ended done after a request of that run, and those done before it
-/// (recorded with no request of the run, or counted and not recorded), for run `?1`.
-/// One pass over the run's done rows, one attempt lookup each.
-pub(super) const TALLIES: &str = "SELECT coalesce(sum(e), 0),
-    coalesce(sum(1 - e), 0) + (SELECT coalesce(sum(n), 0) FROM run_counts
-       WHERE run_id = ?1 AND status IN ('invited', 'exists'))
-    FROM (SELECT EXISTS (SELECT 1 FROM attempts a
-                         WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id) AS e
-          FROM rows r WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists'))";
+/// The statuses of a row whose invitation ended done.
+const DONE_SQL: &str = "('invited', 'exists')";
+
+/// The invitations run `?1` asked for, in order (repeated for each of their attempts).
+const ASKED: &str = "SELECT invitation_id FROM attempts WHERE run_id = ?1 ORDER BY invitation_id";
 
 /// What a run did beyond its row counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,11 +98,21 @@ impl Ledger {
             return Ok(kept);
         }
         let actions = self.actions_done(run)?;
-        let (sent, done): (i64, i64) =
-            self.sql(|c| c.query_row(TALLIES, [run], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let counted: i64 = self.sql(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT coalesce(sum(n), 0) FROM run_counts WHERE run_id = ?1 AND status IN {DONE_SQL}"
+                ),
+                [run],
+                |r| r.get(0),
+            )
+        })?;
+        let rows = self.done_rows(run)?;
+        let sent: u64 = rows.values().map(|d| d.sent).sum();
+        let before: u64 = rows.values().map(|d| d.before).sum();
         Ok(RunTallies {
-            sent: sent.max(0) as u64 + actions,
-            already_done: done.max(0) as u64,
+            sent: sent + actions,
+            already_done: before + counted.max(0) as u64,
         })
     }
 
@@ -134,26 +140,47 @@ impl Ledger {
     /// exists after a request of this run, per status, and the sync actions it carried
     /// out, per kind.
     pub fn sent_outcomes(&mut self, run: RunId) -> Result<BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, u64> = self
+            .done_rows(run)?
+            .into_iter()
+            .filter(|(_, d)| d.sent > 0)
+            .map(|(status, d)| (status, d.sent))
+            .collect();
         self.sql(|c| {
-            let mut stmt = c.prepare(
-                "SELECT r.status, count(*) FROM rows r
-                 WHERE r.run_id = ?1 AND r.status IN ('invited', 'exists')
-                   AND EXISTS (SELECT 1 FROM attempts a
-                               WHERE a.invitation_id = r.invitation_id AND a.run_id = r.run_id)
-                 GROUP BY r.status
-                 UNION ALL
-                 SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done'
-                 GROUP BY kind",
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done' GROUP BY kind",
             )?;
-            let mut out = BTreeMap::new();
             for pair in
                 stmt.query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             {
-                let (what, n) = pair?;
-                *out.entry(what).or_insert(0) += n.max(0) as u64;
+                let (kind, n) = pair?;
+                *out.entry(kind).or_insert(0) += n.max(0) as u64;
             }
             Ok(out)
         })
+    }
+
+    /// Run `run`'s done rows split by [`done_rows`], counted again only when the ledger
+    /// changed since the last count of the same run (a write of this connection, a
+    /// commit of another).
+    fn done_rows(&mut self, run: RunId) -> Result<BTreeMap<String, DoneRows>> {
+        let at = self.sql(|c| {
+            let version = c.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok((c.total_changes(), version))
+        })?;
+        if let Some(memo) = &self.done_rows
+            && memo.run == run
+            && memo.at == at
+        {
+            return Ok(memo.rows.clone());
+        }
+        let rows = self.sql(|c| done_rows(c, run))?;
+        self.done_rows = Some(CountedDone {
+            run,
+            at,
+            rows: rows.clone(),
+        });
+        Ok(rows)
     }
 
     /// The sync actions run `run` carried out.
@@ -276,10 +303,222 @@ impl Ledger {
     }
 }
 
+/// A run's done rows as [`done_rows`] split them, and when: this connection's writes
+/// so far (`total_changes`) and the ledger's `data_version` (another connection's
+/// commits change it).
+#[derive(Debug, Clone)]
+pub(super) struct CountedDone {
+    run: RunId,
+    at: (u64, i64),
+    rows: BTreeMap<String, DoneRows>,
+}
+
+/// A run's recorded rows that ended done with one status: how many a request of the
+/// run made so, and how many were done before it.
+#[derive(Debug, Clone, Copy, Default)]
+struct DoneRows {
+    sent: u64,
+    before: u64,
+}
+
+/// Run `run`'s recorded rows that ended done, per status: those whose invitation a
+/// request of the run asked for (it has an attempt of the run), and the rest. One
+/// range of `attempts_run` gives the invitations the run asked for, in order, without
+/// reading a single attempt; one pass over the run's done rows looks each one up there.
+fn done_rows(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, DoneRows>> {
+    let mut asked: Vec<i64> = c
+        .prepare_cached(ASKED)?
+        .query_map([run], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    asked.dedup();
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT status, invitation_id FROM rows WHERE run_id = ?1 AND status IN {DONE_SQL}"
+    ))?;
+    let mut q = stmt.query([run])?;
+    // Two statuses at most: a name is copied once, not once a row.
+    let mut out: Vec<(String, DoneRows)> = Vec::with_capacity(2);
+    while let Some(r) = q.next()? {
+        let status = r.get_ref(0)?.as_str().unwrap_or_default();
+        let sent = r
+            .get::<_, Option<i64>>(1)?
+            .is_some_and(|id| asked.binary_search(&id).is_ok());
+        let at = match out.iter().position(|(s, _)| s == status) {
+            Some(at) => at,
+            None => {
+                out.push((status.to_string(), DoneRows::default()));
+                out.len() - 1
+            }
+        };
+        let tally = &mut out[at].1;
+        if sent {
+            tally.sent += 1;
+        } else {
+            tally.before += 1;
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::domain::{AdmitOptions, Attempt, Job, Outcome, State, Verdict};
+    use crate::ledger::NewRow;
+    use crate::ledger::tests::{ids, invite_row, jobs};
+
+    /// `job` ended in `state` after one request (`action`), or after none.
+    fn answered(job: &Job, state: State, action: Option<&'static str>) -> Outcome {
+        Outcome {
+            invitation_id: job.invitation_id,
+            row_id: job.row_id,
+            state,
+            access_user_id: Some(7),
+            error: None,
+            http_status: Some(201),
+            unsure: false,
+            attempts: action
+                .map(|action| Attempt {
+                    at: std::time::SystemTime::now(),
+                    action,
+                    http_status: Some(201),
+                    latency: std::time::Duration::from_millis(3),
+                    class: "ok",
+                    error: None,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Runs `rows` (e-mails, and whether the row's cells changed since the last night)
+    /// and records each sent job's outcome as `answer` says.
+    fn night(
+        l: &mut Ledger,
+        rows: &[(&str, bool)],
+        answer: impl Fn(&str) -> (State, Option<&'static str>),
+    ) -> RunId {
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let mut batch: Vec<NewRow> = rows
+            .iter()
+            .zip(2..)
+            .map(|((email, changed), line)| {
+                let mut row = invite_row(src, line, 1, email);
+                if *changed {
+                    row.cells = format!("[\"{email}\",\"changed\"]");
+                }
+                row
+            })
+            .collect();
+        batch.push(NewRow {
+            source: src,
+            line: 99,
+            cells: "[\"nope\"]".into(),
+            email: None,
+            verdict: Verdict::Invalid("no @".into()),
+        });
+        let js = jobs(&l.admit(run, &batch, AdmitOptions::default()).unwrap());
+        l.mark_sending(&ids(&js)).unwrap();
+        let outcomes: Vec<Outcome> = js
+            .iter()
+            .map(|j| {
+                let (state, action) = answer(&j.user.email);
+                answered(j, state, action)
+            })
+            .collect();
+        l.record(run, &outcomes).unwrap();
+        run
+    }
+
+    #[test]
+    fn a_run_counts_as_sent_only_the_done_rows_a_request_of_its_own_made_so() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let rows = [
+            ("a@x.io", false),
+            ("b@x.io", false),
+            ("c@x.io", false),
+            ("d@x.io", false),
+        ];
+        let run1 = night(&mut l, &rows, |email| match email {
+            "a@x.io" => (State::Invited, Some("invite")),
+            "b@x.io" => (State::Exists, Some("confirm")),
+            "c@x.io" => (State::Failed, Some("invite")),
+            // Recorded done with no request of the run: not sent by it.
+            _ => (State::Invited, None),
+        });
+        // a: done and unchanged, counted only; b: done, its cells changed, recorded
+        // with no request of this run (its attempt is run 1's); c: sent again; e: new.
+        let rows = [
+            ("a@x.io", false),
+            ("b@x.io", true),
+            ("c@x.io", false),
+            ("e@x.io", false),
+        ];
+        let run2 = night(&mut l, &rows, |_| (State::Invited, Some("invite")));
+
+        let t1 = l.run_tallies(run1).unwrap();
+        assert_eq!((t1.sent, t1.already_done), (2, 1));
+        let o1 = l.sent_outcomes(run1).unwrap();
+        assert_eq!(
+            o1,
+            BTreeMap::from([("exists".into(), 1), ("invited".into(), 1)])
+        );
+        let t2 = l.run_tallies(run2).unwrap();
+        assert_eq!((t2.sent, t2.already_done), (2, 2));
+        let o2 = l.sent_outcomes(run2).unwrap();
+        assert_eq!(o2, BTreeMap::from([("invited".into(), 2)]));
+    }
+
+    #[test]
+    fn the_done_rows_counted_once_are_counted_again_after_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut l = Ledger::open(&path).unwrap();
+        let rows = [("a@x.io", false), ("b@x.io", false)];
+        let run = night(&mut l, &rows, |_| (State::Invited, Some("invite")));
+        assert_eq!(l.run_tallies(run).unwrap().sent, 2);
+        assert_eq!(
+            l.sent_outcomes(run).unwrap(),
+            BTreeMap::from([("invited".into(), 2)])
+        );
+        // A write of this connection.
+        let set = "UPDATE rows SET status = 'exists' WHERE email = ?1";
+        l.conn.execute(set, ["a@x.io"]).unwrap();
+        assert_eq!(
+            l.sent_outcomes(run).unwrap(),
+            BTreeMap::from([("exists".into(), 1), ("invited".into(), 1)])
+        );
+        // A commit of another connection.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute(set, ["b@x.io"]).unwrap();
+        assert_eq!(
+            l.sent_outcomes(run).unwrap(),
+            BTreeMap::from([("exists".into(), 2)])
+        );
+        let other_run = night(&mut l, &[("c@x.io", false)], |_| {
+            (State::Exists, Some("confirm"))
+        });
+        assert_eq!(l.run_tallies(other_run).unwrap().sent, 1);
+        assert_eq!(l.run_tallies(run).unwrap().sent, 2);
+    }
+
+    #[test]
+    fn the_invitations_a_run_asked_for_are_read_from_the_index_alone() {
+        let l = Ledger::open_in_memory().unwrap();
+        let plan: Vec<String> = l
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ASKED}"))
+            .unwrap()
+            .query_map([1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH attempts USING COVERING INDEX attempts_run (run_id=?)"]
+        );
+    }
 
     #[test]
     fn an_empty_run_has_no_tallies_and_no_rows() {

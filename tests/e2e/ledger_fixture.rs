@@ -36,7 +36,18 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     // Carried forward: every run, row record, attempt and action is still there.
     let db = rusqlite::Connection::open(w.ledger()).unwrap();
     let n = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!(n("PRAGMA user_version"), 8);
+    assert_eq!(n("PRAGMA user_version"), 9);
+    // 0009 finds attempts by run, no longer by invitation alone.
+    assert_eq!(
+        n(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('attempts_run', 'attempts_invitation')"
+        ),
+        1
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM attempts INDEXED BY attempts_run"),
+        39
+    );
     assert_eq!(n("SELECT count(*) FROM runs"), 6);
     assert_eq!(n("SELECT count(*) FROM invitations"), 32);
     assert_eq!(n("SELECT count(*) FROM rows"), 185);
