@@ -225,9 +225,6 @@ pub struct Ledger {
     done: (RunId, done_keys::DoneKeys),
     /// Rows of the current run counted and not recorded, kept aside for `--results`.
     spool: Option<spool::Spool>,
-    /// The last run whose done rows were split sent / done before, as the ledger stood:
-    /// the end of a run asks for its tallies, then for its outcomes, and counts once.
-    done_rows: Option<report_data::CountedDone>,
     /// Opened by a reading command: nothing is written.
     read_only: bool,
     /// The run lock, for a ledger opened to write. Declared last: it must be released
@@ -351,7 +348,6 @@ impl Ledger {
             seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
-            done_rows: None,
             read_only: true,
             lock: None,
         })
@@ -369,7 +365,6 @@ impl Ledger {
             seen: (0, done_keys::IdSet::default()),
             done: (0, done_keys::DoneKeys::default()),
             spool: None,
-            done_rows: None,
             read_only: false,
             lock: None,
         };
@@ -445,11 +440,9 @@ impl Ledger {
         self.sql(|c| c.execute_batch("COMMIT"))
     }
 
-    /// Abandons the group transaction after a failed commit. A count made inside it
-    /// may count what is undone, which no change count would show: it is dropped.
+    /// Abandons the group transaction after a failed commit.
     pub fn rollback_group(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
-        self.done_rows = None;
     }
 
     /// Refuses an API other than the one this ledger's invitations were sent to: keys

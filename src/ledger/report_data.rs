@@ -98,16 +98,16 @@ impl Ledger {
             return Ok(kept);
         }
         let actions = self.actions_done(run)?;
-        let counted: i64 = self.sql(|c| {
-            c.query_row(
+        let (rows, counted) = self.sql(|c| {
+            let counted: i64 = c.query_row(
                 &format!(
                     "SELECT coalesce(sum(n), 0) FROM run_counts WHERE run_id = ?1 AND status IN {DONE_SQL}"
                 ),
                 [run],
                 |r| r.get(0),
-            )
+            )?;
+            Ok((done_rows(c, run)?, counted))
         })?;
-        let rows = self.done_rows(run)?;
         let sent: u64 = rows.values().map(|d| d.sent).sum();
         let before: u64 = rows.values().map(|d| d.before).sum();
         Ok(RunTallies {
@@ -140,13 +140,12 @@ impl Ledger {
     /// exists after a request of this run, per status, and the sync actions it carried
     /// out, per kind.
     pub fn sent_outcomes(&mut self, run: RunId) -> Result<BTreeMap<String, u64>> {
-        let mut out: BTreeMap<String, u64> = self
-            .done_rows(run)?
-            .into_iter()
-            .filter(|(_, d)| d.sent > 0)
-            .map(|(status, d)| (status, d.sent))
-            .collect();
         self.sql(|c| {
+            let mut out: BTreeMap<String, u64> = done_rows(c, run)?
+                .into_iter()
+                .filter(|(_, d)| d.sent > 0)
+                .map(|(status, d)| (status, d.sent))
+                .collect();
             let mut stmt = c.prepare_cached(
                 "SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done' GROUP BY kind",
             )?;
@@ -158,29 +157,6 @@ impl Ledger {
             }
             Ok(out)
         })
-    }
-
-    /// Run `run`'s done rows split by [`done_rows`], counted again only when the ledger
-    /// changed since the last count of the same run (a write of this connection, a
-    /// commit of another).
-    fn done_rows(&mut self, run: RunId) -> Result<BTreeMap<String, DoneRows>> {
-        let at = self.sql(|c| {
-            let version = c.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-            Ok((c.total_changes(), version))
-        })?;
-        if let Some(memo) = &self.done_rows
-            && memo.run == run
-            && memo.at == at
-        {
-            return Ok(memo.rows.clone());
-        }
-        let rows = self.sql(|c| done_rows(c, run))?;
-        self.done_rows = Some(CountedDone {
-            run,
-            at,
-            rows: rows.clone(),
-        });
-        Ok(rows)
     }
 
     /// The sync actions run `run` carried out.
@@ -301,16 +277,6 @@ impl Ledger {
             Ok((rows, total.max(0) as u64))
         })
     }
-}
-
-/// A run's done rows as [`done_rows`] split them, and when: this connection's writes
-/// so far (`total_changes`) and the ledger's `data_version` (another connection's
-/// commits change it).
-#[derive(Debug, Clone)]
-pub(super) struct CountedDone {
-    run: RunId,
-    at: (u64, i64),
-    rows: BTreeMap<String, DoneRows>,
 }
 
 /// A run's recorded rows that ended done with one status: how many a request of the
@@ -468,39 +434,6 @@ mod tests {
         assert_eq!((t2.sent, t2.already_done), (2, 2));
         let o2 = l.sent_outcomes(run2).unwrap();
         assert_eq!(o2, BTreeMap::from([("invited".into(), 2)]));
-    }
-
-    #[test]
-    fn the_done_rows_counted_once_are_counted_again_after_any_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        let mut l = Ledger::open(&path).unwrap();
-        let rows = [("a@x.io", false), ("b@x.io", false)];
-        let run = night(&mut l, &rows, |_| (State::Invited, Some("invite")));
-        assert_eq!(l.run_tallies(run).unwrap().sent, 2);
-        assert_eq!(
-            l.sent_outcomes(run).unwrap(),
-            BTreeMap::from([("invited".into(), 2)])
-        );
-        // A write of this connection.
-        let set = "UPDATE rows SET status = 'exists' WHERE email = ?1";
-        l.conn.execute(set, ["a@x.io"]).unwrap();
-        assert_eq!(
-            l.sent_outcomes(run).unwrap(),
-            BTreeMap::from([("exists".into(), 1), ("invited".into(), 1)])
-        );
-        // A commit of another connection.
-        let other = rusqlite::Connection::open(&path).unwrap();
-        other.execute(set, ["b@x.io"]).unwrap();
-        assert_eq!(
-            l.sent_outcomes(run).unwrap(),
-            BTreeMap::from([("exists".into(), 2)])
-        );
-        let other_run = night(&mut l, &[("c@x.io", false)], |_| {
-            (State::Exists, Some("confirm"))
-        });
-        assert_eq!(l.run_tallies(other_run).unwrap().sent, 1);
-        assert_eq!(l.run_tallies(run).unwrap().sent, 2);
     }
 
     #[test]
