@@ -37,8 +37,16 @@ use tokio_util::sync::CancellationToken;
 /// Items marked `sending` in one transaction, at most; about one round of workers, so a
 /// crash leaves few marks to check.
 pub(crate) const MARK_BATCH: usize = 64;
-/// Mark batches committed ahead of sending.
-const MARKS_AHEAD: usize = 4;
+/// Mark batches committed ahead of sending, at least: enough that workers rarely wait
+/// for a commit, which can sit behind a whole admitted batch on the ledger thread.
+const MARKS_AHEAD_MIN: usize = 4;
+/// Mark batches committed ahead of sending, at most.
+const MARKS_AHEAD_MAX: usize = 12;
+/// How far ahead marks go, as time at the run's rate. A crash leaves what is marked
+/// ahead `sending`, and each is looked up before it is sent again: with a rate in the
+/// hundreds a second that is a few hundred lookups; only a run allowed thousands a
+/// second marks more ahead, and looks them all up again in well under a second.
+const MARKS_AHEAD_TIME_SECS: f64 = 0.25;
 /// Outcomes handed to the ledger thread at once, at most.
 const RECORD_BATCH: usize = 256;
 
@@ -313,14 +321,15 @@ async fn feed_marked(
     queue: mpsc::Sender<(Work, bool)>,
 ) {
     let stop = sender.stop_token().clone();
-    let concurrency = sender.settings().concurrency.max(1);
+    let settings = sender.settings();
+    let batch = MARK_BATCH.min(settings.concurrency.max(1) * 2);
     let marked = work
         .take_until(stop.cancelled_owned())
-        .ready_chunks(MARK_BATCH.min(concurrency * 2))
+        .ready_chunks(batch)
         .map(move |batch| mark(writer.clone(), batch))
-        // The next batch is marked while this one is sent, so workers never wait on a
-        // commit; at most a few batches are marked ahead of their requests.
-        .buffered(MARKS_AHEAD)
+        // The next batches are marked while this one is sent, so workers rarely wait
+        // on a commit; at most a few are marked ahead of their requests.
+        .buffered(marks_ahead(settings.rate.per_second_f64(), batch))
         .flat_map(futures::stream::iter);
     let mut marked = std::pin::pin!(marked);
     while let Some(item) = marked.next().await {
@@ -328,6 +337,13 @@ async fn feed_marked(
             return;
         }
     }
+}
+
+/// Mark batches of `batch` items to commit ahead of sending at `rate` requests a second:
+/// what the rate sends in [`MARKS_AHEAD_TIME_SECS`], within the bounds.
+fn marks_ahead(rate: f64, batch: usize) -> usize {
+    let batches = (rate * MARKS_AHEAD_TIME_SECS / batch.max(1) as f64).ceil();
+    (batches.min(MARKS_AHEAD_MAX as f64) as usize).clamp(MARKS_AHEAD_MIN, MARKS_AHEAD_MAX)
 }
 
 /// One of the run's `concurrency` senders: takes the next marked item, sends it to its
@@ -598,4 +614,18 @@ fn stopped_by_ledger(err: anyhow::Error, progress: &Progress) -> anyhow::Error {
     anyhow::Error::new(Aborted(format!(
         "{msg}; the run stopped sending after these rows: {done}; {what_now}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_go_ahead_by_a_quarter_second_at_the_rate_within_bounds() {
+        assert_eq!(marks_ahead(0.5, 64), MARKS_AHEAD_MIN);
+        assert_eq!(marks_ahead(1_000.0, 64), MARKS_AHEAD_MIN);
+        assert_eq!(marks_ahead(2_000.0, 64), 8);
+        assert_eq!(marks_ahead(1_000_000.0, 64), MARKS_AHEAD_MAX);
+        assert_eq!(marks_ahead(f64::INFINITY, 2), MARKS_AHEAD_MAX);
+    }
 }
