@@ -779,6 +779,9 @@ mod tests {
             assert!(e.contains("user name or password"), "{url}: {e}");
             assert!(!e.contains("ops") && !e.contains("Pw"), "{url}: {e}");
         }
+        // A `/` in the password makes the URL unreadable; it is still not shown.
+        let e = refusal("https://ops:se/cret@api.billingbooth.app");
+        assert!(!e.contains("ops") && !e.contains("cret"), "{e}");
         assert_eq!(
             check_base_url("https://api.billingbooth.app/v1/users@x").ok(),
             Some("https://api.billingbooth.app/v1/users@x".into()),

@@ -125,7 +125,10 @@ fn lowercase_hex(s: &str) -> String {
     out
 }
 
-/// `scheme://user:password@host` → `scheme://[redacted]@host`, wherever it occurs.
+/// `scheme://user:password@host` → `scheme://[redacted]@host`, wherever it occurs. A
+/// password may hold a `/` that was not escaped (`https://ops:a/b@host`), so the `@`
+/// that ends the credentials is looked for up to the query, not only to the path: an
+/// `@` in a path hides that part of the path too, which is the safe side.
 pub fn strip_url_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -133,17 +136,15 @@ pub fn strip_url_credentials(text: &str) -> String {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
         let end = after
-            .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
-            })
+            .find(|c: char| matches!(c, '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace())
             .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rfind('@') {
+        let address = &after[..end];
+        match address.rfind('@') {
             Some(userinfo_end) => {
                 out.push_str(REDACTED);
-                out.push_str(&authority[userinfo_end..]);
+                out.push_str(&address[userinfo_end..]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(address),
         }
         rest = &after[end..];
     }
@@ -187,5 +188,15 @@ mod tests {
             "see https://api.example/x"
         );
         assert_eq!(r.redact("no url"), "no url");
+        // A `/` in the password, unescaped: the credentials end at the last `@`.
+        assert_eq!(
+            r.redact("the base URL \"https://ops:a/b@api.example/v1\" is not a URL"),
+            "the base URL \"https://[redacted]@api.example/v1\" is not a URL"
+        );
+        // An `@` in a query is an e-mail searched for, not a credential.
+        assert_eq!(
+            r.redact("GET https://api.example/customer/1/access?search=a@b.io"),
+            "GET https://api.example/customer/1/access?search=a@b.io"
+        );
     }
 }
