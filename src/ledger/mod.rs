@@ -787,18 +787,31 @@ mod tests {
 
     /// Each job ended in `state`, with no attempt recorded.
     pub(super) fn outcomes(jobs: &[Job], state: State) -> Vec<Outcome> {
-        jobs.iter()
-            .map(|j| Outcome {
-                invitation_id: j.invitation_id,
-                row_id: j.row_id,
-                state,
-                access_user_id: Some(7),
-                error: None,
-                http_status: Some(201),
-                unsure: false,
-                attempts: vec![],
-            })
-            .collect()
+        jobs.iter().map(|j| answered(j, state, None)).collect()
+    }
+
+    /// `job` ended in `state` after one request of the run (`action`), or after none.
+    pub(super) fn answered(job: &Job, state: State, action: Option<&'static str>) -> Outcome {
+        Outcome {
+            invitation_id: job.invitation_id,
+            row_id: job.row_id,
+            state,
+            access_user_id: Some(7),
+            error: None,
+            http_status: Some(201),
+            unsure: false,
+            attempts: action
+                .map(|action| crate::domain::Attempt {
+                    at: SystemTime::now(),
+                    action,
+                    http_status: Some(201),
+                    latency: Duration::from_millis(3),
+                    class: "ok",
+                    error: None,
+                })
+                .into_iter()
+                .collect(),
+        }
     }
 
     fn settle(l: &mut Ledger, run: RunId, jobs: &[Job], state: State) {
@@ -1218,23 +1231,7 @@ mod tests {
         l.mark_sending(&ids(&js)).unwrap();
         let sent: Vec<Outcome> = js
             .iter()
-            .map(|j| Outcome {
-                invitation_id: j.invitation_id,
-                row_id: j.row_id,
-                state: State::Invited,
-                access_user_id: Some(7),
-                error: None,
-                http_status: Some(201),
-                unsure: false,
-                attempts: vec![crate::domain::Attempt {
-                    at: SystemTime::now(),
-                    action: "invite",
-                    http_status: Some(201),
-                    latency: Duration::from_millis(3),
-                    class: "ok",
-                    error: None,
-                }],
-            })
+            .map(|j| answered(j, State::Invited, Some("invite")))
             .collect();
         l.record(run1, &sent).unwrap();
         let (run2, _) = night(&mut l, &[(2, "a@x.io")], false);

@@ -329,33 +329,9 @@ fn done_rows(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, Do
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::domain::{AdmitOptions, Attempt, Job, Outcome, State, Verdict};
+    use crate::domain::{AdmitOptions, Outcome, State, Verdict};
     use crate::ledger::NewRow;
-    use crate::ledger::tests::{ids, invite_row, jobs};
-
-    /// `job` ended in `state` after one request (`action`), or after none.
-    fn answered(job: &Job, state: State, action: Option<&'static str>) -> Outcome {
-        Outcome {
-            invitation_id: job.invitation_id,
-            row_id: job.row_id,
-            state,
-            access_user_id: Some(7),
-            error: None,
-            http_status: Some(201),
-            unsure: false,
-            attempts: action
-                .map(|action| Attempt {
-                    at: std::time::SystemTime::now(),
-                    action,
-                    http_status: Some(201),
-                    latency: std::time::Duration::from_millis(3),
-                    class: "ok",
-                    error: None,
-                })
-                .into_iter()
-                .collect(),
-        }
-    }
+    use crate::ledger::tests::{answered, ids, invite_row, jobs};
 
     /// Runs `rows` (e-mails, and whether the row's cells changed since the last night)
     /// and records each sent job's outcome as `answer` says.

@@ -173,8 +173,9 @@ fn later_changes(c: &rusqlite::Connection, run: RunId) -> rusqlite::Result<Vec<C
 mod tests {
     use super::*;
     use crate::api::types::NewAccessUser;
-    use crate::domain::{ActionState, Admission, AdmitOptions, NewAction, Outcome, State, Verdict};
+    use crate::domain::{ActionState, Admission, AdmitOptions, NewAction, State, Verdict};
     use crate::ledger::NewRow;
+    use crate::ledger::tests::answered;
 
     /// Admits and records one invitation of `email` in `run`, ending `state`.
     fn invite(l: &mut Ledger, run: RunId, email: &str, state: State) {
@@ -202,17 +203,7 @@ mod tests {
         else {
             panic!("not sent");
         };
-        let outcome = Outcome {
-            invitation_id: job.invitation_id,
-            row_id: job.row_id,
-            state,
-            access_user_id: Some(7),
-            error: None,
-            http_status: None,
-            unsure: false,
-            attempts: vec![],
-        };
-        l.record(run, &[outcome]).unwrap();
+        l.record(run, &[answered(&job, state, None)]).unwrap();
     }
 
     #[test]
