@@ -197,7 +197,7 @@ impl Client {
             Credentials::Password { password, .. } => redactor.add(password.expose()),
         }
         if let Some(password) = url_password(&config.base_url) {
-            redactor.add(password);
+            redactor.add(&password);
         }
         Ok(Client {
             http,
@@ -709,11 +709,11 @@ fn decode_success<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Resu
 }
 
 /// The password in `url`'s authority (`scheme://user:password@host`), if it has one.
-fn url_password(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let (user, _) = authority.rsplit_once('@')?;
-    user.split_once(':').map(|(_, password)| password)
+fn url_password(url: &str) -> Option<String> {
+    let address = http::parse_address(url).ok()?;
+    let (user, _) = address.authority()?.as_str().rsplit_once('@')?;
+    user.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 /// Percent-encodes one path segment.
@@ -885,6 +885,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_success_announcing_a_body_over_the_cap_is_refused_unread() {
+        // Two megabytes announced, one byte sent: waiting for the rest would time out.
+        let (base, _) =
+            server(|_| "HTTP/1.1 201 Created\r\nContent-Length: 2000000\r\n\r\n{".to_string());
+        let client = client_of(&base, Duration::from_secs(5));
+        let answer = client.invite(7, &user()).await;
+        let Err(Error::Decode(message)) = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(message.contains("it was not read"), "{message}");
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_is_a_call_never_made() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -927,7 +940,7 @@ mod tests {
     #[test]
     fn a_password_in_the_base_url_is_found_to_be_redacted() {
         assert_eq!(
-            url_password("https://ops:s3cret@api.example/v1"),
+            url_password("https://ops:s3cret@api.example/v1").as_deref(),
             Some("s3cret")
         );
         assert_eq!(url_password("https://api.example/a@b:c"), None);

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as Pool;
@@ -172,15 +172,9 @@ impl tower::Service<Uri> for Route {
     }
 }
 
-/// The length an answer's head announces, if any.
+/// The length an answer's head announces (its `Content-Length`), if any.
 pub(super) fn announced_length(answer: &Answer) -> Option<u64> {
-    answer.body().size_hint().exact().or_else(|| {
-        answer
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    })
+    answer.body().size_hint().exact()
 }
 
 /// Reads `body` up to `cap` bytes: the bytes, and whether more followed (then left
