@@ -343,7 +343,8 @@ async fn feed_marked(
 /// what the rate sends in [`MARKS_AHEAD_TIME_SECS`], within the bounds.
 fn marks_ahead(rate: f64, batch: usize) -> usize {
     let batches = (rate * MARKS_AHEAD_TIME_SECS / batch.max(1) as f64).ceil();
-    (batches.min(MARKS_AHEAD_MAX as f64) as usize).clamp(MARKS_AHEAD_MIN, MARKS_AHEAD_MAX)
+    // `as` saturates: an unlimited rate is usize::MAX batches, clamped.
+    (batches as usize).clamp(MARKS_AHEAD_MIN, MARKS_AHEAD_MAX)
 }
 
 /// One of the run's `concurrency` senders: takes the next marked item, sends it to its
