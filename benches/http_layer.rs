@@ -26,6 +26,11 @@ fn body(i: u64) -> Vec<u8> {
     format!("{{\"email\": \"u{i}@layer.example\", \"name\": \"U {i}\"}}").into_bytes()
 }
 
+/// The next request's number, while fewer than `requests` are taken.
+fn take(next: &AtomicU64, requests: u64) -> Option<u64> {
+    Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| *i < requests)
+}
+
 /// Sends requests numbered from `next` until `requests` are taken, through reqwest.
 async fn through_reqwest(
     client: reqwest::Client,
@@ -33,11 +38,7 @@ async fn through_reqwest(
     next: Arc<AtomicU64>,
     requests: u64,
 ) -> Result<(), Failure> {
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= requests {
-            return Ok(());
-        }
+    while let Some(i) = take(&next, requests) {
         let answer = client
             .post(url.clone())
             .header("authorization", "Bearer bench-key")
@@ -48,6 +49,7 @@ async fn through_reqwest(
         let bytes = answer.bytes().await?;
         let _: serde_json::Value = serde_json::from_slice(&bytes)?;
     }
+    Ok(())
 }
 
 /// The same through hyper's pool alone.
@@ -57,11 +59,7 @@ async fn through_pool(
     next: Arc<AtomicU64>,
     requests: u64,
 ) -> Result<(), Failure> {
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= requests {
-            return Ok(());
-        }
+    while let Some(i) = take(&next, requests) {
         let request = hyper::Request::post(uri.clone())
             .header("authorization", "Bearer bench-key")
             .header("content-type", "application/json")
@@ -71,6 +69,7 @@ async fn through_pool(
         let bytes = answer.into_body().collect().await?.to_bytes();
         let _: serde_json::Value = serde_json::from_slice(&bytes)?;
     }
+    Ok(())
 }
 
 #[tokio::main]
