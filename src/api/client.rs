@@ -184,9 +184,9 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
-        // A request that finds every connection busy for an instant (one that just
-        // answered is not back in the pool yet) opens another; kept rather than closed
-        // when idle, it serves later requests instead of being opened again.
+        // A request that finds every connection busy for an instant (one whose answer
+        // is still being read) opens another; kept rather than closed when idle, it
+        // serves later requests instead of being opened again.
         let http = Http::new(
             config.pool_size.max(1) * 2,
             config.timeout.min(Duration::from_secs(10)),
@@ -599,17 +599,13 @@ impl Client {
                 cap / 1024
             ))
         };
-        if status.is_success() && http::announced_length(&resp).is_some_and(|n| n > cap as u64) {
+        if status.is_success() && resp.announced_length().is_some_and(|n| n > cap as u64) {
             return Err(too_long());
         }
-        let (bytes, cut) = http::read_capped(resp.into_body(), cap).await?;
+        let (bytes, cut) = resp.read_capped(cap).await?;
         if cut && status.is_success() {
             return Err(too_long());
         }
-        // The connection goes back to the pool from a task of its own, spawned here:
-        // let it run before this request's task ends and the next one starts, so the
-        // next request finds it idle instead of opening another.
-        tokio::task::yield_now().await;
         Ok((status, retry_after, bytes))
     }
 

@@ -1,13 +1,15 @@
-//! The HTTP/1.1 layer under [`Client`](super::Client): hyper's connection pool over
-//! rustls, and nothing else.
+//! The HTTP/1.1 layer under [`Client`](super::Client): hyper's connections over
+//! rustls, kept open between requests in a list of idle ones, and nothing else.
 //!
 //! A run sends hundreds of requests a second, and each was spending as much CPU in the
-//! general-purpose client wrapped around this pool (re-parsing the address, merging
-//! default headers, boxing the body) as in the pool and the socket together. This
-//! layer keeps what the API client needs and no more: one pool kept alive across the
-//! run, TLS with the Mozilla roots, no redirects followed, and the failure told apart
-//! the way the sending stage must know it: a connection never made (nothing reached
-//! the server) from one lost after the request may have left.
+//! general-purpose client around hyper (re-parsing the address, merging default
+//! headers, boxing the body, a task spawned per request to hand its connection back)
+//! as in hyper and the socket together. This layer keeps what the API client needs and
+//! no more: connections kept alive across the run (one taken per request, given back
+//! once its answer is read to the end), TLS with the Mozilla roots, no redirects
+//! followed, and the failure told apart the way the sending stage must know it: a
+//! connection never made (nothing reached the server) from one lost after the request
+//! may have left.
 //!
 //! Behind a proxy, as curl and most HTTP clients do: `HTTPS_PROXY` (or `ALL_PROXY`)
 //! names it, `NO_PROXY` the hosts that bypass it, and an https address is reached
@@ -21,22 +23,23 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response, Uri};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client as Pool;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tower::Service as _;
 
 use super::error::Error;
 
@@ -46,18 +49,135 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const AGENT: HeaderValue =
     HeaderValue::from_static(concat!("bbinvite/", env!("CARGO_PKG_VERSION")));
 
+/// An idle connection older than this is closed rather than used: servers close theirs
+/// after a while, and one closed as a request leaves on it fails that request.
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Connections kept open between requests, and how they are made.
 pub(crate) struct Http {
-    pool: Pool<HttpsConnector<Route>, Full<Bytes>>,
+    connector: HttpsConnector<Route>,
+    idle: Arc<Idle>,
 }
 
-/// What came back: the status and headers, and the body still to read.
-pub(crate) type Answer = Response<Incoming>;
+/// The connections waiting for a request, the latest back first.
+struct Idle {
+    connections: Mutex<Vec<Kept>>,
+    /// How many are kept at most; one more coming back is closed.
+    most: usize,
+}
+
+/// A connection with no request on it, and where it goes.
+struct Kept {
+    to: Destination,
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// What a connection is to: scheme and authority.
+#[derive(Clone, PartialEq, Eq)]
+struct Destination(String);
+
+impl Destination {
+    fn of(uri: &Uri) -> Destination {
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        Destination(format!("{scheme}://{authority}"))
+    }
+}
+
+impl Idle {
+    /// The latest connection to `to` still open and not idle too long; the ones past
+    /// that are closed on the way.
+    fn take(&self, to: &Destination) -> Option<SendRequest<Full<Bytes>>> {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(at) = connections.iter().rposition(|k| k.to == *to) {
+            let kept = connections.swap_remove(at);
+            if !kept.sender.is_closed() && kept.since.elapsed() < IDLE_FOR {
+                return Some(kept.sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` for the next request to `to`, unless as many are kept already.
+    fn put(&self, to: Destination, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if connections.len() < self.most {
+            connections.push(Kept {
+                to,
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// What came back: the status and headers, and the body still to read. Once the body
+/// is read to its end, its connection serves the next request.
+pub(crate) struct Answer {
+    response: Response<Incoming>,
+    connection: Option<(Destination, SendRequest<Full<Bytes>>, Arc<Idle>)>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Answer {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The length the answer's head announces (its `Content-Length`), if any.
+    pub(super) fn announced_length(&self) -> Option<u64> {
+        self.response.body().size_hint().exact()
+    }
+
+    /// Reads the body up to `cap` bytes: the bytes, and whether more followed (then
+    /// left unread, and the connection closed). A connection lost on the way is
+    /// [`Error::Transport`].
+    pub(super) async fn read_capped(self, cap: usize) -> Result<(Vec<u8>, bool), Error> {
+        let mut body = self.response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Error::Transport(causes(&e)))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let room = cap - bytes.len();
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.len() > room {
+                return Ok((bytes, true));
+            }
+        }
+        if let Some((to, sender, idle)) = self.connection {
+            idle.put(to, sender);
+        }
+        Ok((bytes, false))
+    }
+}
 
 impl Http {
-    /// A pool that keeps up to `idle` connections per host open between requests, and
-    /// gives up on a connection not made within `connect_timeout`; through the proxy
-    /// the environment names, if any.
+    /// Keeps up to `idle` connections open between requests, and gives up on a
+    /// connection not made within `connect_timeout`; through the proxy the environment
+    /// names, if any.
     pub(crate) fn new(idle: usize, connect_timeout: Duration) -> Result<Http, Error> {
         Http::with_proxies(idle, connect_timeout, Matcher::from_env())
     }
@@ -74,7 +194,7 @@ impl Http {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
-        let tls = HttpsConnectorBuilder::new()
+        let connector = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| Error::Connect(format!("cannot set up TLS: {e}")))?
             .https_or_http()
@@ -83,11 +203,11 @@ impl Http {
                 direct: tcp,
                 proxies: Arc::new(proxies),
             });
-        let pool = Pool::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(idle)
-            .pool_timer(TokioTimer::new())
-            .build(tls);
-        Ok(Http { pool })
+        let idle = Arc::new(Idle {
+            connections: Mutex::new(Vec::new()),
+            most: idle.max(1),
+        });
+        Ok(Http { connector, idle })
     }
 
     /// A request to `uri` with the headers every call carries and `body` (JSON) if any.
@@ -110,18 +230,87 @@ impl Http {
         req
     }
 
-    /// Sends `req` on a pooled connection (or a new one) and waits for the answer's
-    /// head. A redirect is an answer like any other: no call of this API is answered
-    /// with one, and following it would send an invitation again, elsewhere.
+    /// Sends `req` on an idle connection (or a new one) and waits for the answer's
+    /// head. A request an idle connection could not take (closed as it was picked) goes
+    /// on another; one that may have left is never sent twice. A redirect is an answer
+    /// like any other: no call of this API is answered with one, and following it would
+    /// send an invitation again, elsewhere.
     pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Answer, Error> {
-        self.pool.request(req).await.map_err(|e| {
-            let message = causes(&e);
-            if e.is_connect() {
-                Error::Connect(message)
-            } else {
-                Error::Transport(message)
+        let uri = req.uri().clone();
+        let to = Destination::of(&uri);
+        let mut req = on_the_wire(req)?;
+        loop {
+            let (mut sender, kept) = match self.idle.take(&to) {
+                Some(sender) => (sender, true),
+                None => (self.connect(&uri).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if kept {
+                    continue;
+                }
+                return Err(Error::Connect("the connection closed before use".into()));
             }
-        })
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok(Answer {
+                        response,
+                        connection: Some((to, sender, self.idle.clone())),
+                    });
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: nothing of it left, so it may go on another.
+                    Some(back) if kept => req = back,
+                    Some(_) => return Err(Error::Connect(causes(failed.error()))),
+                    None => return Err(Error::Transport(causes(failed.error()))),
+                },
+            }
+        }
+    }
+
+    /// A new connection to `uri`'s host, ready for a request. Any failure is a
+    /// connection never made.
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Full<Bytes>>, Error> {
+        let mut connector = self.connector.clone();
+        let stream = connector
+            .call(uri.clone())
+            .await
+            .map_err(|e| Error::Connect(causes(e.as_ref())))?;
+        let (sender, connection) = http1::handshake(stream)
+            .await
+            .map_err(|e| Error::Connect(causes(&e)))?;
+        // Runs the connection until its last request is answered and it is dropped.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+}
+
+/// `req` as it goes on the wire: its target path and query alone, and its host in a
+/// `Host` header.
+fn on_the_wire(mut req: Request<Full<Bytes>>) -> Result<Request<Full<Bytes>>, Error> {
+    let uri = req.uri();
+    let host = match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) if Some(port) != default_port(uri) => format!("{host}:{port}"),
+        (Some(host), _) => host.to_string(),
+        (None, _) => return Err(Error::Connect("the address has no host".into())),
+    };
+    let host =
+        HeaderValue::try_from(host).map_err(|_| Error::Connect("the host is not valid".into()))?;
+    let target = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<Uri>()
+        .map_err(|e| Error::Connect(format!("not a valid address: {e}")))?;
+    req.headers_mut().insert(HOST, host);
+    *req.uri_mut() = target;
+    Ok(req)
+}
+
+/// The port a scheme uses when the address names none.
+fn default_port(uri: &Uri) -> Option<u16> {
+    match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
     }
 }
 
@@ -170,29 +359,6 @@ impl tower::Service<Uri> for Route {
             }
         }
     }
-}
-
-/// The length an answer's head announces (its `Content-Length`), if any.
-pub(super) fn announced_length(answer: &Answer) -> Option<u64> {
-    answer.body().size_hint().exact()
-}
-
-/// Reads `body` up to `cap` bytes: the bytes, and whether more followed (then left
-/// unread). A connection lost on the way is [`Error::Transport`].
-pub(super) async fn read_capped(mut body: Incoming, cap: usize) -> Result<(Vec<u8>, bool), Error> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::Transport(causes(&e)))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        let room = cap - bytes.len();
-        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if chunk.len() > room {
-            return Ok((bytes, true));
-        }
-    }
-    Ok((bytes, false))
 }
 
 /// The chain of causes under `e`, which is what a person can act on ("tcp connect
@@ -288,7 +454,7 @@ fn is_loopback(host: &str) -> bool {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A loopback listener that keeps the head of each request it reads and answers
     /// it with `answer`, then hangs up.
@@ -312,6 +478,117 @@ mod tests {
             }
         });
         (address, heads)
+    }
+
+    /// A loopback server that keeps each connection open for request after request,
+    /// answering each with a `content-length` body of `body` bytes, and hanging up after
+    /// each answer when `hang_up`. Gives its address, the heads it read, and how many
+    /// connections it took.
+    fn server(body: usize, hang_up: bool) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", socket.local_addr().unwrap());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (heads.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(mut stream) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {body}\r\n\r\n{}",
+                        "x".repeat(body)
+                    );
+                    loop {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if stream.read(&mut byte).unwrap_or(0) != 1 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        if stream.write_all(answer.as_bytes()).is_err() || hang_up {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, heads, accepted)
+    }
+
+    /// `GET address/path`, its body read up to `cap` bytes: whether it was cut.
+    async fn fetch(http: &Http, address: &str, cap: usize) -> bool {
+        let answer = http
+            .send(get(&format!("{address}/customer?limit=1")))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.read_capped(cap).await.unwrap().1
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_answer_is_read_serves_the_next_request() {
+        let (address, heads, accepted) = server(2, false);
+        let http = http(Matcher::builder().build());
+        for _ in 0..5 {
+            assert!(!fetch(&http, &address, 1024).await);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // On the wire: the path and query alone, the host in its own header.
+        let heads = heads.lock().unwrap();
+        let port = address.rsplit(':').next().unwrap();
+        assert!(
+            heads[0].starts_with("GET /customer?limit=1 HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        assert!(
+            heads[0].contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{heads:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_left_unread_closes_its_connection() {
+        let (address, _, accepted) = server(64, false);
+        let http = http(Matcher::builder().build());
+        assert!(fetch(&http, &address, 8).await);
+        assert!(fetch(&http, &address, 8).await);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
+        let (address, _, accepted) = server(2, true);
+        let http = http(Matcher::builder().build());
+        for _ in 0..3 {
+            assert!(!fetch(&http, &address, 1024).await);
+            // Time for the hang-up to reach this side.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn no_more_connections_are_kept_than_asked() {
+        let (address, _, accepted) = server(2, false);
+        let http =
+            Http::with_proxies(2, Duration::from_secs(5), Matcher::builder().build()).unwrap();
+        let answers: Vec<Answer> = futures::future::try_join_all(
+            (0..4).map(|_| http.send(get(&format!("{address}/customer")))),
+        )
+        .await
+        .unwrap();
+        for answer in answers {
+            answer.read_capped(1024).await.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(http.idle.connections.lock().unwrap().len(), 2);
     }
 
     fn http(proxies: Matcher) -> Http {
