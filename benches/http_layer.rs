@@ -1,10 +1,11 @@
 //! What an HTTP client layer costs a request: `requests` POSTs of an invitation to a
-//! sandbox, `concurrency` at a time, through reqwest or through hyper's connection
-//! pool alone (the layer the API client sends through). Each answer's body is read and
-//! decoded as JSON, as the client does. Prints requests a second; measure its CPU from
-//! outside (`/usr/bin/time -f "%U %S"`), divided by `requests`.
+//! sandbox, `concurrency` at a time, through reqwest, through hyper-util's connection
+//! pool, or on hyper's connections alone, one per sender (what the API client's layer
+//! does with its idle list). Each answer's body is read and decoded as JSON, as the
+//! client does. Prints requests a second; measure its CPU from outside
+//! (`/usr/bin/time -f "%U %S"`), divided by `requests`.
 //!
-//! Usage: `cargo bench --bench http_layer -- reqwest|pool BASE_URL [REQUESTS] [CONCURRENCY]`,
+//! Usage: `cargo bench --bench http_layer -- reqwest|pool|connection BASE_URL [REQUESTS] [CONCURRENCY]`,
 //! with `bbinvite sandbox` answering at BASE_URL.
 
 use std::sync::Arc;
@@ -72,6 +73,34 @@ async fn through_pool(
     Ok(())
 }
 
+/// The same on one connection of its own, no pool: hyper's connection alone, as oha
+/// sends.
+async fn through_connection(
+    uri: hyper::Uri,
+    next: Arc<AtomicU64>,
+    requests: u64,
+) -> Result<(), Failure> {
+    let authority = uri.authority().ok_or("no host")?.as_str().to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    while let Some(i) = take(&next, requests) {
+        let request = hyper::Request::post(uri.clone())
+            .header("host", &authority)
+            .header("authorization", "Bearer bench-key")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body(i))))?;
+        sender.ready().await?;
+        let answer =
+            tokio::time::timeout(Duration::from_secs(30), sender.send_request(request)).await??;
+        let bytes = answer.into_body().collect().await?.to_bytes();
+        let _: serde_json::Value = serde_json::from_slice(&bytes)?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     // cargo bench passes `--bench`; the rest are positional.
@@ -80,7 +109,7 @@ async fn main() -> Result<(), Failure> {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let (Some(layer), Some(base)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: http_layer reqwest|pool BASE_URL [REQUESTS] [CONCURRENCY]");
+        eprintln!("usage: http_layer reqwest|pool|connection BASE_URL [REQUESTS] [CONCURRENCY]");
         std::process::exit(2);
     };
     let requests: u64 = args.get(2).map_or(Ok(100_000), |n| n.parse())?;
@@ -110,7 +139,8 @@ async fn main() -> Result<(), Failure> {
                 requests,
             )),
             "pool" => senders.spawn(through_pool(pool.clone(), url.parse()?, next, requests)),
-            other => return Err(format!("no layer {other}: reqwest or pool").into()),
+            "connection" => senders.spawn(through_connection(url.parse()?, next, requests)),
+            other => return Err(format!("no layer {other}: reqwest, pool or connection").into()),
         };
     }
     while let Some(sent) = senders.join_next().await {
