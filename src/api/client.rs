@@ -25,7 +25,9 @@ use tokio::sync::{Mutex, RwLock};
 use super::error::{Error, message_from_body, parse_retry_after};
 use super::http::{self, Http};
 use super::redact::Redactor;
-use super::types::{AccessUser, Customer, Keyed, NewAccessUser, Page, TokenRequest, TokenResponse};
+use super::types::{
+    AccessUser, Customer, Invited, Keyed, NewAccessUser, Page, TokenRequest, TokenResponse,
+};
 
 /// Rows asked for per page. The server may serve fewer; paging never assumes it did not.
 pub const PAGE_SIZE: u64 = 100;
@@ -158,6 +160,8 @@ pub struct Client {
     http: Http,
     base: String,
     credentials: Credentials,
+    /// The API key as every call sends it, when the credentials are one.
+    api_key: Option<Arc<Secret>>,
     token: RwLock<TokenState>,
     /// Serialises logins so a burst of `401`s causes one `POST /token`, not one per task.
     login_gate: Mutex<()>,
@@ -202,6 +206,10 @@ impl Client {
         Ok(Client {
             http,
             base: config.base_url.trim_end_matches('/').to_string(),
+            api_key: match &config.credentials {
+                Credentials::ApiKey(key) => Some(Arc::new(key.clone())),
+                Credentials::Password { .. } => None,
+            },
             credentials: config.credentials,
             token: RwLock::new(TokenState::default()),
             login_gate: Mutex::new(()),
@@ -274,12 +282,13 @@ impl Client {
         }
     }
 
-    /// `POST /customer/{id}/access`: invites one user.
+    /// `POST /customer/{id}/access`: invites one user; the answer's id is all a run
+    /// keeps of it.
     pub async fn invite(
         &self,
         customer_id: i64,
         user: &NewAccessUser,
-    ) -> Result<Answer<AccessUser>, Error> {
+    ) -> Result<Answer<Invited>, Error> {
         let path = format!("/customer/{customer_id}/access");
         self.call(Method::POST, &path, &[], Some(user), OBJECT_BODY_CAP)
             .await
@@ -611,8 +620,8 @@ impl Client {
 
     /// The token to use now, logging in when there is none or it is near its end.
     async fn current_token(&self) -> Result<(Arc<Secret>, u64), Error> {
-        if let Credentials::ApiKey(key) = &self.credentials {
-            return Ok((Arc::new(key.clone()), 0));
+        if let Some(key) = &self.api_key {
+            return Ok((key.clone(), 0));
         }
         {
             let state = self.token.read().await;

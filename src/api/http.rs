@@ -32,6 +32,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, USER_AGENT};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -75,13 +76,17 @@ struct Kept {
 
 /// What a connection is to: scheme and authority.
 #[derive(Clone, PartialEq, Eq)]
-struct Destination(String);
+struct Destination {
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+}
 
 impl Destination {
     fn of(uri: &Uri) -> Destination {
-        let scheme = uri.scheme_str().unwrap_or_default();
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        Destination(format!("{scheme}://{authority}"))
+        Destination {
+            scheme: uri.scheme().cloned(),
+            authority: uri.authority().cloned(),
+        }
     }
 }
 
@@ -284,24 +289,29 @@ impl Http {
     }
 }
 
-/// `req` as it goes on the wire: its target path and query alone, and its host in a
-/// `Host` header.
+/// `req` as it goes on the wire: its target path and query alone, and its host (and
+/// port, unless the scheme's own) in a `Host` header.
 fn on_the_wire(mut req: Request<Full<Bytes>>) -> Result<Request<Full<Bytes>>, Error> {
     let uri = req.uri();
-    let host = match (uri.host(), uri.port_u16()) {
-        (Some(host), Some(port)) if Some(port) != default_port(uri) => format!("{host}:{port}"),
-        (Some(host), _) => host.to_string(),
-        (None, _) => return Err(Error::Connect("the address has no host".into())),
+    let Some(authority) = uri.authority() else {
+        return Err(Error::Connect("the address has no host".into()));
+    };
+    let host = match authority.port_u16() {
+        // What follows the credentials, if the address carries any.
+        Some(port) if Some(port) != default_port(uri) => {
+            let text = authority.as_str();
+            text.rsplit('@').next().unwrap_or(text)
+        }
+        _ => authority.host(),
     };
     let host =
-        HeaderValue::try_from(host).map_err(|_| Error::Connect("the host is not valid".into()))?;
+        HeaderValue::from_str(host).map_err(|_| Error::Connect("the host is not valid".into()))?;
     let target = uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .map_err(|e| Error::Connect(format!("not a valid address: {e}")))?;
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     req.headers_mut().insert(HOST, host);
-    *req.uri_mut() = target;
+    *req.uri_mut() = Uri::from(target);
     Ok(req)
 }
 
@@ -530,6 +540,33 @@ mod tests {
             .unwrap();
         assert_eq!(answer.status(), 200);
         answer.read_capped(cap).await.unwrap().1
+    }
+
+    #[test]
+    fn on_the_wire_a_request_names_its_path_and_its_host_never_the_credentials() {
+        let wire = |uri: &str| {
+            let req = on_the_wire(get(uri)).unwrap();
+            let host = req.headers()[HOST].to_str().unwrap().to_string();
+            (req.uri().to_string(), host)
+        };
+        let cases = [
+            (
+                "https://ops:pw@api.example:443/customer?x=1",
+                "/customer?x=1",
+                "api.example",
+            ),
+            (
+                "https://ops:pw@api.example:8443/customer",
+                "/customer",
+                "api.example:8443",
+            ),
+            ("http://127.0.0.1:8080/a/b", "/a/b", "127.0.0.1:8080"),
+            ("https://[::1]:8443", "/", "[::1]:8443"),
+            ("https://api.example", "/", "api.example"),
+        ];
+        for (uri, target, host) in cases {
+            assert_eq!(wire(uri), (target.to_string(), host.to_string()), "{uri}");
+        }
     }
 
     #[tokio::test]

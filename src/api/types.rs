@@ -165,6 +165,13 @@ pub struct AccessUser {
     pub created_at: Option<String>,
 }
 
+/// What a run reads of the answer to an invitation: the access user's id (the rest
+/// of the object is read past, not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Invited {
+    pub id: i64,
+}
+
 /// The body of `POST /customer/{id}/access`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAccessUser {
