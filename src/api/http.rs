@@ -372,7 +372,7 @@ impl tower::Service<Uri> for Route {
 }
 
 /// The chain of causes under `e`, which is what a person can act on ("tcp connect
-/// error: Connection refused"); the pool's own wrapper only names a kind.
+/// error: Connection refused"); hyper's own error only names a kind.
 fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut next = e.source().or(Some(e));
