@@ -49,6 +49,11 @@ const MARKS_AHEAD_MAX: usize = 12;
 const MARKS_AHEAD_TIME_SECS: f64 = 0.25;
 /// Outcomes handed to the ledger thread at once, at most.
 const RECORD_BATCH: usize = 256;
+/// How long the answers in hand wait for more before they go to the ledger thread, at
+/// most: a hand-off every few milliseconds rather than one for each lull between answers
+/// (every hand-off may wake that thread). An answer is durable within this and the
+/// ledger thread's own wait for a commit (`LINGER`, 50 ms).
+const RECORD_WAIT: Duration = Duration::from_millis(5);
 
 /// One request's worth of work.
 pub(crate) enum Work {
@@ -213,7 +218,8 @@ impl Engine {
 }
 
 /// Records what the workers finish, in batches: one hand-off to the ledger thread for
-/// every answer already in, rather than one each.
+/// the answers that came in within [`RECORD_WAIT`] of the first (up to
+/// [`RECORD_BATCH`]), rather than one each.
 struct Recorder {
     writer: Writer,
     run: RunId,
@@ -227,6 +233,7 @@ impl Recorder {
     /// was not committed, or when the ledger stops writing.
     async fn serve(self, mut done: mpsc::UnboundedReceiver<Option<Done>>) -> anyhow::Result<()> {
         while let Some(first) = done.recv().await {
+            let deadline = tokio::time::Instant::now() + RECORD_WAIT;
             let mut invited = Vec::new();
             let mut next = Some(first);
             while let Some(finished) = next {
@@ -239,7 +246,14 @@ impl Recorder {
                 self.record(finished, &mut invited).await?;
                 self.clock.tick();
                 next = if invited.len() < RECORD_BATCH {
-                    done.try_recv().ok()
+                    match done.try_recv() {
+                        Ok(n) => Some(n),
+                        // Nothing more at hand: wait a little for the next, then hand off.
+                        Err(_) => tokio::time::timeout_at(deadline, done.recv())
+                            .await
+                            .ok()
+                            .flatten(),
+                    }
                 } else {
                     None
                 };
