@@ -99,7 +99,7 @@ impl Idle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         while let Some(at) = connections.iter().rposition(|k| k.to == *to) {
-            let kept = connections.swap_remove(at);
+            let kept = connections.remove(at);
             if !kept.sender.is_closed() && kept.since.elapsed() < IDLE_FOR {
                 return Some(kept.sender);
             }
@@ -130,7 +130,10 @@ impl Idle {
 /// is read to its end, its connection serves the next request.
 pub(crate) struct Answer {
     response: Response<Incoming>,
-    connection: Option<(Destination, SendRequest<Full<Bytes>>, Arc<Idle>)>,
+    /// The connection it came on, where it goes, and the list it goes back to.
+    to: Destination,
+    sender: SendRequest<Full<Bytes>>,
+    idle: Arc<Idle>,
 }
 
 impl std::fmt::Debug for Answer {
@@ -172,9 +175,7 @@ impl Answer {
                 return Ok((bytes, true));
             }
         }
-        if let Some((to, sender, idle)) = self.connection {
-            idle.put(to, sender);
-        }
+        self.idle.put(self.to, self.sender);
         Ok((bytes, false))
     }
 }
@@ -259,7 +260,9 @@ impl Http {
                 Ok(response) => {
                     return Ok(Answer {
                         response,
-                        connection: Some((to, sender, self.idle.clone())),
+                        to,
+                        sender,
+                        idle: self.idle.clone(),
                     });
                 }
                 Err(mut failed) => match failed.take_message() {
@@ -466,35 +469,21 @@ mod tests {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A loopback listener that keeps the head of each request it reads and answers
-    /// it with `answer`, then hangs up.
-    fn listener(answer: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = format!("http://{}", socket.local_addr().unwrap());
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = heads.clone();
-        std::thread::spawn(move || {
-            for stream in socket.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&head).into_owned());
-                let _ = stream.write_all(answer.as_bytes());
-            }
-        });
-        (address, heads)
+    /// `200 OK` with a body of `body` bytes.
+    fn ok_with(body: usize) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {body}\r\n\r\n{}",
+            "x".repeat(body)
+        )
     }
 
-    /// A loopback server that keeps each connection open for request after request,
-    /// answering each with a `content-length` body of `body` bytes, and hanging up after
-    /// each answer when `hang_up`. Gives its address, the heads it read, and how many
-    /// connections it took.
-    fn server(body: usize, hang_up: bool) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+    /// A loopback server that answers every request it reads with `answer`, keeping the
+    /// connection open for the next one unless `hang_up`. Gives its address, the heads
+    /// it read, and how many connections it took.
+    fn server(
+        answer: String,
+        hang_up: bool,
+    ) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", socket.local_addr().unwrap());
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -504,12 +493,8 @@ mod tests {
             for stream in socket.incoming() {
                 let Ok(mut stream) = stream else { return };
                 count.fetch_add(1, Ordering::SeqCst);
-                let seen = seen.clone();
+                let (seen, answer) = (seen.clone(), answer.clone());
                 std::thread::spawn(move || {
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {body}\r\n\r\n{}",
-                        "x".repeat(body)
-                    );
                     loop {
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
@@ -571,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_whose_answer_is_read_serves_the_next_request() {
-        let (address, heads, accepted) = server(2, false);
+        let (address, heads, accepted) = server(ok_with(2), false);
         let http = http(Matcher::builder().build());
         for _ in 0..5 {
             assert!(!fetch(&http, &address, 1024).await);
@@ -592,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_left_unread_closes_its_connection() {
-        let (address, _, accepted) = server(64, false);
+        let (address, _, accepted) = server(ok_with(64), false);
         let http = http(Matcher::builder().build());
         assert!(fetch(&http, &address, 8).await);
         assert!(fetch(&http, &address, 8).await);
@@ -601,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
-        let (address, _, accepted) = server(2, true);
+        let (address, _, accepted) = server(ok_with(2), true);
         let http = http(Matcher::builder().build());
         for _ in 0..3 {
             assert!(!fetch(&http, &address, 1024).await);
@@ -613,7 +598,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_more_connections_are_kept_than_asked() {
-        let (address, _, accepted) = server(2, false);
+        let (address, _, accepted) = server(ok_with(2), false);
         let http =
             Http::with_proxies(2, Duration::from_secs(5), Matcher::builder().build()).unwrap();
         let answers: Vec<Answer> = futures::future::try_join_all(
@@ -638,7 +623,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_address_is_reached_through_the_proxys_tunnel_with_its_credentials() {
-        let (proxy, heads) = listener("HTTP/1.1 200 Connection established\r\n\r\n");
+        let (proxy, heads, _) = server("HTTP/1.1 200 Connection established\r\n\r\n".into(), true);
         let proxy = proxy.replace("http://", "http://ops:pw@");
         let http = http(Matcher::builder().https(proxy).build());
         // The proxy hangs up after the tunnel opens, so the TLS handshake fails: a
@@ -657,7 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_host_no_proxy_names_is_reached_directly() {
-        let (proxy, heads) = listener("HTTP/1.1 200 Connection established\r\n\r\n");
+        let (proxy, heads, _) = server("HTTP/1.1 200 Connection established\r\n\r\n".into(), true);
         let http = http(
             Matcher::builder()
                 .https(proxy)
@@ -672,10 +657,16 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_to_this_machine_never_goes_through_a_proxy() {
-        let (proxy, proxy_heads) = listener("HTTP/1.1 502 Bad Gateway\r\n\r\n");
-        let (server, heads) = listener("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let (proxy, proxy_heads, _) = server("HTTP/1.1 502 Bad Gateway\r\n\r\n".into(), true);
+        let (address, heads, _) = server(
+            "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into(),
+            true,
+        );
         let http = http(Matcher::builder().all(proxy).build());
-        let answer = http.send(get(&format!("{server}/customer"))).await.unwrap();
+        let answer = http
+            .send(get(&format!("{address}/customer")))
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 204);
         assert!(proxy_heads.lock().unwrap().is_empty());
         assert!(heads.lock().unwrap()[0].starts_with("GET /customer HTTP/1.1\r\n"));
