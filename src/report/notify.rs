@@ -144,7 +144,8 @@ fn basic(userinfo: &str) -> Option<HeaderValue> {
 }
 
 async fn post_with_retries(target: Target, json: Vec<u8>) -> Result<(), String> {
-    // One connection at most is kept for the next try; connecting is part of a try.
+    // Connecting is part of a try. The answer's body is not read, so its connection is
+    // not kept: each try makes its own.
     let http = Http::new(1, PER_TRY).map_err(|_| "the HTTP client could not start".to_string())?;
     let mut last = String::new();
     for attempt in 0..TRIES {
