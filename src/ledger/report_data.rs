@@ -301,28 +301,25 @@ fn done_rows(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, Do
         "SELECT status, invitation_id FROM rows WHERE run_id = ?1 AND status IN {DONE_SQL}"
     ))?;
     let mut q = stmt.query([run])?;
-    // Two statuses at most: a name is copied once, not once a row.
-    let mut out: Vec<(String, DoneRows)> = Vec::with_capacity(2);
+    let mut out: BTreeMap<String, DoneRows> = BTreeMap::new();
     while let Some(r) = q.next()? {
         let status = r.get_ref(0)?.as_str().unwrap_or_default();
         let sent = r
             .get::<_, Option<i64>>(1)?
             .is_some_and(|id| asked.binary_search(&id).is_ok());
-        let at = match out.iter().position(|(s, _)| s == status) {
-            Some(at) => at,
-            None => {
-                out.push((status.to_string(), DoneRows::default()));
-                out.len() - 1
+        // Looked up by the borrowed name: a status is copied once, not once a row.
+        if !out.contains_key(status) {
+            out.insert(status.to_string(), DoneRows::default());
+        }
+        if let Some(tally) = out.get_mut(status) {
+            if sent {
+                tally.sent += 1;
+            } else {
+                tally.before += 1;
             }
-        };
-        let tally = &mut out[at].1;
-        if sent {
-            tally.sent += 1;
-        } else {
-            tally.before += 1;
         }
     }
-    Ok(out.into_iter().collect())
+    Ok(out)
 }
 
 #[cfg(test)]
