@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::Future;
 use governor::{DefaultDirectRateLimiter, Jitter, RateLimiter};
 use rand::Rng;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{AccessUser, NewAccessUser};
-use crate::api::{Client, Error as ApiError, ErrorClass, Gate};
+use crate::api::types::{AccessUser, Keyed, NewAccessUser};
+use crate::api::{Client, Error as ApiError, ErrorClass, Gate, Listing};
 use crate::domain::{
     ActionJob, ActionKind, ActionOutcome, ActionState, Attempt, Job, Outcome, State,
 };
@@ -519,6 +520,31 @@ impl Sender {
         .await
     }
 
+    /// Reads a whole list, wave by wave ([`Client::read_more`]), each through the
+    /// attempt runner as [`Sender::read`] does: the page the list has reached gets
+    /// `--max-attempts` tries, the pages before it are kept, and a try that took a page
+    /// counts as a success. A long list on a flaky API is neither read again from its
+    /// first page each try nor given up for failures spread over many pages.
+    pub async fn read_list<T>(
+        &self,
+        action: &'static str,
+        log: &mut Vec<Attempt>,
+        list: Listing<T>,
+    ) -> Result<Vec<T>, Failure>
+    where
+        T: DeserializeOwned + Keyed + Send,
+    {
+        // Held across a try's requests; a try cut off keeps the pages it took.
+        let list = tokio::sync::Mutex::new(list);
+        while !list.lock().await.ended() {
+            self.read(action, log, || async {
+                self.client.read_more(&mut *list.lock().await).await
+            })
+            .await?;
+        }
+        Ok(list.into_inner().into_rows())
+    }
+
     /// The attempt runner every call of a command goes through (the invitation, the look
     /// in the access list, the directory and other reads, resend, suspend, reactivate):
     /// each try waits its turn at the shared limiter (the client's gate), is logged in
@@ -936,6 +962,7 @@ pub fn explain(e: &ApiError) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -945,6 +972,106 @@ mod tests {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// How often each offset of a list was asked.
+    type Asked = Arc<Mutex<std::collections::HashMap<u64, u32>>>;
+
+    /// A list of 12 customers served one a page, each page whose offset `fails` is
+    /// answered `refusal` the first time it is asked; and a sender reading it, two tries
+    /// a call, waiting at most a second when told to wait.
+    async fn flaky_directory(
+        fails: fn(u64) -> bool,
+        refusal: (u16, Option<&'static str>),
+    ) -> (Sender, Asked) {
+        use axum::extract::{Query, State};
+        use axum::response::IntoResponse;
+        type Shared = (Asked, fn(u64) -> bool, (u16, Option<&'static str>));
+        async fn page(
+            State((asked, fails, (status, retry_after))): State<Shared>,
+            Query(q): Query<std::collections::HashMap<String, u64>>,
+        ) -> axum::response::Response {
+            let offset = q.get("offset").copied().unwrap_or(0);
+            let times = {
+                let mut asked = asked.lock().unwrap();
+                let n = asked.entry(offset).or_default();
+                *n += 1;
+                *n
+            };
+            if times == 1 && fails(offset) {
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                let mut answer = (status, "{}").into_response();
+                if let Some(wait) = retry_after {
+                    let value = axum::http::HeaderValue::from_static(wait);
+                    answer.headers_mut().insert("retry-after", value);
+                }
+                return answer;
+            }
+            let data: Vec<_> = (offset..12)
+                .take(1)
+                .map(|i| serde_json::json!({"id": i + 1, "name": format!("C{}", i + 1)}))
+                .collect();
+            axum::Json(serde_json::json!({"limit": 1, "offset": offset, "count": 12, "data": data}))
+                .into_response()
+        }
+        let asked = Asked::default();
+        let app = axum::Router::new()
+            .route("/customer", axum::routing::get(page))
+            .with_state((asked.clone(), fails, refusal));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(crate::api::ClientConfig {
+            base_url: base,
+            credentials: crate::api::Credentials::ApiKey(crate::api::Secret::new("k")),
+            timeout: Duration::from_secs(10),
+            pool_size: 8,
+        })
+        .unwrap();
+        let settings = Settings {
+            rate: Rate::per_second(NonZeroU32::new(1000).unwrap()),
+            burst: NonZeroU32::new(100).unwrap(),
+            concurrency: 8,
+            max_attempts: 2,
+            max_retry_wait: Duration::from_secs(1),
+        };
+        let sender = Sender::new(Arc::new(client), settings, CancellationToken::new());
+        (sender, asked)
+    }
+
+    #[tokio::test]
+    async fn a_list_read_goes_on_from_the_page_that_failed() {
+        let (sender, asked) = flaky_directory(|_| true, (500, None)).await;
+        // Twelve pages that each fail once: read again from the first page each try,
+        // two tries a read would never get past the second.
+        let customers = sender
+            .read_list("directory", &mut Vec::new(), Listing::customers())
+            .await
+            .unwrap();
+        let ids: Vec<i64> = customers.iter().map(|c| c.id).collect();
+        assert_eq!(ids, (1..=12).collect::<Vec<_>>());
+        let asked = asked.lock().unwrap();
+        for offset in 0..12 {
+            assert_eq!(asked.get(&offset), Some(&2), "offset {offset}: {asked:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_asked_by_any_page_of_a_list_is_heard() {
+        // The third page, asked with the second in one wave, is told to wait a minute:
+        // more than the sender waits, so the read stops there, though the second page
+        // came back fine and the third would be served if asked again.
+        let (sender, asked) = flaky_directory(|offset| offset == 2, (429, Some("60"))).await;
+        let read = sender
+            .read_list("directory", &mut Vec::new(), Listing::customers())
+            .await;
+        assert!(read.is_err(), "{read:?}");
+        assert!(
+            matches!(sender.abort_reason(), Some(Abort::Throttled(_))),
+            "{:?}",
+            sender.abort_reason()
+        );
+        assert_eq!(asked.lock().unwrap().get(&2), Some(&1));
     }
 
     #[test]

@@ -264,11 +264,6 @@ impl Client {
         message_from_body(body, |text| self.redactor.redact(text))
     }
 
-    /// `GET /customer`, every page.
-    pub async fn all_customers(&self) -> Result<Vec<Customer>, Error> {
-        self.all_pages("/customer", &[], DIRECTORY_FIRST_WAVE).await
-    }
-
     /// `GET /customer/reference/{reference}`; `None` when the API answers 404.
     pub async fn customer_by_reference(&self, reference: &str) -> Result<Option<Customer>, Error> {
         let path = format!("/customer/reference/{}", encode_segment(reference));
@@ -315,9 +310,9 @@ impl Client {
 
     /// `GET /customer/{id}/access`, every page.
     pub async fn all_access(&self, customer_id: i64) -> Result<Vec<AccessUser>, Error> {
-        let path = format!("/customer/{customer_id}/access");
-        self.all_pages(&path, &[("sort", "email".to_string())], 1)
-            .await
+        let mut list = Listing::access(customer_id);
+        self.read_on(&mut list).await?;
+        Ok(list.into_rows())
     }
 
     /// Finds a customer's access user by e-mail without trusting a search to prove
@@ -375,55 +370,84 @@ impl Client {
         Ok(a.status)
     }
 
-    /// Every page of a list. The first wave is `first_wave` pages (one for a list whose
-    /// length nothing suggests: its first page tells how many rows a page holds). The
-    /// waves after it double (up to `MAX_WAVE`), each page at the offset the ones before
-    /// it would reach, and are read in order: the list ends at the first short page, and
-    /// the rest of its wave is dropped (at most one wave of requests too many, none for a
-    /// one-page list asked one page first). A page asked at an offset the pages before
-    /// it did not reach (a server serving fewer rows a page than asked) is dropped too,
-    /// and asked again at the right offset in the next wave. Stops
-    /// with [`Error::List`] when a page repeats the one before it (a server that ignores
-    /// `offset` would serve it forever) or when the rows outnumber the envelope's
-    /// `count`, once that count shows itself a total.
-    async fn all_pages<T: DeserializeOwned + Keyed>(
+    /// Reads `list` on from where it stopped to its end (see [`Client::read_more`]);
+    /// the first page that fails ends it with its error.
+    pub async fn read_on<T: DeserializeOwned + Keyed>(
         &self,
-        path: &str,
-        extra: &[(&str, String)],
-        first_wave: u64,
-    ) -> Result<Vec<T>, Error> {
-        let mut list = Listing::new(path);
-        let mut wave = first_wave.clamp(1, MAX_WAVE);
-        while list.pages < MAX_PAGES {
-            let offsets: Vec<u64> = (0..wave).map(|k| list.offset + k * list.step).collect();
-            let pages = futures::future::join_all(
-                offsets
-                    .iter()
-                    .map(|&offset| self.page::<T>(path, extra, offset)),
-            )
-            .await;
-            for (offset, page) in offsets.into_iter().zip(pages) {
-                // A page asked for where the list no longer continues (a server that
-                // served fewer than it said) is dropped; the next wave starts right.
-                if offset != list.offset {
-                    break;
-                }
-                if list.take(page?)? {
-                    return Ok(list.out);
-                }
-            }
-            wave = (wave * 2).min(MAX_WAVE);
+        list: &mut Listing<T>,
+    ) -> Result<(), Error> {
+        while !list.ended() {
+            self.read_more(list).await?;
         }
-        Err(Error::List(format!(
-            "{path}: the list did not end after {MAX_PAGES} pages"
-        )))
+        Ok(())
+    }
+
+    /// Reads the next wave of `list`'s pages. The first wave is the list's `first_wave`
+    /// pages (one for a list whose length nothing suggests: its first page tells how
+    /// many rows a page holds). The waves after it double (up to `MAX_WAVE`), each page
+    /// at the offset the ones before it would reach, and are taken in order: the list
+    /// ends at the first short page, and the rest of its wave is dropped (at most one
+    /// wave of requests too many, none for a one-page list asked one page first). A
+    /// page asked at an offset the pages before it did not reach (a server serving
+    /// fewer rows a page than asked) is dropped too, and asked again at the right
+    /// offset in the next wave, as is a page that failed on its own (a 5xx without
+    /// `Retry-After`, a timeout, a dropped connection) after one before it was taken:
+    /// `Ok` says the list moved on by a page at least (or ended). Any other failure is
+    /// the answer (a 429 or a `Retry-After` is the caller's to obey), with the pages
+    /// before it kept: a try again asks from the page that failed, not from the list's
+    /// first. Stops with [`Error::List`] when a page repeats the one before
+    /// it (a server that ignores `offset` would serve it forever) or when the rows
+    /// outnumber the envelope's `count`, once that count shows itself a total.
+    pub async fn read_more<T: DeserializeOwned + Keyed>(
+        &self,
+        list: &mut Listing<T>,
+    ) -> Result<(), Error> {
+        if list.ended {
+            return Ok(());
+        }
+        if list.pages >= MAX_PAGES {
+            return Err(Error::List(format!(
+                "{}: the list did not end after {MAX_PAGES} pages",
+                list.path
+            )));
+        }
+        let offsets: Vec<u64> = (0..list.wave)
+            .map(|k| list.offset + k * list.step)
+            .collect();
+        let pages = futures::future::join_all(
+            offsets
+                .iter()
+                .map(|&offset| self.page::<T>(&list.path, &list.query, offset)),
+        )
+        .await;
+        list.wave = (list.wave * 2).min(MAX_WAVE);
+        for (k, (offset, page)) in offsets.into_iter().zip(pages).enumerate() {
+            // A page asked for where the list no longer continues (a server that
+            // served fewer than it said) is dropped; the next wave starts right.
+            if offset != list.offset {
+                break;
+            }
+            match page {
+                Ok(page) => list.take(page)?,
+                // A page's own trouble, after the list moved on: asked again as the
+                // first page of the next wave.
+                Err(e) if k > 0 && e.one_request_only() => break,
+                // Anything else speaks for the whole API (slow down, wait, log in
+                // again) and is heard; the pages before it are kept.
+                Err(e) => return Err(e),
+            }
+            if list.ended {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// One page of a list, `PAGE_SIZE` rows asked from `offset`.
     async fn page<T: DeserializeOwned>(
         &self,
         path: &str,
-        extra: &[(&str, String)],
+        extra: &[(&'static str, String)],
         offset: u64,
     ) -> Result<Page<T>, Error> {
         let mut query = vec![
@@ -734,35 +758,74 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// A list read page by page, in order: the rows so far and where the next page starts.
-struct Listing<'a, T> {
-    path: &'a str,
+/// A list read page by page, in order ([`Client::read_on`]): the rows so far and where
+/// the next page starts. What was read survives a failed page, so a read tried again
+/// goes on from there.
+#[derive(Debug)]
+pub struct Listing<T> {
+    path: String,
+    /// Asked with every page, besides `limit` and `offset`.
+    query: Vec<(&'static str, String)>,
     out: Vec<T>,
     /// Where the next page starts.
     offset: u64,
     /// Rows a full page holds, as the server last said.
     step: u64,
+    /// Pages asked for at once next.
+    wave: u64,
     previous: Vec<i64>,
     total: Option<u64>,
     pages: u64,
+    ended: bool,
 }
 
-impl<'a, T: Keyed> Listing<'a, T> {
-    fn new(path: &'a str) -> Self {
+impl Listing<Customer> {
+    /// `GET /customer`: the customer directory.
+    pub fn customers() -> Self {
+        Listing::new("/customer".into(), Vec::new(), DIRECTORY_FIRST_WAVE)
+    }
+}
+
+impl Listing<AccessUser> {
+    /// `GET /customer/{id}/access`: a customer's access users, by e-mail.
+    pub fn access(customer_id: i64) -> Self {
+        Listing::new(
+            format!("/customer/{customer_id}/access"),
+            vec![("sort", "email".to_string())],
+            1,
+        )
+    }
+}
+
+impl<T: Keyed> Listing<T> {
+    fn new(path: String, query: Vec<(&'static str, String)>, first_wave: u64) -> Self {
         Listing {
             path,
+            query,
             out: Vec::new(),
             offset: 0,
             step: PAGE_SIZE,
+            wave: first_wave.clamp(1, MAX_WAVE),
             previous: Vec::new(),
             total: None,
             pages: 0,
+            ended: false,
         }
     }
 
-    /// Takes the page at `self.offset`; true when it is the list's last.
-    fn take(&mut self, page: Page<T>) -> Result<bool, Error> {
-        let (path, offset) = (self.path, self.offset);
+    /// Whether the list's last page has been read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Every row read: the whole list once [`Client::read_on`] has succeeded.
+    pub fn into_rows(self) -> Vec<T> {
+        self.out
+    }
+
+    /// Takes the page at `self.offset`; sets `ended` when it is the list's last.
+    fn take(&mut self, page: Page<T>) -> Result<(), Error> {
+        let (path, offset) = (&self.path, self.offset);
         self.pages += 1;
         let served = page.data.len() as u64;
         // What the server says it served, not what we asked for.
@@ -783,12 +846,13 @@ impl<'a, T: Keyed> Listing<'a, T> {
             )));
         }
         if served == 0 || served < limit {
-            return Ok(true);
+            self.ended = true;
+            return Ok(());
         }
         self.previous = ids;
         self.offset += served;
         self.step = served;
-        Ok(false)
+        Ok(())
     }
 }
 

@@ -88,6 +88,22 @@ impl Error {
         }
     }
 
+    /// Whether the failure is this request's own trouble, telling nothing of the
+    /// calls around it: a 5xx that asks for no wait, a timeout, a connection lost. A
+    /// 429, a `Retry-After`, refused credentials or an answer that makes no sense speak
+    /// for every call.
+    pub fn one_request_only(&self) -> bool {
+        match self {
+            Error::Http {
+                status,
+                retry_after,
+                ..
+            } => *status >= 500 && retry_after.is_none(),
+            Error::Timeout(_) | Error::Connect(_) | Error::Transport(_) => true,
+            Error::Unauthorized(_) | Error::Decode(_) | Error::List(_) | Error::NotSent => false,
+        }
+    }
+
     /// Whether the server may have acted on the request although we have no answer.
     /// A POST that failed this way must be checked before it is sent again.
     pub fn maybe_applied(&self) -> bool {

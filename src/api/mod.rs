@@ -8,5 +8,5 @@ pub(crate) mod http;
 pub mod redact;
 pub mod types;
 
-pub use client::{Client, ClientConfig, Credentials, Gate, Secret, attempt, log_requests};
+pub use client::{Client, ClientConfig, Credentials, Gate, Listing, Secret, attempt, log_requests};
 pub use error::{Error, ErrorClass};

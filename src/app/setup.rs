@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::NewAccessUser;
-use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Secret};
+use crate::api::{Client, ClientConfig, Credentials, Error as ApiError, Listing, Secret};
 use crate::cli::{self, InputArgs, SendArgs};
 use crate::domain::Verdict;
 use crate::input::{self, Field, Invitee, Problem, Reader, Record, RowsTotal};
@@ -204,7 +204,7 @@ pub(crate) async fn load_directory(
     }
     let customers = api
         .sender
-        .read("directory", &mut Vec::new(), || api.client.all_customers())
+        .read_list("directory", &mut Vec::new(), Listing::customers())
         .await
         .map_err(|f| read_abort(&api.sender, f, "the customer directory"))?;
     ledger.store_customers(&api.base_url, &customers)?;

@@ -22,8 +22,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Ending, Engine, Work, open};
-use super::setup::{Api, api_abort, open_inputs, resolver, spawn_reader, verdict};
+use super::setup::{api_abort, open_inputs, resolver, spawn_reader, verdict};
 use super::{ADMIT_BATCH, Aborted, Exit};
+use crate::api::Listing;
 use crate::api::types::AccessUser;
 use crate::cli::SyncArgs;
 use crate::domain::{
@@ -53,7 +54,7 @@ pub async fn run(global: &Settings, a: SyncArgs, stop: CancellationToken) -> any
     let customers = sheet.customers();
     let concurrency = sender.settings().concurrency;
     let mode = Mode::detect(global.quiet || global.json);
-    let lists = read_lists(&api, &sender, &customers, concurrency, mode).await?;
+    let lists = read_lists(&sender, &customers, concurrency, mode).await?;
     let view = ledger.sync_view(&customers)?;
     let opts = plan::Options {
         resend_after: a.resend_after,
@@ -213,7 +214,6 @@ type Lists = HashMap<i64, Result<Vec<AccessUser>, String>>;
 /// retries of any read, showing progress in `mode`. Refused credentials, the breaker or
 /// a signal stop the command.
 async fn read_lists(
-    api: &Api,
     sender: &Sender,
     customers: &[i64],
     concurrency: usize,
@@ -222,28 +222,24 @@ async fn read_lists(
     let progress = Progress::new(mode, "sync: reading", "access lists");
     let total = customers.len() as u64;
     progress.set_total(move || Total::Exact(total));
-    let lists = read_each_list(api, sender, customers, concurrency, &progress).await;
+    let lists = read_each_list(sender, customers, concurrency, &progress).await;
     progress.finish();
     lists
 }
 
 async fn read_each_list(
-    api: &Api,
     sender: &Sender,
     customers: &[i64],
     concurrency: usize,
     progress: &Progress,
 ) -> anyhow::Result<Lists> {
     let mut reads = futures::stream::iter(customers.iter().copied())
-        .map(|customer_id| {
-            let client = api.client.clone();
-            async move {
-                // A read is logged nowhere: the ledger's attempts are those of a row.
-                let users = sender
-                    .read("list", &mut Vec::new(), || client.all_access(customer_id))
-                    .await;
-                (customer_id, users.map_err(|f| f.into_error()))
-            }
+        .map(|customer_id| async move {
+            // A read is logged nowhere: the ledger's attempts are those of a row.
+            let users = sender
+                .read_list("list", &mut Vec::new(), Listing::access(customer_id))
+                .await;
+            (customer_id, users.map_err(|f| f.into_error()))
         })
         .buffer_unordered(concurrency.max(1));
     let mut lists = Lists::with_capacity(customers.len());

@@ -20,7 +20,9 @@ fn errors_drops_and_429s_end_with_every_key_created_exactly_once() {
     });
     let file = w.write("in.csv", &invitees_csv(0, 300));
     let mut runs = 0;
-    for _ in 0..3 {
+    // A read before the rows (the directory) may meet five 500s in a row and stop the
+    // run with 3, as it should; the rerun takes it from there.
+    for _ in 0..4 {
         runs += 1;
         let out = w.run(&[
             "run",
@@ -30,7 +32,7 @@ fn errors_drops_and_429s_end_with_every_key_created_exactly_once() {
             "--concurrency",
             "8",
         ]);
-        assert!([0, 1].contains(&code(&out)), "{}", text(&out));
+        assert!([0, 1, 3].contains(&code(&out)), "{}", text(&out));
         if code(&out) == 0 {
             break;
         }
