@@ -565,18 +565,22 @@ fn finish(
         .finish_run(run, &outcome, exit as i32)
         .map_err(|e| after_start(stopped_by_ledger(e.into(), progress)))?;
     let elapsed = ending.started.elapsed();
+    // A ledger that cannot count leaves them at 0, and says so.
+    let account = ledger.run_account(run).unwrap_or_else(|e| {
+        eprintln!("bbinvite: the sent and already-done counts are unknown ({e}); reported as 0");
+        Default::default()
+    });
     let figures = Figures::of_run(
-        &mut ledger,
+        &ledger,
         ending.command,
         run,
         &counts.rows,
         &outcome,
         exit as i32,
         elapsed,
-    );
-    // Known when `of_run` could count: what it could not count it said on stderr.
-    let outcomes = ledger.sent_outcomes(run).unwrap_or_default();
-    let base = Summary::new(&figures, outcomes)
+    )
+    .with_tallies(account.tallies);
+    let base = Summary::new(&figures, account.sent_outcomes)
         .sending_took(sending.map(|d| d.as_secs_f64()))
         .with_errors(&counts.top_errors);
     let summary = summarise(base, &counts);

@@ -34,7 +34,7 @@ pub use compact::Compacted;
 pub use lock::LedgerLock;
 pub use query::{ExportRow, ExportTable, RunInfo, StatusCounts};
 pub use reading::UnreadInput;
-pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunTallies};
+pub use report_data::{AttemptPoint, AttentionRow, CustomerRows, RunAccount, RunTallies};
 pub use sync::{ActionRow, KeyView, Present};
 pub use undo::{Change, UndoFacts, UndoTarget};
 pub use writer::{Writer, WriterThread};

@@ -36,6 +36,15 @@ pub struct RunTallies {
     pub already_done: u64,
 }
 
+/// What a run did ([`Ledger::run_account`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunAccount {
+    pub tallies: RunTallies,
+    /// Its rows that ended invited or exists after a request of this run, per status,
+    /// and the sync actions it carried out, per kind.
+    pub sent_outcomes: BTreeMap<String, u64>,
+}
+
 /// One customer's rows in a run, per status.
 #[derive(Debug, Clone, Default)]
 pub struct CustomerRows {
@@ -92,13 +101,13 @@ impl Ledger {
         Ok(ledger)
     }
 
-    /// What run `run` sent, and how many of its rows were done before it began.
-    pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
-        if let Some(kept) = self.compacted_tallies(run)? {
-            return Ok(kept);
-        }
+    /// What run `run` did: what it sent and how many of its rows were done before it
+    /// began (as `compact` kept them, for a compacted run), and what its requests did
+    /// per outcome. One pass over the run's done rows gives both.
+    pub fn run_account(&mut self, run: RunId) -> Result<RunAccount> {
+        let kept = self.compacted_tallies(run)?;
         let actions = self.actions_done(run)?;
-        let (rows, counted) = self.sql(|c| {
+        let (rows, counted, by_kind) = self.sql(|c| {
             let counted: i64 = c.query_row(
                 &format!(
                     "SELECT coalesce(sum(n), 0) FROM run_counts WHERE run_id = ?1 AND status IN {DONE_SQL}"
@@ -106,14 +115,36 @@ impl Ledger {
                 [run],
                 |r| r.get(0),
             )?;
-            Ok((done_rows(c, run)?, counted))
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done' GROUP BY kind",
+            )?;
+            let by_kind = stmt
+                .query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((done_rows(c, run)?, counted, by_kind))
         })?;
-        let sent: u64 = rows.values().map(|d| d.sent).sum();
-        let before: u64 = rows.values().map(|d| d.before).sum();
-        Ok(RunTallies {
-            sent: sent + actions,
-            already_done: before + counted.max(0) as u64,
+        let tallies = kept.unwrap_or_else(|| RunTallies {
+            sent: rows.values().map(|d| d.sent).sum::<u64>() + actions,
+            already_done: rows.values().map(|d| d.before).sum::<u64>() + counted.max(0) as u64,
+        });
+        let mut sent_outcomes: BTreeMap<String, u64> = rows
+            .into_iter()
+            .filter(|(_, d)| d.sent > 0)
+            .map(|(status, d)| (status, d.sent))
+            .collect();
+        for (kind, n) in by_kind {
+            *sent_outcomes.entry(kind).or_insert(0) += n.max(0) as u64;
+        }
+        Ok(RunAccount {
+            tallies,
+            sent_outcomes,
         })
+    }
+
+    /// What run `run` sent, and how many of its rows were done before it began (see
+    /// [`Ledger::run_account`]).
+    pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
+        Ok(self.run_account(run)?.tallies)
     }
 
     /// The tallies `compact` kept for run `run` when it removed the records they are
@@ -134,29 +165,6 @@ impl Ledger {
             sent: sent.max(0) as u64 + self.actions_done(run)?,
             already_done: done.max(0) as u64,
         }))
-    }
-
-    /// What run `run`'s requests did, per outcome: its rows that ended invited or
-    /// exists after a request of this run, per status, and the sync actions it carried
-    /// out, per kind.
-    pub fn sent_outcomes(&mut self, run: RunId) -> Result<BTreeMap<String, u64>> {
-        self.sql(|c| {
-            let mut out: BTreeMap<String, u64> = done_rows(c, run)?
-                .into_iter()
-                .filter(|(_, d)| d.sent > 0)
-                .map(|(status, d)| (status, d.sent))
-                .collect();
-            let mut stmt = c.prepare_cached(
-                "SELECT kind, count(*) FROM actions WHERE run_id = ?1 AND state = 'done' GROUP BY kind",
-            )?;
-            for pair in
-                stmt.query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-            {
-                let (kind, n) = pair?;
-                *out.entry(kind).or_insert(0) += n.max(0) as u64;
-            }
-            Ok(out)
-        })
     }
 
     /// The sync actions run `run` carried out.
@@ -396,17 +404,15 @@ mod tests {
         ];
         let run2 = night(&mut l, &rows, |_| (State::Invited, Some("invite")));
 
-        let t1 = l.run_tallies(run1).unwrap();
-        assert_eq!((t1.sent, t1.already_done), (2, 1));
-        let o1 = l.sent_outcomes(run1).unwrap();
+        let a1 = l.run_account(run1).unwrap();
+        assert_eq!((a1.tallies.sent, a1.tallies.already_done), (2, 1));
         assert_eq!(
-            o1,
+            a1.sent_outcomes,
             BTreeMap::from([("exists".into(), 1), ("invited".into(), 1)])
         );
-        let t2 = l.run_tallies(run2).unwrap();
-        assert_eq!((t2.sent, t2.already_done), (2, 2));
-        let o2 = l.sent_outcomes(run2).unwrap();
-        assert_eq!(o2, BTreeMap::from([("invited".into(), 2)]));
+        let a2 = l.run_account(run2).unwrap();
+        assert_eq!((a2.tallies.sent, a2.tallies.already_done), (2, 2));
+        assert_eq!(a2.sent_outcomes, BTreeMap::from([("invited".into(), 2)]));
     }
 
     #[test]
@@ -432,7 +438,7 @@ mod tests {
         let run = ledger
             .begin_run("run", "http://127.0.0.1:1", &[], false)
             .unwrap();
-        assert_eq!(ledger.run_tallies(run).unwrap(), RunTallies::default());
+        assert_eq!(ledger.run_account(run).unwrap(), RunAccount::default());
         let mut rows = 0;
         ledger.each_row(run, &mut |_, _, _| rows += 1).unwrap();
         assert_eq!(rows, 0);

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::api::Secret;
 use crate::domain::{RowStatus, RunId};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, RunTallies};
 
 /// The environment variable holding the webhook URL (a secret: never printed or stored).
 pub const NOTIFY_URL_ENV: &str = "BBINVITE_NOTIFY_URL";
@@ -78,10 +78,10 @@ pub struct Announce {
 }
 
 impl Figures {
-    /// The figures of run `run`, its counts from the ledger. A ledger that cannot
-    /// answer leaves `sent` and `already_done` at 0 and says so on stderr.
+    /// The figures of run `run`, its rows per status as the ledger counted them; what
+    /// it sent and found done comes with [`Figures::with_tallies`].
     pub fn of_run(
-        ledger: &mut Ledger,
+        ledger: &Ledger,
         command: &str,
         run: RunId,
         statuses: &BTreeMap<String, u64>,
@@ -89,12 +89,6 @@ impl Figures {
         exit_code: i32,
         duration: Duration,
     ) -> Figures {
-        let tallies = ledger.run_tallies(run).unwrap_or_else(|e| {
-            eprintln!(
-                "bbinvite: the sent and already-done counts are unknown ({e}); reported as 0"
-            );
-            Default::default()
-        });
         Figures {
             command: command.to_string(),
             run: Some(run),
@@ -102,12 +96,21 @@ impl Figures {
             exit_code,
             rows: statuses.values().sum(),
             statuses: statuses.clone(),
-            sent: tallies.sent,
-            already_done: tallies.already_done,
+            sent: 0,
+            already_done: 0,
             duration_secs: duration.as_secs_f64(),
             abort_reason: abort_reason(outcome, exit_code),
             ledger: Some(ledger.path().display().to_string()),
             finished_at: unix_now(),
+        }
+    }
+
+    /// The same figures with what the run sent and found done before it.
+    pub fn with_tallies(self, tallies: RunTallies) -> Figures {
+        Figures {
+            sent: tallies.sent,
+            already_done: tallies.already_done,
+            ..self
         }
     }
 
