@@ -259,13 +259,21 @@ def scenario_throughput(args, work):
         finally:
             sb.stop()
         ours, cpu = rows / r["wall"], r["cpu"] / rows
+        # Before the first invitation and after the last, on the sandbox's clock: the
+        # run's start (input, directory, ledger) and its end (summary, last checkpoint).
+        times = sorted(truth["post_times_ms"])
+        started_ms = (r["start"] - sb.epoch) * 1000
+        first_post_ms = times[0] - started_ms
+        tail_ms = started_ms + r["wall"] * 1000 - times[-1]
         results.append({"bbinvite_rps": ours, "oha_rps": ceiling, "share": ours / ceiling,
                         "cpu_us": cpu * 1e6, "oha_cpu_us": oha_cpu * 1e6, "cpu_ratio": cpu / oha_cpu,
                         "connections": connections, "peak_mib": r["rss_kib"] / 1024,
+                        "first_post_ms": first_post_ms, "tail_ms": tail_ms,
                         "doubled": doubled, "missing": missing})
         print(f"  throughput #{i + 1}: bbinvite {ours:.0f}/s, oha {ceiling:.0f}/s, share {ours / ceiling:.2f}; "
               f"CPU {cpu * 1e6:.0f} us vs oha {oha_cpu * 1e6:.0f} us a request ({cpu / oha_cpu:.1f}x); "
-              f"{connections} connections; peak {r['rss_kib'] / 1024:.1f} MiB, doubled {doubled}, "
+              f"{connections} connections; peak {r['rss_kib'] / 1024:.1f} MiB; first POST after "
+              f"{first_post_ms:.0f} ms, exit {tail_ms:.0f} ms after the last; doubled {doubled}, "
               f"missing {missing}", flush=True)
     return results
 
