@@ -106,7 +106,6 @@ impl Ledger {
     /// per outcome. One pass over the run's done rows gives both.
     pub fn run_account(&mut self, run: RunId) -> Result<RunAccount> {
         let kept = self.compacted_tallies(run)?;
-        let actions = self.actions_done(run)?;
         let (rows, counted, by_kind) = self.sql(|c| {
             let counted: i64 = c.query_row(
                 &format!(
@@ -123,6 +122,7 @@ impl Ledger {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((done_rows(c, run)?, counted, by_kind))
         })?;
+        let actions: u64 = by_kind.iter().map(|(_, n)| (*n).max(0) as u64).sum();
         let tallies = kept.unwrap_or_else(|| RunTallies {
             sent: rows.values().map(|d| d.sent).sum::<u64>() + actions,
             already_done: rows.values().map(|d| d.before).sum::<u64>() + counted.max(0) as u64,
