@@ -297,7 +297,7 @@ fn count_old_runs(c: &Connection, cutoff: &str) -> rusqlite::Result<u64> {
 }
 
 /// Keeps in `runs` of schema `into` what each old run sent and found already done,
-/// counted from the ledger's records before those go (as `Ledger::run_tallies` counts a
+/// counted from the ledger's records before those go (as `Ledger::run_account` counts a
 /// run's, for every old run in one pass over their rows and attempts); a run frozen
 /// earlier keeps its own.
 fn freeze_tallies(c: &Connection, cutoff: &str, into: &str) -> rusqlite::Result<()> {

@@ -1235,7 +1235,10 @@ mod tests {
             .collect();
         l.record(run1, &sent).unwrap();
         let (run2, _) = night(&mut l, &[(2, "a@x.io")], false);
-        let before = (l.run_tallies(run1).unwrap(), l.run_tallies(run2).unwrap());
+        let before = (
+            l.run_account(run1).unwrap().tallies,
+            l.run_account(run2).unwrap().tallies,
+        );
         assert_eq!((before.0.sent, before.0.already_done), (2, 0));
         assert_eq!(before.1.already_done, 1);
         l.conn
@@ -1247,11 +1250,14 @@ mod tests {
         let done = l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
         assert_eq!(count(&l, "SELECT count(*) FROM attempts"), 0);
         assert_eq!(done.rows_removed, 2, "{done:?}");
-        let after = (l.run_tallies(run1).unwrap(), l.run_tallies(run2).unwrap());
+        let after = (
+            l.run_account(run1).unwrap().tallies,
+            l.run_account(run2).unwrap().tallies,
+        );
         assert_eq!(before, after);
         l.compact(Duration::from_secs(90 * 24 * 3600)).unwrap();
         assert_eq!(
-            l.run_tallies(run1).unwrap(),
+            l.run_account(run1).unwrap().tallies,
             before.0,
             "a second compact keeps them"
         );

@@ -141,12 +141,6 @@ impl Ledger {
         })
     }
 
-    /// What run `run` sent, and how many of its rows were done before it began (see
-    /// [`Ledger::run_account`]).
-    pub fn run_tallies(&mut self, run: RunId) -> Result<RunTallies> {
-        Ok(self.run_account(run)?.tallies)
-    }
-
     /// The tallies `compact` kept for run `run` when it removed the records they are
     /// counted from; `None` for a run not compacted.
     pub fn compacted_tallies(&mut self, run: RunId) -> Result<Option<RunTallies>> {
