@@ -552,7 +552,7 @@ fn finish(
         .map_err(|e| after_start(stopped_by_ledger(e, progress)))?;
     let run = ending.run;
     let abort = sender.abort_reason();
-    let counts = ledger.status_counts(Some(run)).map_err(after_start)?;
+    let counts = ledger.run_status_counts(run).map_err(after_start)?;
     let (mut exit, mut outcome) = run_exit(&pipeline, abort.as_ref(), &counts, &ending);
     let unwritten = ending
         .results

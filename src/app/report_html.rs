@@ -78,7 +78,7 @@ fn gather(ledger: &mut Ledger, run: Option<i64>) -> anyhow::Result<ReportData> {
     }
     // A compacted run has no row records left: its counts are those the ledger kept.
     let (statuses, tallies) = match ledger.compacted_tallies(id)? {
-        Some(kept) => (ledger.status_counts(Some(id))?.rows, kept),
+        Some(kept) => (ledger.run_status_counts(id)?.rows, kept),
         None => (
             rows.statuses(),
             RunTallies {

@@ -71,6 +71,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_attempts_by_run",
         include_str!("../../migrations/0009_attempts_by_run.sql"),
     ),
+    (
+        "0010_lighter_writes",
+        include_str!("../../migrations/0010_lighter_writes.sql"),
+    ),
 ];
 
 /// The rows of unfinished invitations, as the partial index `rows_unfinished` (0008)
@@ -850,6 +854,83 @@ mod tests {
             let ops = opcodes(&l, sql);
             assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}: {ops:?}");
         }
+    }
+
+    #[test]
+    fn a_change_of_state_moves_no_index_entry_keyed_by_state() {
+        let l = Ledger::open_in_memory().unwrap();
+        let index_writes = |sql: &str| {
+            let ops = opcodes(&l, sql);
+            let n = |name: &str| ops.iter().filter(|op| *op == name).count();
+            (n("IdxDelete"), n("IdxInsert"))
+        };
+        // The mark rewrites the invitation's record alone.
+        assert_eq!(
+            index_writes("UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1"),
+            (0, 0)
+        );
+        // A row's outcome moves its entry of `rows_unfinished` alone, the index retry
+        // needs; the run's index is keyed by the run, which does not change.
+        assert_eq!(
+            index_writes("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1"),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn the_whole_ledger_is_counted_by_state_with_its_commonest_errors() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let rows: Vec<NewRow> = (0..8)
+            .map(|i| invite_row(src, i + 2, 1, &format!("u{i}@x.io")))
+            .collect();
+        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        let ends = [
+            (State::Invited, None),
+            (State::Invited, None),
+            (State::Exists, None),
+            (State::Failed, Some("timeout")),
+            (State::Failed, Some("timeout")),
+            (State::Failed, Some("HTTP 503")),
+            (State::Rejected, Some("HTTP 422: bad e-mail")),
+        ];
+        let outcomes: Vec<Outcome> = js
+            .iter()
+            .zip(ends)
+            .map(|(job, (state, error))| Outcome {
+                error: error.map(String::from),
+                ..answered(job, state, Some("invite"))
+            })
+            .collect();
+        l.record(run, &outcomes).unwrap();
+        let whole = l.status_counts(Some(run)).unwrap();
+        let counted = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            whole.ledger,
+            counted(&[
+                ("exists", 1),
+                ("failed", 3),
+                ("invited", 2),
+                ("pending", 1),
+                ("rejected", 1)
+            ])
+        );
+        assert_eq!(
+            whole.ledger_errors,
+            [
+                ("timeout".to_string(), 2),
+                ("HTTP 422: bad e-mail".to_string(), 1),
+                ("HTTP 503".to_string(), 1)
+            ]
+        );
+        // The end of a run counts its own rows alike, and reads no more.
+        let own = l.run_status_counts(run).unwrap();
+        assert_eq!(own.rows, whole.rows);
+        assert_eq!(own.rows.values().sum::<u64>(), 8);
+        assert!(own.ledger.is_empty() && own.ledger_errors.is_empty());
     }
 
     #[test]

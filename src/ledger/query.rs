@@ -2,7 +2,7 @@
 //! `--results` (the run's recorded rows, merged in input order with the rows it only
 //! counted when their spool was kept). Nothing here writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -112,6 +112,16 @@ impl Ledger {
     /// Counts per row status for one run (the last with rows when `None`), and per
     /// invitation state for the whole ledger.
     pub fn status_counts(&mut self, run: Option<RunId>) -> Result<StatusCounts> {
+        self.counts_in(run, Scope::Ledger)
+    }
+
+    /// [`Ledger::status_counts`] of one run alone: the whole ledger's `ledger` and
+    /// `ledger_errors` are left empty, so the end of a run reads nothing but its own.
+    pub fn run_status_counts(&mut self, run: RunId) -> Result<StatusCounts> {
+        self.counts_in(Some(run), Scope::Run)
+    }
+
+    fn counts_in(&mut self, run: Option<RunId>, scope: Scope) -> Result<StatusCounts> {
         let info = self.run_info(run)?;
         let run_id = info.as_ref().map(|r| r.id);
         let actions = match run_id {
@@ -129,18 +139,10 @@ impl Ledger {
             )? {
                 *rows.entry(k).or_default() += v;
             }
-            let ledger = counts(
-                c,
-                "SELECT state, count(*) FROM invitations GROUP BY state",
-                [],
-            )?;
-            let ledger_errors = ranked(
-                c,
-                "SELECT last_error, count(*) AS n FROM invitations
-                 WHERE state IN ('failed', 'rejected') AND last_error IS NOT NULL
-                 GROUP BY last_error ORDER BY n DESC LIMIT 5",
-                [],
-            )?;
+            let (ledger, ledger_errors) = match scope {
+                Scope::Run => Default::default(),
+                Scope::Ledger => ledger_counts(c)?,
+            };
             let top_errors = ranked(
                 c,
                 &format!(
@@ -237,6 +239,46 @@ const HAS_ROWS_OR_ACTIONS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id
      OR EXISTS (SELECT 1 FROM run_counts WHERE run_counts.run_id = runs.id)
      OR EXISTS (SELECT 1 FROM actions WHERE actions.run_id = runs.id))";
 
+/// `(key, count)` pairs, commonest first.
+type Ranked = Vec<(String, u64)>;
+
+/// What [`Ledger::counts_in`] counts: one run's rows, or the whole ledger's
+/// invitations besides.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Run,
+    Ledger,
+}
+
+/// The ledger's invitations per state, and the five commonest last errors of the failed
+/// and rejected ones, in one pass over the table: no index orders invitations by state
+/// (0010), and grouping in SQL would sort every invitation.
+fn ledger_counts(c: &Connection) -> rusqlite::Result<(BTreeMap<String, u64>, Ranked)> {
+    let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_error: HashMap<String, u64> = HashMap::new();
+    let mut stmt = c.prepare(
+        "SELECT state, CASE WHEN state IN ('failed', 'rejected') THEN last_error END
+         FROM invitations",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let state = r.get_ref(0)?.as_str().unwrap_or_default();
+        match per_state.get_mut(state) {
+            Some(n) => *n += 1,
+            None => {
+                per_state.insert(state.to_string(), 1);
+            }
+        }
+        if let Some(error) = r.get_ref(1)?.as_str_or_null()? {
+            *per_error.entry(error.to_string()).or_default() += 1;
+        }
+    }
+    let mut errors: Ranked = per_error.into_iter().collect();
+    errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    errors.truncate(5);
+    Ok((per_state, errors))
+}
+
 /// `(key, count)` pairs of a query, as a map.
 fn counts(
     c: &Connection,
@@ -278,11 +320,7 @@ fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<Stri
 }
 
 /// `(key, count)` pairs of a query, in its order.
-fn ranked(
-    c: &Connection,
-    sql: &str,
-    p: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<(String, u64)>> {
+fn ranked(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<Ranked> {
     let mut stmt = c.prepare(sql)?;
     stmt.query_map(p, |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))

@@ -36,7 +36,21 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     // Carried forward: every run, row record, attempt and action is still there.
     let db = rusqlite::Connection::open(w.ledger()).unwrap();
     let n = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!(n("PRAGMA user_version"), 9);
+    assert_eq!(n("PRAGMA user_version"), 10);
+    // 0010 keeps no index keyed by an invitation's state or a row's status but the
+    // partial one retry needs: a run's rows are found by the run alone.
+    assert_eq!(
+        n("SELECT count(*) FROM sqlite_master WHERE name = 'invitations_state'"),
+        0
+    );
+    let run_index: String = db
+        .query_row(
+            "SELECT group_concat(name) FROM pragma_index_info('rows_run')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(run_index, "run_id");
     // 0009 finds attempts by run, no longer by invitation alone.
     assert_eq!(
         n(

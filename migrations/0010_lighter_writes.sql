@@ -1,0 +1,15 @@
+-- Fewer index entries moved per invitation. On its way from admitted to done an
+-- invitation changes state twice (pending, sending, invited) and its row once
+-- (pending, invited): each change moved an entry of `invitations_state` and of
+-- `rows_run` (keyed by status), and those moves were about a third of what the ledger
+-- did per invitation on a first run.
+--
+-- Nothing looks invitations up by state often enough to keep an index for it: `status`
+-- counts them in one pass over the table, `retry` and `compact` read the table for the
+-- unfinished ones, and the done keys a rerun loads are read from the table in id order.
+DROP INDEX invitations_state;
+
+-- A run's rows, found by its id alone: the entry is written once, as the row is, and a
+-- change of status leaves it where it is. Counting a run's rows by status reads them.
+DROP INDEX rows_run;
+CREATE INDEX rows_run ON rows (run_id);
