@@ -82,6 +82,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
 const UNFINISHED_ROW: &str =
     "(status = 'pending' OR status = 'sending' OR status = 'failed' OR status = 'rejected')";
 
+/// A run's problem rows: what `status`, the summary and the report list as needing
+/// attention.
+pub(crate) const PROBLEM_ROW: &str =
+    "(status = 'failed' OR status = 'rejected' OR status = 'invalid' OR status = 'unresolved')";
+
 /// A row `r`'s status as people read it: a row recorded `pending` whose invitation is
 /// marked `sending` reads `sending` (the mark writes the invitation alone). Only a
 /// pending row looks its invitation up.
@@ -869,12 +874,20 @@ mod tests {
             index_writes("UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1"),
             (0, 0)
         );
-        // A row's outcome moves its entry of `rows_unfinished` alone, the index retry
-        // needs; the run's index is keyed by the run, which does not change.
-        assert_eq!(
-            index_writes("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1"),
-            (1, 1)
-        );
+        // No index is keyed by a state or a status: a row's outcome leaves the run's
+        // index where it is, and touches only the partial indexes whose condition it
+        // meets (an unfinished or a problem row).
+        let keyed: i64 = l
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master m, pragma_index_info(m.name) i
+                 WHERE m.type = 'index' AND m.tbl_name IN ('invitations', 'rows')
+                   AND i.name IN ('state', 'status')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(keyed, 0);
     }
 
     #[test]
@@ -931,6 +944,9 @@ mod tests {
         assert_eq!(own.rows, whole.rows);
         assert_eq!(own.rows.values().sum::<u64>(), 8);
         assert!(own.ledger.is_empty() && own.ledger_errors.is_empty());
+        // Its rows' commonest errors, counted in the same pass: here, its invitations'.
+        assert_eq!(own.top_errors, whole.ledger_errors);
+        assert_eq!(own.top_errors, whole.top_errors);
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! `--results` (the run's recorded rows, merged in input order with the rows it only
 //! counted when their spool was kept). Nothing here writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::spool::{SpoolReader, Spooled};
-use super::{Ledger, ROW_STATUS, Result, RowStatus, RunId};
+use super::{Ledger, PROBLEM_ROW, ROW_STATUS, Result, RowStatus, RunId};
 
 /// One run as the ledger remembers it.
 #[derive(Debug, Clone, Serialize)]
@@ -131,7 +131,18 @@ impl Ledger {
         let ledger_bytes = self.size_on_disk();
         self.sql(|c| {
             let id = run_id.unwrap_or(-1);
-            let mut rows = recorded_counts(c, id)?;
+            let (mut rows, mut errors) = recorded_counts(c, id)?;
+            for (error, n) in tally(
+                c,
+                &format!(
+                    "SELECT r.error FROM rows r JOIN sources s ON s.id = r.source_id {CARRIED}
+                     AND {PROBLEM_ROW} AND r.error IS NOT NULL"
+                ),
+                [id],
+            )? {
+                *errors.entry(error).or_default() += n;
+            }
+            let top_errors = commonest(errors, 5);
             for (k, v) in counts(
                 c,
                 "SELECT status, n FROM run_counts WHERE run_id = ?1",
@@ -143,17 +154,6 @@ impl Ledger {
                 Scope::Run => Default::default(),
                 Scope::Ledger => ledger_counts(c)?,
             };
-            let top_errors = ranked(
-                c,
-                &format!(
-                    "SELECT error, count(*) AS n FROM {}
-                     WHERE status IN ('failed', 'rejected', 'invalid', 'unresolved')
-                       AND error IS NOT NULL
-                     GROUP BY error ORDER BY n DESC, error LIMIT 5",
-                    seen_rows()
-                ),
-                [id],
-            )?;
             let oldest_kept_run = c.query_row("SELECT min(run_id) FROM rows", [], |r| r.get(0))?;
             Ok(StatusCounts {
                 run: info,
@@ -242,6 +242,17 @@ const HAS_ROWS_OR_ACTIONS: &str = "(EXISTS (SELECT 1 FROM rows WHERE rows.run_id
 /// `(key, count)` pairs, commonest first.
 type Ranked = Vec<(String, u64)>;
 
+/// How many of each key.
+type Counts = BTreeMap<String, u64>;
+
+/// The `n` commonest keys of `counts`, commonest first, ties by key.
+fn commonest(counts: Counts, n: usize) -> Ranked {
+    let mut ranked: Ranked = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(n);
+    ranked
+}
+
 /// What [`Ledger::counts_in`] counts: one run's rows, or the whole ledger's
 /// invitations besides.
 #[derive(Debug, Clone, Copy)]
@@ -254,29 +265,19 @@ enum Scope {
 /// and rejected ones, in one pass over the table: no index orders invitations by state
 /// (0010), and grouping in SQL would sort every invitation.
 fn ledger_counts(c: &Connection) -> rusqlite::Result<(BTreeMap<String, u64>, Ranked)> {
-    let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
-    let mut per_error: HashMap<String, u64> = HashMap::new();
+    let (mut per_state, mut per_error) = (Counts::new(), Counts::new());
     let mut stmt = c.prepare(
         "SELECT state, CASE WHEN state IN ('failed', 'rejected') THEN last_error END
          FROM invitations",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let state = r.get_ref(0)?.as_str().unwrap_or_default();
-        match per_state.get_mut(state) {
-            Some(n) => *n += 1,
-            None => {
-                per_state.insert(state.to_string(), 1);
-            }
-        }
+        bump(&mut per_state, r.get_ref(0)?.as_str().unwrap_or_default());
         if let Some(error) = r.get_ref(1)?.as_str_or_null()? {
-            *per_error.entry(error.to_string()).or_default() += 1;
+            bump(&mut per_error, error);
         }
     }
-    let mut errors: Ranked = per_error.into_iter().collect();
-    errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    errors.truncate(5);
-    Ok((per_state, errors))
+    Ok((per_state, commonest(per_error, 5)))
 }
 
 /// `(key, count)` pairs of a query, as a map.
@@ -288,18 +289,25 @@ fn counts(
     ranked(c, sql, p).map(|v| v.into_iter().collect())
 }
 
-/// Run `run`'s recorded rows per status as people read them ([`ROW_STATUS`]): those
-/// waiting on an invitation in flight count as `sending`, not `pending`. Counted from
-/// the `rows_run` index alone, then corrected by the pending rows in flight, rather than
-/// grouping by `ROW_STATUS`, which would read every row's invitation id from the table.
-fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<String, u64>> {
-    let mut rows = counts(
-        c,
-        "SELECT status, count(*) FROM rows WHERE run_id = ?1 GROUP BY status",
-        [run],
-    )?;
+/// Run `run`'s recorded rows per status as people read them ([`ROW_STATUS`]), and the
+/// errors of its problem rows, in one pass over its rows. Rows waiting on an invitation
+/// in flight count as `sending`, not `pending`: counted by status first, then corrected
+/// by the pending rows in flight, rather than grouping by `ROW_STATUS`, which would look
+/// up the invitation of every row.
+fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<(Counts, Counts)> {
+    let (mut rows, mut errors) = (Counts::new(), Counts::new());
+    let mut stmt = c.prepare(&format!(
+        "SELECT status, CASE WHEN {PROBLEM_ROW} THEN error END FROM rows WHERE run_id = ?1"
+    ))?;
+    let mut q = stmt.query([run])?;
+    while let Some(r) = q.next()? {
+        bump(&mut rows, r.get_ref(0)?.as_str().unwrap_or_default());
+        if let Some(error) = r.get_ref(1)?.as_str_or_null()? {
+            bump(&mut errors, error);
+        }
+    }
     let Some(pending) = rows.get("pending").copied() else {
-        return Ok(rows);
+        return Ok((rows, errors));
     };
     let in_flight: i64 = c.query_row(
         "SELECT count(*) FROM rows r JOIN invitations i ON i.id = r.invitation_id
@@ -316,7 +324,30 @@ fn recorded_counts(c: &Connection, run: RunId) -> rusqlite::Result<BTreeMap<Stri
         }
         *rows.entry("sending".into()).or_default() += in_flight;
     }
-    Ok(rows)
+    Ok((rows, errors))
+}
+
+/// How many rows of a query have each value of its one column, counted as they are read:
+/// grouping in SQL would sort them first, with no index keyed by that column.
+fn tally(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<Counts> {
+    let mut out = Counts::new();
+    let mut stmt = c.prepare(sql)?;
+    let mut rows = stmt.query(p)?;
+    while let Some(r) = rows.next()? {
+        bump(&mut out, r.get_ref(0)?.as_str().unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// Counts one more `key`, looked up by the borrowed name: each distinct key is copied
+/// once, not once a row.
+fn bump(counts: &mut Counts, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
 }
 
 /// `(key, count)` pairs of a query, in its order.

@@ -10,15 +10,12 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::query::seen_rows;
-use super::{Error, Ledger, ROW_STATUS, Result, RunId};
+use super::{Error, Ledger, PROBLEM_ROW, ROW_STATUS, Result, RunId};
 
 /// The page cache of a read-only ledger, in KiB.
 const READ_CACHE_KIB: i64 = 64 * 1024;
 /// How much of a read-only ledger is memory-mapped.
 const READ_MMAP_BYTES: i64 = 1 << 30;
-
-/// The row statuses that make a run exit 1, as SQL text.
-const PROBLEMS_SQL: &str = "('failed', 'rejected', 'invalid', 'unresolved')";
 
 /// The statuses of a row whose invitation ended done.
 const DONE_SQL: &str = "('invited', 'exists')";
@@ -241,7 +238,7 @@ impl Ledger {
         self.sql(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT status, error, count(*) AS n FROM {}
-                 WHERE status IN {PROBLEMS_SQL} AND error IS NOT NULL
+                 WHERE {PROBLEM_ROW} AND error IS NOT NULL
                  GROUP BY status, error ORDER BY n DESC, error LIMIT ?2",
                 seen_rows()
             ))?;
@@ -257,13 +254,13 @@ impl Ledger {
         self.sql(|c| {
             let seen = seen_rows();
             let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM {seen} WHERE status IN {PROBLEMS_SQL}"),
+                &format!("SELECT count(*) FROM {seen} WHERE {PROBLEM_ROW}"),
                 [run],
                 |r| r.get(0),
             )?;
             let mut stmt = c.prepare(&format!(
                 "SELECT file, line, status, email, error FROM {seen}
-                 WHERE status IN {PROBLEMS_SQL} ORDER BY src, line LIMIT ?2"
+                 WHERE {PROBLEM_ROW} ORDER BY src, line LIMIT ?2"
             ))?;
             let rows = stmt
                 .query_map(params![run, limit as i64], |r| {
