@@ -77,8 +77,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The rows of unfinished invitations, as the partial index `rows_unfinished` (0008)
-/// spells them: a query uses that index only when it says the same.
+/// The rows of unfinished invitations: `retry` sends each again from its latest, found
+/// among its invitation's rows (`rows_invitation`, 0010).
 const UNFINISHED_ROW: &str =
     "(status = 'pending' OR status = 'sending' OR status = 'failed' OR status = 'rejected')";
 
@@ -874,9 +874,17 @@ mod tests {
             index_writes("UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1"),
             (0, 0)
         );
-        // No index is keyed by a state or a status: a row's outcome leaves the run's
-        // index where it is, and touches only the partial indexes whose condition it
-        // meets (an unfinished or a problem row).
+        // An outcome rewrites the invitation's record and the row's, and moves no index
+        // entry: no index is keyed by a state or a status, or kept for some states alone.
+        for sql in [
+            "UPDATE invitations SET state = ?2, access_user_id = ?3, attempts = attempts + ?4,
+                    last_http = ?5, last_error = ?6, unsure = ?7, updated_at = ?8, done_at = ?8,
+                    invited_run = ?9
+             WHERE id = ?1",
+            "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+        ] {
+            assert_eq!(index_writes(sql), (0, 0), "{sql}");
+        }
         let keyed: i64 = l
             .conn
             .query_row(
@@ -1008,7 +1016,7 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert!(
-            plan.iter().any(|p| p.contains("rows_unfinished")),
+            plan.iter().any(|p| p.contains("rows_invitation")),
             "{plan:?}"
         );
     }
