@@ -264,7 +264,7 @@ enum Scope {
 /// The ledger's invitations per state, and the five commonest last errors of the failed
 /// and rejected ones, in one pass over the table: no index orders invitations by state
 /// (0010), and grouping in SQL would sort every invitation.
-fn ledger_counts(c: &Connection) -> rusqlite::Result<(BTreeMap<String, u64>, Ranked)> {
+fn ledger_counts(c: &Connection) -> rusqlite::Result<(Counts, Ranked)> {
     let (mut per_state, mut per_error) = (Counts::new(), Counts::new());
     let mut stmt = c.prepare(
         "SELECT state, CASE WHEN state IN ('failed', 'rejected') THEN last_error END

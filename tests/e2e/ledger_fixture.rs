@@ -37,20 +37,25 @@ fn a_ledger_of_release_0_1_0_keeps_every_state() {
     let db = rusqlite::Connection::open(w.ledger()).unwrap();
     let n = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(n("PRAGMA user_version"), 10);
-    // 0010 keeps no index keyed by an invitation's state or a row's status but the
-    // partial one retry needs: a run's rows are found by the run alone.
-    assert_eq!(
-        n("SELECT count(*) FROM sqlite_master WHERE name = 'invitations_state'"),
-        0
-    );
-    let run_index: String = db
-        .query_row(
-            "SELECT group_concat(name) FROM pragma_index_info('rows_run')",
-            [],
+    // 0010 keeps no index keyed by an invitation's state or a row's status, nor one kept
+    // for some states alone: a run's rows are found by the run, an invitation's by it.
+    let indexes = |table: &str| -> String {
+        db.query_row(
+            "SELECT coalesce(group_concat(name || '(' || cols || ')', ' '), '') FROM (
+                 SELECT m.name, (SELECT group_concat(i.name) FROM pragma_index_info(m.name) i) AS cols
+                 FROM sqlite_master m
+                 WHERE m.type = 'index' AND m.tbl_name = ?1 AND m.sql IS NOT NULL
+                 ORDER BY m.name)",
+            [table],
             |r| r.get(0),
         )
-        .unwrap();
-    assert_eq!(run_index, "run_id");
+        .unwrap()
+    };
+    assert_eq!(indexes("invitations"), "");
+    assert_eq!(
+        indexes("rows"),
+        "rows_first_seen(first_seen_run) rows_invitation(invitation_id) rows_run(run_id) rows_seen(seen_hash)"
+    );
     // 0009 finds attempts by run, no longer by invitation alone.
     assert_eq!(
         n(
