@@ -524,14 +524,17 @@ impl Ledger {
     /// Only the invitations are written: a row waiting on an invitation in flight reads
     /// `sending` (as the readers of rows spell it), and its own status is next written
     /// with the outcome.
+    ///
+    /// Ids that follow one another (as a first run admits and marks them) are marked by
+    /// range, one statement for each run of them.
     pub fn mark_sending(&mut self, invitation_ids: &[i64]) -> Result<()> {
         let now = now_text();
         self.write(|c| {
             let mut inv = c.prepare_cached(
-                "UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1",
+                "UPDATE invitations SET state = 'sending', updated_at = ?3 WHERE id BETWEEN ?1 AND ?2",
             )?;
-            for id in invitation_ids {
-                inv.execute(params![id, now])?;
+            for (first, last) in consecutive(invitation_ids) {
+                inv.execute(params![first, last, now])?;
             }
             Ok(())
         })
@@ -672,6 +675,26 @@ impl Ledger {
             Ok(())
         })
     }
+}
+
+/// `ids` as runs of consecutive ids, `(first, last)` each, in the order given: every id
+/// in a run is in `ids`, and every id of `ids` is in a run.
+fn consecutive(ids: &[i64]) -> impl Iterator<Item = (i64, i64)> + '_ {
+    let mut rest = ids;
+    std::iter::from_fn(move || {
+        let (&first, tail) = rest.split_first()?;
+        let mut last = first;
+        let mut len = 0;
+        while tail
+            .get(len)
+            .is_some_and(|&id| last.checked_add(1) == Some(id))
+        {
+            last += 1;
+            len += 1;
+        }
+        rest = &tail[len..];
+        Some((first, last))
+    })
 }
 
 /// Writes outcomes, their rows and their attempts, in whatever transaction is open.
@@ -861,6 +884,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn runs_of_consecutive_ids_give_back_every_id_in_order(
+            ids in proptest::collection::vec(-3i64..40, 0..60),
+        ) {
+            let expanded: Vec<i64> = consecutive(&ids).flat_map(|(a, b)| a..=b).collect();
+            proptest::prop_assert_eq!(expanded, ids);
+        }
+    }
+
+    #[test]
+    fn ids_that_follow_one_another_are_marked_by_range() {
+        assert_eq!(
+            consecutive(&[7, 8, 9, 3, 4, 4, 12]).collect::<Vec<_>>(),
+            [(7, 9), (3, 4), (4, 4), (12, 12)]
+        );
+        assert_eq!(
+            consecutive(&[i64::MAX - 1, i64::MAX, 1]).collect::<Vec<_>>(),
+            [(i64::MAX - 1, i64::MAX), (1, 1)]
+        );
+    }
+
     #[test]
     fn a_change_of_state_moves_no_index_entry_keyed_by_state() {
         let l = Ledger::open_in_memory().unwrap();
@@ -871,7 +916,9 @@ mod tests {
         };
         // The mark rewrites the invitation's record alone.
         assert_eq!(
-            index_writes("UPDATE invitations SET state = 'sending', updated_at = ?2 WHERE id = ?1"),
+            index_writes(
+                "UPDATE invitations SET state = 'sending', updated_at = ?3 WHERE id BETWEEN ?1 AND ?2"
+            ),
             (0, 0)
         );
         // An outcome rewrites the invitation's record and the row's, and moves no index
