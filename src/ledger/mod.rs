@@ -907,6 +907,30 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_by_range_marks_the_ids_given_and_no_other() {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let rows: Vec<NewRow> = (0..7)
+            .map(|i| invite_row(src, i + 2, 1, &format!("u{i}@x.io")))
+            .collect();
+        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        let ids = ids(&js);
+        // Two runs and a lone id, out of order; ids[2] and ids[5] are left between them.
+        l.mark_sending(&[ids[3], ids[4], ids[0], ids[1], ids[6]])
+            .unwrap();
+        let sending: Vec<i64> = l
+            .conn
+            .prepare("SELECT id FROM invitations WHERE state = 'sending' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(sending, [ids[0], ids[1], ids[3], ids[4], ids[6]]);
+    }
+
+    #[test]
     fn a_change_of_state_moves_no_index_entry_keyed_by_state() {
         let l = Ledger::open_in_memory().unwrap();
         let index_writes = |sql: &str| {
