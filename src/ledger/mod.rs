@@ -530,9 +530,7 @@ impl Ledger {
     pub fn mark_sending(&mut self, invitation_ids: &[i64]) -> Result<()> {
         let now = now_text();
         self.write(|c| {
-            let mut inv = c.prepare_cached(
-                "UPDATE invitations SET state = 'sending', updated_at = ?3 WHERE id BETWEEN ?1 AND ?2",
-            )?;
+            let mut inv = c.prepare_cached(MARK_SENDING)?;
             for (first, last) in consecutive(invitation_ids) {
                 inv.execute(params![first, last, now])?;
             }
@@ -697,19 +695,27 @@ fn consecutive(ids: &[i64]) -> impl Iterator<Item = (i64, i64)> + '_ {
     })
 }
 
+/// Marks the invitations with ids `?1..=?2` `sending` at `?3`.
+const MARK_SENDING: &str =
+    "UPDATE invitations SET state = 'sending', updated_at = ?3 WHERE id BETWEEN ?1 AND ?2";
+
+/// An invitation's outcome: its state, what the answer said, and when it became done.
+const INVITATION_OUTCOME: &str =
+    "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
+            attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
+            unsure = ?7, updated_at = ?8,
+            done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END,
+            invited_run = CASE WHEN ?2 = 'invited' THEN ?9 ELSE invited_run END
+     WHERE id = ?1";
+
+/// A row's outcome: its status and error.
+const ROW_OUTCOME: &str = "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1";
+
 /// Writes outcomes, their rows and their attempts, in whatever transaction is open.
 fn record_in(c: &Connection, run: RunId, outcomes: &[Outcome]) -> rusqlite::Result<()> {
     let now = now_text();
-    let mut inv = c.prepare_cached(
-        "UPDATE invitations SET state = ?2, access_user_id = COALESCE(?3, access_user_id),
-                attempts = attempts + ?4, last_http = COALESCE(?5, last_http), last_error = ?6,
-                unsure = ?7, updated_at = ?8,
-                done_at = CASE WHEN ?2 IN ('invited', 'exists') THEN ?8 ELSE done_at END,
-                invited_run = CASE WHEN ?2 = 'invited' THEN ?9 ELSE invited_run END
-         WHERE id = ?1",
-    )?;
-    let mut row =
-        c.prepare_cached("UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?;
+    let mut inv = c.prepare_cached(INVITATION_OUTCOME)?;
+    let mut row = c.prepare_cached(ROW_OUTCOME)?;
     let mut attempt = c.prepare_cached(
         "INSERT INTO attempts (invitation_id, run_id, at, action, http_status, latency_ms, class, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -875,13 +881,26 @@ mod tests {
     fn writing_a_row_builds_no_lookup_table() {
         let l = Ledger::open_in_memory().unwrap();
         for sql in [
-            "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+            ROW_OUTCOME,
             "INSERT INTO rows (run_id, source_id, line, cells, email, customer_id, invitation_id, status, error, updated_at, seen_hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         ] {
             let ops = opcodes(&l, sql);
             assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}: {ops:?}");
         }
+    }
+
+    /// A ledger in memory with a run that admitted `n` invitations (u0@x.io, u1@x.io, …)
+    /// to send.
+    fn admitted(n: u64) -> (Ledger, RunId, Vec<Job>) {
+        let mut l = Ledger::open_in_memory().unwrap();
+        let run = l.begin_run("run", "http://x", &[], false).unwrap();
+        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
+        let rows: Vec<NewRow> = (0..n)
+            .map(|i| invite_row(src, i + 2, 1, &format!("u{i}@x.io")))
+            .collect();
+        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        (l, run, js)
     }
 
     proptest::proptest! {
@@ -908,13 +927,7 @@ mod tests {
 
     #[test]
     fn a_mark_by_range_marks_the_ids_given_and_no_other() {
-        let mut l = Ledger::open_in_memory().unwrap();
-        let run = l.begin_run("run", "http://x", &[], false).unwrap();
-        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
-        let rows: Vec<NewRow> = (0..7)
-            .map(|i| invite_row(src, i + 2, 1, &format!("u{i}@x.io")))
-            .collect();
-        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        let (mut l, _, js) = admitted(7);
         let ids = ids(&js);
         // Two runs and a lone id, out of order; ids[2] and ids[5] are left between them.
         l.mark_sending(&[ids[3], ids[4], ids[0], ids[1], ids[6]])
@@ -939,21 +952,10 @@ mod tests {
             (n("IdxDelete"), n("IdxInsert"))
         };
         // The mark rewrites the invitation's record alone.
-        assert_eq!(
-            index_writes(
-                "UPDATE invitations SET state = 'sending', updated_at = ?3 WHERE id BETWEEN ?1 AND ?2"
-            ),
-            (0, 0)
-        );
+        assert_eq!(index_writes(MARK_SENDING), (0, 0));
         // An outcome rewrites the invitation's record and the row's, and moves no index
         // entry: no index is keyed by a state or a status, or kept for some states alone.
-        for sql in [
-            "UPDATE invitations SET state = ?2, access_user_id = ?3, attempts = attempts + ?4,
-                    last_http = ?5, last_error = ?6, unsure = ?7, updated_at = ?8, done_at = ?8,
-                    invited_run = ?9
-             WHERE id = ?1",
-            "UPDATE rows SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-        ] {
+        for sql in [INVITATION_OUTCOME, ROW_OUTCOME] {
             assert_eq!(index_writes(sql), (0, 0), "{sql}");
         }
         let keyed: i64 = l
@@ -971,13 +973,7 @@ mod tests {
 
     #[test]
     fn the_whole_ledger_is_counted_by_state_with_its_commonest_errors() {
-        let mut l = Ledger::open_in_memory().unwrap();
-        let run = l.begin_run("run", "http://x", &[], false).unwrap();
-        let src = l.add_source(run, "a.csv", &["email".into()]).unwrap();
-        let rows: Vec<NewRow> = (0..8)
-            .map(|i| invite_row(src, i + 2, 1, &format!("u{i}@x.io")))
-            .collect();
-        let js = jobs(&l.admit(run, &rows, AdmitOptions::default()).unwrap());
+        let (mut l, run, js) = admitted(8);
         let ends = [
             (State::Invited, None),
             (State::Invited, None),
